@@ -1,0 +1,3 @@
+from sealift.cli import main
+
+main()

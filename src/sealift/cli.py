@@ -1,0 +1,235 @@
+"""The ``sealift`` command: a thin layer over the library.
+
+Exit codes: 0 success, 1 an error (one line on stderr, ``sealift: error: ...``), 2 a usage error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from sealift import __version__, compression, progress
+from sealift.ends.archive import ArchiveSink, ArchiveSource
+from sealift.ends.base import Sink, Source
+from sealift.ends.layout import LayoutSink, LayoutSource
+from sealift.errors import SealiftError, UsageError
+from sealift.inspection import describe
+from sealift.transfer import CopyOptions, Selection, copy, verify
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.xz", ".tar.bz2")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"sealift: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Turn library errors into one line on stderr and a meaningful exit code."""
+    try:
+        yield
+    except UsageError as exc:
+        fail(str(exc), 2)
+    except SealiftError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail("output pipe closed")
+    except MemoryError:
+        fail("out of memory")
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+
+
+def open_source(spec: str) -> Source:
+    kind, path = _split_spec(spec)
+    if kind == "oci" or (kind is None and Path(path).is_dir()):
+        return LayoutSource(path)
+    return ArchiveSource(path)
+
+
+def open_sink(spec: str) -> Sink:
+    kind, path = _split_spec(spec)
+    if kind == "oci" or (kind is None and Path(path).is_dir()):
+        return LayoutSink(path)
+    if kind is None and path != "-" and not path.endswith(_ARCHIVE_SUFFIXES):
+        if path.endswith("/"):
+            return LayoutSink(path)
+    return ArchiveSink(path)
+
+
+def _split_spec(spec: str) -> tuple[str | None, str]:
+    for kind in ("archive", "oci"):
+        if spec.startswith(f"{kind}:"):
+            rest = spec[len(kind) + 1 :]
+            if not rest:
+                raise UsageError(f"{spec!r} names no path")
+            return kind, rest
+    if not spec:
+        raise UsageError("empty source or destination")
+    return None, spec
+
+
+COMPRESSION = click.Choice(list(compression.LAYER_CODECS))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sealift")
+def cli() -> None:
+    """Move container images between hosts without a registry.
+
+    sealift writes one clean archive that plain `docker load`, `podman load`, `ctr images
+    import` and skopeo all read, with layers compressed, every blob stored once and every
+    digest checked.
+
+    \b
+    Examples:
+      sealift save myapp:1.0 -o myapp.tar              # engine -> archive
+      sealift load myapp.tar                            # archive -> engine
+      sealift convert docker-save.tar small.tar --compression zstd
+      sealift inspect myapp.tar
+      sealift verify myapp.tar
+    """
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("destination")
+@click.option("--compression", "codec", type=COMPRESSION, default="gzip", show_default=True,
+              help="Layer compression inside the output. gzip loads on every engine; zstd is "
+              "smaller and faster (Docker >= 23, containerd, podman).")
+@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
+@click.option("--platform", help="Keep one platform (os/arch[/variant]) of multi-platform images, or 'all'.")
+@click.option("--tag", "tags", multiple=True, metavar="NAME:TAG",
+              help="Take only this image (repeatable). OCI ref names work too.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def convert(source: str, destination: str, codec: str, level: int | None, platform: str | None,
+            tags: tuple[str, ...], quiet: bool) -> None:
+    """Convert SOURCE to DESTINATION.
+
+    SOURCE is any image archive (docker save output of any Docker version, skopeo or podman
+    archives, compressed with gzip, zstd or xz or not) or an OCI layout directory.
+    DESTINATION is written as sealift's dual-format archive, or as an OCI layout.
+
+    \b
+    Use archive:PATH or oci:DIR to be explicit; a bare directory means an OCI layout,
+    anything else an archive; - is stdin or stdout.
+    """
+    with errors_to_exit():
+        src = open_source(source)
+        try:
+            sink = open_sink(destination)
+            options = CopyOptions(codec, level, Selection(tags, platform))
+            counter = getattr(src, "input_counter", None)
+            total = _size_of(source)
+            with progress.byte_progress(
+                "converting", lambda: counter.count if counter else 0, total,
+                show=progress.enabled(quiet) and destination != "-",
+            ):
+                copy(src, sink, options)
+        finally:
+            src.close()
+
+
+def _size_of(spec: str) -> int | None:
+    _, path = _split_spec(spec)
+    try:
+        return Path(path).stat().st_size if path != "-" and Path(path).is_file() else None
+    except OSError:
+        return None
+
+
+@cli.command()
+@click.argument("archive")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(archive: str, as_json: bool) -> None:
+    """Show the images, tags, platforms and layers in ARCHIVE (an archive or OCI layout).
+
+    Layers shared between images are marked. This reads metadata and does not check layer
+    contents; use `sealift verify` for that.
+    """
+    with errors_to_exit():
+        source = open_source(archive)
+        try:
+            report = describe(source.entries())
+        finally:
+            source.close()
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            _print_inspection(report)
+
+
+def _print_inspection(report: dict[str, Any]) -> None:
+    for image in report["images"]:
+        names = ", ".join(image["tags"] or image["ref_names"]) or "<untagged>"
+        click.echo(f"{names}")
+        click.echo(f"  id        {image['id']}")
+        click.echo(f"  platform  {image['platform']}")
+        click.echo(f"  size      {_human(image['size'])} in {len(image['layers'])} layers")
+        for layer in image["layers"]:
+            shared = "  (shared)" if layer["shared"] else ""
+            click.echo(
+                f"    {layer['digest'][:19]}  {_human(layer['size']):>9}  {layer['compression']:<4}{shared}"
+            )
+    click.echo(
+        f"{len(report['images'])} images, {report['unique_layers']} unique layers, "
+        f"{_human(report['total_size'])}"
+    )
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@cli.command(name="verify")
+@click.argument("archive")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
+    """Check every digest in ARCHIVE; exit 0 only if it is whole and untampered.
+
+    Each blob is checked against its digest and size, each uncompressed layer against the
+    diff_id in its image config, and every referenced blob must be present.
+    """
+    with errors_to_exit():
+        source = open_source(archive)
+        if isinstance(source, ArchiveSource):
+            source = ArchiveSource(source._path, keep_layers=False)  # noqa: SLF001
+        try:
+            report = verify(source)
+        finally:
+            source.close()
+        if as_json:
+            click.echo(json.dumps({"ok": True, "images": report.images, "layers": report.layers,
+                                   "bytes_checked": report.bytes_checked}))
+        elif not quiet:
+            click.echo(f"OK: {report.images} images, {report.layers} layers verified")
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="sealift", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("interrupted", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,215 @@
+"""Compression codecs, one registry: detection by magic bytes, streaming readers and writers.
+
+Layers may be stored uncompressed (``none``), gzip or zstd; whole archives may additionally be
+wrapped in xz or bzip2. Decompression is always capped (see :class:`ExpansionGuard`) because a few
+kilobytes of zstd can expand to terabytes.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import os
+from typing import IO, Final
+
+import zstandard
+from isal import igzip, igzip_threaded
+
+from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
+
+NONE: Final = "none"
+GZIP: Final = "gzip"
+ZSTD: Final = "zstd"
+XZ: Final = "xz"
+BZIP2: Final = "bzip2"
+
+LAYER_CODECS: Final = (NONE, GZIP, ZSTD)
+_MAGIC: Final = (
+    (GZIP, b"\x1f\x8b"),
+    (ZSTD, b"\x28\xb5\x2f\xfd"),
+    (XZ, b"\xfd7zXZ\x00"),
+    (BZIP2, b"BZh"),
+)
+SNIFF_SIZE: Final = 6
+
+DEFAULT_LEVEL: Final = {GZIP: 5, ZSTD: 3}
+CHUNK: Final = 1024 * 1024
+
+
+def sniff(prefix: bytes) -> str:
+    """The codec a stream starting with ``prefix`` is compressed with, or ``none``."""
+    for codec, magic in _MAGIC:
+        if prefix.startswith(magic):
+            return codec
+    return NONE
+
+
+def check_layer_codec(codec: str) -> str:
+    if codec not in LAYER_CODECS:
+        raise UsageError(f"unknown compression {codec!r}: choose one of {', '.join(LAYER_CODECS)}")
+    return codec
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class ExpansionGuard:
+    """Caps how far decompressed output may outgrow its compressed input.
+
+    Output is allowed up to ``floor`` bytes freely, then up to ``ratio`` times the compressed bytes
+    consumed so far. Legitimate layers rarely pass 20:1; bombs pass 1000:1 within a few megabytes.
+    The limits come from SEALIFT_MAX_EXPANSION / SEALIFT_EXPANSION_FLOOR when set.
+    """
+
+    def __init__(self, what: str, ratio: float | None = None, floor: int | None = None) -> None:
+        self.what = what
+        self.ratio = ratio if ratio is not None else float(os.environ.get("SEALIFT_MAX_EXPANSION", 250))
+        self.floor = floor if floor is not None else int(
+            os.environ.get("SEALIFT_EXPANSION_FLOOR", 256 * 1024 * 1024)
+        )
+
+    def check(self, compressed: int, expanded: int) -> None:
+        if expanded > self.floor and expanded > self.ratio * max(compressed, 1):
+            raise LimitExceededError(
+                f"{self.what} expands more than {self.ratio:g}:1 "
+                f"({expanded} bytes from {compressed}): refusing a likely decompression bomb "
+                "(set SEALIFT_MAX_EXPANSION to raise the cap if this input is trusted)"
+            )
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+
+class DecompressingReader(io.RawIOBase):
+    """A readable stream of ``raw`` decompressed with ``codec``, guarded against bombs.
+
+    Codec errors (corrupt or truncated data) surface as InvalidArchiveError naming ``what``.
+    """
+
+    def __init__(
+        self, raw: IO[bytes], codec: str, what: str, guard: ExpansionGuard | None = None
+    ) -> None:
+        self._counter = _CountingReader(raw)
+        self._codec = codec
+        self._what = what
+        self._guard = guard or ExpansionGuard(what)
+        self._stream = _open_decompressor(self._counter, codec)
+        self.expanded = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._stream.read(len(buffer))
+        except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError) as exc:
+            raise InvalidArchiveError(f"{self._what}: corrupt {self._codec} data ({exc})") from exc
+        n = len(data)
+        buffer[:n] = data
+        self.expanded += n
+        self._guard.check(self._counter.count, self.expanded)
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+def _open_decompressor(raw: io.RawIOBase, codec: str) -> IO[bytes]:
+    buffered = io.BufferedReader(raw, CHUNK)
+    if codec == GZIP:
+        return igzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[no-any-return]
+    if codec == ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            buffered, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+        return reader  # type: ignore[no-any-return]
+    if codec == XZ:
+        return lzma.LZMAFile(buffered, "rb")
+    if codec == BZIP2:
+        return bz2.BZ2File(buffered, "rb")
+    if codec == NONE:
+        return buffered
+    raise InvalidArchiveError(f"unknown compression {codec!r}")
+
+
+def open_decompressed(
+    raw: IO[bytes], codec: str, what: str, guard: ExpansionGuard | None = None
+) -> IO[bytes]:
+    """A buffered reader of ``raw`` decompressed with ``codec``."""
+    if codec == NONE:
+        return raw
+    return io.BufferedReader(DecompressingReader(raw, codec, what, guard), CHUNK)
+
+
+def open_compressor(out: IO[bytes], codec: str, level: int | None = None) -> IO[bytes]:
+    """A writer that compresses into ``out`` (left open on close), using every core.
+
+    Output is deterministic for the same input, codec and level: gzip carries no name or mtime,
+    and multi-threaded zstd output does not depend on the number of threads.
+    """
+    level = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
+    if codec == ZSTD:
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=False)
+        return compressor.stream_writer(out, closefd=False)  # type: ignore[no-any-return]
+    if codec == GZIP:
+        return _GzipWriter(out, level)
+    if codec == NONE:
+        return _Unclosing(out)
+    raise UsageError(f"cannot compress with {codec!r}")
+
+
+class _Unclosing(io.RawIOBase):
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self._out.write(data)
+
+
+class _GzipWriter(io.RawIOBase):
+    """Multi-threaded gzip (ISA-L levels 0-3, zlib-ng for higher, denser levels)."""
+
+    def __init__(self, out: IO[bytes], level: int) -> None:
+        self._out = out
+        self._writer: IO[bytes]
+        if level <= 3:
+            self._writer = igzip_threaded.open(
+                _Unclosing(out), "wb", compresslevel=level, threads=cpu_count()
+            )
+        else:
+            from zlib_ng import gzip_ng_threaded
+
+            self._writer = gzip_ng_threaded.open(
+                _Unclosing(out), "wb", compresslevel=level, threads=cpu_count()
+            )
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self._writer.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._writer.close()
+        super().close()

@@ -1,0 +1,173 @@
+"""An archive file (or stdin/stdout) as a source and as a sink."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO
+
+from sealift import compression
+from sealift.blobs import BlobStore, make_spool_dir
+from sealift.ends.base import WriteResult
+from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
+from sealift.formats.files import Files, StreamFiles, TarFiles
+from sealift.formats.read import read_entries
+from sealift.formats.write import write_archive
+from sealift.model import Entry
+
+STDIO = "-"
+
+
+class ArchiveSource:
+    """Reads any supported archive: a path, ``-`` for stdin, or an open binary stream.
+
+    A plain tar on disk is read in place; anything else (compressed, or a pipe) is streamed once
+    and spooled to a private temp directory, removed on close.
+    """
+
+    def __init__(self, path: str | Path | IO[bytes], *, keep_layers: bool = True) -> None:
+        self._path = path
+        self._keep = keep_layers
+        self._stack = ExitStack()
+        self._entries: list[Entry] | None = None
+        self.outer_codec = compression.NONE
+        self.input_counter: _Counter | None = None
+
+    @property
+    def what(self) -> str:
+        if isinstance(self._path, str | Path):
+            return "stdin" if str(self._path) == STDIO else f"archive {self._path}"
+        return "input stream"
+
+    def entries(self, want_codec: str | None = None) -> list[Entry]:
+        if self._entries is None:
+            self._entries = read_entries(self._files(want_codec), self.what)
+        return self._entries
+
+    def _files(self, want_codec: str | None) -> Files:
+        raw = self._open()
+        buffered = io.BufferedReader(raw, compression.CHUNK)  # type: ignore[arg-type]
+        head = buffered.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
+        if not head:
+            raise InvalidArchiveError(f"{self.what} is empty")
+        self.outer_codec = compression.sniff(head)
+        if self.outer_codec == compression.NONE and _is_regular_file(raw):
+            assert isinstance(self._path, str | Path)
+            return TarFiles(Path(self._path))
+        stream = compression.open_decompressed(
+            buffered, self.outer_codec, self.what, compression.ExpansionGuard(self.what)
+        )
+        spool = self._stack.enter_context(make_spool_dir())
+        return StreamFiles(
+            stream,
+            BlobStore(Path(spool)),
+            what=self.what,
+            transcode_to=want_codec,
+            keep=self._keep,
+        )
+
+    def _open(self) -> IO[bytes]:
+        if not isinstance(self._path, str | Path):
+            return self._track(self._path)
+        if str(self._path) == STDIO:
+            return self._track(sys.stdin.buffer)
+        try:
+            file = self._stack.enter_context(Path(self._path).open("rb"))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no such file: {self._path}") from exc
+        except IsADirectoryError as exc:
+            raise UsageError(f"{self._path} is a directory; use oci:{self._path} for a layout") from exc
+        except OSError as exc:
+            raise SealiftError(f"cannot read {self._path}: {exc.strerror}") from exc
+        return self._track(file)
+
+    def _track(self, stream: IO[bytes]) -> IO[bytes]:
+        self.input_counter = _Counter(stream)
+        return self.input_counter  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class _Counter(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+def _is_regular_file(stream: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+class ArchiveSink:
+    """Writes the dual-format archive to a path (atomically) or to stdout (``-``)."""
+
+    def __init__(self, path: str | Path | IO[bytes]) -> None:
+        self._path = path
+
+    def accepts_codec(self, codec: str) -> bool:
+        return codec in compression.LAYER_CODECS
+
+    def write(self, entries: list[Entry]) -> WriteResult:
+        if not isinstance(self._path, str | Path):
+            write_archive(entries, self._path)
+        elif str(self._path) == STDIO:
+            write_archive(entries, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            write_atomically(Path(self._path), lambda out: write_archive(entries, out))
+        names = [str(tag) for entry in entries for tag in entry.tags]
+        return WriteResult(names=names, layers_sent=sum(len(list(e.images())) for e in entries))
+
+
+def write_atomically(path: Path, write: object) -> None:
+    """Write via a temp file in the target's directory, renamed into place only when complete."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; name an archive file or use oci:{path}")
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".partial")
+    except FileNotFoundError as exc:
+        raise UsageError(f"cannot write {path}: directory {directory} does not exist") from exc
+    except OSError as exc:
+        raise SealiftError(f"cannot write {path}: {exc.strerror}") from exc
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)  # type: ignore[operator]
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644 & ~_umask())
+        temp.replace(path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise SealiftError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,432 @@
+"""The files of an image archive or layout, read safely.
+
+A format reader sees an archive as :class:`Files`: names mapped to members it can open. Three
+implementations: a seekable tar read in place, a tar stream spooled as it arrives (hashing, and
+optionally transcoding, each member on the way), and a layout directory. All of them refuse unsafe
+names, links that leave the archive, device files and conflicting duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from sealift import compression
+from sealift.blobs import BlobStore
+from sealift.digest import Digest, Hasher
+from sealift.errors import InvalidArchiveError, LimitExceededError, SealiftError
+from sealift.verify import CHUNK
+
+MAX_MEMBERS = 100_000
+_LINK_DEPTH = 16
+_INLINE_LIMIT = 256 * 1024
+_TAR_MAGIC_OFFSET = 257
+
+
+@dataclass
+class Member:
+    """One regular file of an archive.
+
+    ``digest``/``size`` describe the stored bytes when they were hashed on arrival. When a streamed
+    layer was transcoded on arrival, ``open`` returns the transcoded bytes (``stored_codec``,
+    ``stored_digest``, ``stored_size``) while ``digest`` still names the original bytes, and
+    ``diff_id`` is the digest of the uncompressed content.
+    """
+
+    name: str
+    size: int
+    opener: _Opener
+    digest: Digest | None = None
+    codec: str | None = None
+    diff_id: Digest | None = None
+    decode_error: SealiftError | None = None
+    stored_codec: str | None = None
+    stored_digest: Digest | None = None
+    stored_size: int | None = None
+    inline: bytes | None = field(default=None, repr=False)
+
+    def open(self) -> IO[bytes]:
+        if self.inline is not None:
+            return io.BytesIO(self.inline)
+        return self.opener()
+
+    @property
+    def transcoded(self) -> bool:
+        return self.stored_digest is not None
+
+
+class _Opener(Protocol):
+    def __call__(self) -> IO[bytes]: ...
+
+
+class Files(Protocol):
+    """Named members of an archive or layout directory."""
+
+    def get(self, name: str) -> Member | None: ...
+
+    def names(self) -> Iterable[str]: ...
+
+
+def safe_name(raw: str) -> str:
+    """Normalise a member name; refuse absolute paths, ``..``, and control characters."""
+    if not raw or "\x00" in raw or "\\" in raw or any(ord(c) < 32 for c in raw):
+        raise InvalidArchiveError(f"unsafe member name {raw!r} in archive")
+    if raw.startswith("/"):
+        raise InvalidArchiveError(f"absolute member path {raw!r} in archive")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArchiveError(f"member path {raw!r} escapes the archive with '..'")
+    return "/".join(parts)
+
+
+class _LinkTable:
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.links: dict[str, str] = {}
+
+    def add_member(self, member: Member) -> None:
+        self._check_count()
+        existing = self.members.get(member.name)
+        if existing is not None:
+            if existing.digest is None or member.digest is None or existing.digest != member.digest:
+                raise InvalidArchiveError(
+                    f"duplicate entry {member.name!r} in archive with different content"
+                )
+            return
+        if member.name in self.links:
+            raise InvalidArchiveError(f"duplicate entry {member.name!r} in archive")
+        self.members[member.name] = member
+
+    def add_link(self, name: str, target: str) -> None:
+        self._check_count()
+        if name.startswith("blobs/"):
+            raise InvalidArchiveError(f"link {name!r} where a blob belongs: refusing")
+        if name in self.members or (name in self.links and self.links[name] != target):
+            raise InvalidArchiveError(f"duplicate entry {name!r} in archive")
+        self.links[name] = target
+
+    def _check_count(self) -> None:
+        if len(self.members) + len(self.links) >= MAX_MEMBERS:
+            raise LimitExceededError(f"archive has more than {MAX_MEMBERS} entries")
+
+    def get(self, name: str) -> Member | None:
+        seen = 0
+        while name in self.links:
+            seen += 1
+            if seen > _LINK_DEPTH:
+                raise InvalidArchiveError(f"link cycle at {name!r} in archive")
+            name = self.links[name]
+        return self.members.get(name)
+
+    def names(self) -> Iterable[str]:
+        return [*self.members, *self.links]
+
+
+def _link_target(info: tarfile.TarInfo, name: str) -> str:
+    target = info.linkname
+    if info.issym():
+        if target.startswith("/"):
+            raise InvalidArchiveError(f"symlink {name!r} points outside the archive ({target!r})")
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if target.startswith("../") or target == "..":
+            raise InvalidArchiveError(f"symlink {name!r} points outside the archive ({info.linkname!r})")
+    return safe_name(target)
+
+
+def _kind_error(info: tarfile.TarInfo, name: str) -> InvalidArchiveError:
+    kinds = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+             tarfile.FIFOTYPE: "fifo"}
+    kind = kinds.get(info.type, f"entry of type {info.type!r}")
+    return InvalidArchiveError(f"{kind} {name!r} in archive: refusing")
+
+
+def _tar_errors(what: str) -> _TarErrorContext:
+    return _TarErrorContext(what)
+
+
+class _TarErrorContext:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, tarfile.TarError | EOFError):
+            raise InvalidArchiveError(f"{self.what} is truncated or not a valid tar ({exc})") from exc
+
+
+class TarFiles:
+    """Members of a seekable, uncompressed tar file, read in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._table = _LinkTable()
+        with path.open("rb") as file, _tar_errors(f"archive {path}"):
+            file_size = os.fstat(file.fileno()).st_size
+            with tarfile.open(fileobj=file, mode="r:") as tar:
+                for info in tar:
+                    self._add(info, file_size)
+
+    def _add(self, info: tarfile.TarInfo, file_size: int) -> None:
+        if info.isdir():
+            safe_name(info.name)
+            return
+        name = safe_name(info.name)
+        if info.issym() or info.islnk():
+            self._table.add_link(name, _link_target(info, name))
+            return
+        if not info.isreg():
+            raise _kind_error(info, name)
+        if info.offset_data + info.size > file_size:
+            raise InvalidArchiveError(f"archive {self.path} is truncated inside {name!r}")
+        offset, size, path = info.offset_data, info.size, self.path
+        member = Member(name, size, lambda: _Section(path, offset, size))
+        if name in self._table.members:
+            member.digest = _hash(member)
+            previous = self._table.members[name]
+            previous.digest = previous.digest or _hash(previous)
+        self._table.add_member(member)
+
+    def get(self, name: str) -> Member | None:
+        return self._table.get(name)
+
+    def names(self) -> Iterable[str]:
+        return self._table.names()
+
+
+def _hash(member: Member) -> Digest:
+    hasher = Hasher()
+    with member.open() as stream:
+        while chunk := stream.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+class _Section(io.RawIOBase):
+    """A read-only window onto part of a file, with its own file descriptor (thread safe)."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = offset
+        self._remaining = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._remaining)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._offset)
+        if not data:
+            raise InvalidArchiveError("archive file changed or was truncated while reading")
+        n = len(data)
+        buffer[:n] = data
+        self._offset += n
+        self._remaining -= n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class StreamFiles:
+    """Members of a tar stream, spooled to ``store`` as they arrive.
+
+    Each member is hashed on the way. A member that looks like a layer (a tar, or gzip/zstd data)
+    is also decompressed and hashed, so its diff_id is known without a second read; when
+    ``transcode_to`` names a codec, such a member is stored recompressed with it instead of as it
+    came, which overlaps compression with the arrival of the stream. With ``keep=False`` nothing
+    but small members is kept (enough to verify or inspect a stream without disk space).
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        store: BlobStore,
+        *,
+        what: str = "archive",
+        transcode_to: str | None = None,
+        keep: bool = True,
+        level: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self._table = _LinkTable()
+        self._store = store
+        self._transcode_to = transcode_to
+        self._keep = keep
+        self._level = level
+        self._progress = on_progress
+        with _tar_errors(what), tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+            for info in tar:
+                self._add(tar, info)
+
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        name = safe_name(info.name)
+        if info.isdir():
+            return
+        if info.issym() or info.islnk():
+            self._table.add_link(name, _link_target(info, name))
+            return
+        if not info.isreg():
+            raise _kind_error(info, name)
+        source = tar.extractfile(info)
+        assert source is not None
+        member = self._spool(name, info.size, source)
+        if self._progress is not None:
+            self._progress(name, info.size)
+        self._table.add_member(member)
+
+    def _spool(self, name: str, size: int, source: IO[bytes]) -> Member:
+        head = source.read(min(size, _INLINE_LIMIT))
+        if len(head) < min(size, _INLINE_LIMIT):
+            raise InvalidArchiveError(f"archive is truncated inside {name!r}")
+        if size <= _INLINE_LIMIT and not _looks_like_layer(head):
+            return Member(name, size, _never, digest=_digest_of(head), inline=head)
+        return _spool_large(
+            name, size, _Prefixed(head, source), self._store, self._transcode_to, self._keep,
+            self._level,
+        )
+
+    def get(self, name: str) -> Member | None:
+        return self._table.get(name)
+
+    def names(self) -> Iterable[str]:
+        return self._table.names()
+
+
+class ProgressCallback(Protocol):
+    def __call__(self, name: str, size: int) -> None: ...
+
+
+def _never() -> IO[bytes]:
+    raise AssertionError("inline member has no opener")
+
+
+def _digest_of(data: bytes) -> Digest:
+    hasher = Hasher()
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _looks_like_layer(head: bytes) -> bool:
+    codec = compression.sniff(head)
+    if codec in (compression.GZIP, compression.ZSTD):
+        return True
+    return head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar" or (
+        len(head) >= 1024 and not head.strip(b"\x00")
+    )
+
+
+def _spool_large(
+    name: str,
+    size: int,
+    source: IO[bytes],
+    store: BlobStore,
+    transcode_to: str | None,
+    keep: bool,
+    level: int | None,
+) -> Member:
+    from sealift.layers import LayerDigester  # the layer pipeline lives beside the model
+
+    prefix = source.read(compression.SNIFF_SIZE + _TAR_MAGIC_OFFSET + 5)
+    stream = _Prefixed(prefix, source)
+    codec = compression.sniff(prefix)
+    if not _looks_like_layer(prefix):
+        digest, stored = store.add(lambda out: _copy(stream, out))
+        return Member(name, size, lambda: store.open(digest), digest=digest)
+    digester = LayerDigester(codec, f"member {name!r}", target=transcode_to, level=level)
+    member = Member(name, size, _never, codec=codec)
+    try:
+        if digester.target is not None or keep:
+            stored_digest, stored_size = store.add(lambda out: digester.run(stream, out))
+            member.opener = lambda: store.open(stored_digest)
+            if digester.target is not None:
+                member.stored_codec = digester.target
+                member.stored_digest, member.stored_size = stored_digest, stored_size
+        else:
+            digester.run(stream, None)
+    except LimitExceededError:
+        raise
+    except InvalidArchiveError as exc:
+        member.decode_error = exc
+        member.opener = _raise(exc)
+        return member
+    member.digest = digester.raw_digest
+    member.diff_id = digester.diff_id
+    return member
+
+
+def _raise(error: SealiftError) -> _Opener:
+    def opener() -> IO[bytes]:
+        raise error
+
+    return opener
+
+
+def _copy(source: IO[bytes], out: IO[bytes]) -> None:
+    while chunk := source.read(CHUNK):
+        out.write(chunk)
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` followed by the rest of ``rest``."""
+
+    def __init__(self, prefix: bytes, rest: IO[bytes]) -> None:
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class DirFiles:
+    """Members of a layout directory. Only regular files count; symlinks are refused."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get(self, name: str) -> Member | None:
+        name = safe_name(name)
+        path = self.root / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise InvalidArchiveError(f"cannot read {path}: {exc.strerror}") from exc
+        if stat.S_ISLNK(info.st_mode):
+            raise InvalidArchiveError(f"symlink {path} where a blob belongs: refusing")
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidArchiveError(f"{path} is not a regular file")
+        return Member(name, info.st_size, lambda: _open_nofollow(path))
+
+    def names(self) -> Iterator[str]:
+        for dirpath, _, filenames in os.walk(self.root):
+            for filename in filenames:
+                yield str(Path(dirpath, filename).relative_to(self.root))
+
+
+def _open_nofollow(path: Path) -> IO[bytes]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    return os.fdopen(fd, "rb")

@@ -1,0 +1,312 @@
+"""Read image archives and layouts, whatever wrote them, into the shared model.
+
+Formats are detected by content: an OCI image layout (``index.json`` + ``blobs/``), Docker's
+``docker save`` format (``manifest.json``), or both at once (Docker 25+, and sealift's own archives).
+Every JSON document is checked against the shape it claims, and every blob is bound to the digest
+that names it; layers are checked lazily, when read, unless they were hashed on arrival.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import IO, Any
+
+from sealift import compression, media
+from sealift.digest import Digest, sha256_of
+from sealift.errors import DigestMismatchError, InvalidArchiveError, UsageError
+from sealift.formats.files import Files, Member
+from sealift.model import (
+    MAX_JSON_SIZE,
+    Descriptor,
+    Entry,
+    Image,
+    ImageConfig,
+    ImageIndex,
+    Index,
+    Layer,
+    Manifest,
+    load_json,
+)
+from sealift.reference import Reference
+from sealift.verify import VerifyingReader, read_small
+
+CONTAINERD_NAME = "io.containerd.image.name"
+REF_NAME = "org.opencontainers.image.ref.name"
+_MAX_DEPTH = 8
+_BLOB_PATH = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+
+
+def read_entries(files: Files, what: str) -> list[Entry]:
+    """Every named image or index ``files`` holds, as the model's entries."""
+    has_index = files.get("index.json") is not None
+    has_manifest = files.get("manifest.json") is not None
+    if not has_index and not has_manifest:
+        raise InvalidArchiveError(
+            f"{what} is not an image archive: it has neither index.json (OCI) nor manifest.json (docker save)"
+        )
+    if has_index:
+        entries = _OciReader(files, what).entries()
+        if entries or not has_manifest:
+            return entries
+    return _DockerSaveReader(files, what).entries()
+
+
+def _read_json_member(files: Files, name: str, what: str) -> Any:
+    member = files.get(name)
+    if member is None:
+        raise InvalidArchiveError(f"{what}: {name} is missing")
+    with member.open() as stream:
+        return load_json(read_small(stream, MAX_JSON_SIZE, f"{what}: {name}"), f"{what}: {name}")
+
+
+def _member_bytes(member: Member, what: str) -> bytes:
+    with member.open() as stream:
+        return read_small(stream, MAX_JSON_SIZE, what)
+
+
+class _OciReader:
+    def __init__(self, files: Files, what: str) -> None:
+        self.files = files
+        self.what = what
+
+    def entries(self) -> list[Entry]:
+        layout = self.files.get("oci-layout")
+        if layout is not None:
+            document = load_json(_member_bytes(layout, "oci-layout"), f"{self.what}: oci-layout")
+            if not isinstance(document, dict) or not isinstance(
+                document.get("imageLayoutVersion"), str
+            ):
+                raise InvalidArchiveError(f"{self.what}: oci-layout has no imageLayoutVersion")
+        raw = _member_bytes(self._member("index.json"), f"{self.what}: index.json")
+        index = Index.parse(raw, media.OCI_INDEX, where=f"{self.what}: index.json")
+        entries = []
+        for i, descriptor in enumerate(index.manifests):
+            target = self._target(descriptor, f"index.json manifests[{i}]", depth=0)
+            tags, ref_names = names_from_annotations(descriptor.annotations)
+            entries.append(Entry(target, tags, ref_names))
+        return entries
+
+    def _member(self, name: str) -> Member:
+        member = self.files.get(name)
+        if member is None:
+            raise InvalidArchiveError(f"{self.what}: {name} is missing")
+        return member
+
+    def blob_member(self, digest: Digest, role: str) -> Member:
+        if not digest.is_computable():
+            raise InvalidArchiveError(f"{self.what}: {role} uses unsupported digest {digest}")
+        member = self.files.get(f"blobs/{digest.algorithm}/{digest.encoded}")
+        if member is None:
+            raise InvalidArchiveError(f"{self.what}: {role} blob {digest} is missing")
+        return member
+
+    def small_blob(self, descriptor: Descriptor, role: str) -> bytes:
+        member = self.blob_member(descriptor.digest, role)
+        if descriptor.size > MAX_JSON_SIZE:
+            raise InvalidArchiveError(f"{self.what}: {role} declares {descriptor.size} bytes")
+        with member.open() as raw:
+            stream = VerifyingReader(raw, descriptor.digest, descriptor.size, f"{self.what}: {role}")
+            return stream.read()
+
+    def _target(self, descriptor: Descriptor, role: str, depth: int) -> Image | ImageIndex:
+        if depth > _MAX_DEPTH:
+            raise InvalidArchiveError(f"{self.what}: image indexes nested deeper than {_MAX_DEPTH}")
+        raw = self.small_blob(descriptor, role)
+        document = load_json(raw, f"{self.what}: {role}")
+        own_type = document.get("mediaType") if isinstance(document, dict) else None
+        if media.is_index(descriptor.media_type) or media.is_index(own_type or "") or (
+            isinstance(document, dict) and "manifests" in document
+        ):
+            index = Index.parse(raw, descriptor.media_type, where=f"{self.what}: {role}")
+            children = []
+            for i, child in enumerate(index.manifests):
+                if self.files.get(f"blobs/{child.digest.algorithm}/{child.digest.encoded}") is None:
+                    continue  # a partial multi-platform copy: only some platforms' blobs are here
+                children.append((child, self._target(child, f"{role} > manifests[{i}]", depth + 1)))
+            return ImageIndex(index, tuple(children))
+        hint = descriptor.media_type if media.is_manifest(descriptor.media_type) else ""
+        manifest = Manifest.parse(raw, hint, where=f"{self.what}: {role}")
+        return self._image(manifest, descriptor, role)
+
+    def _image(self, manifest: Manifest, descriptor: Descriptor, role: str) -> Image:
+        config_raw = self.small_blob(manifest.config, f"{role} config")
+        config = ImageConfig.parse(config_raw, where=f"{self.what}: {role} config")
+        if len(config.diff_ids) != len(manifest.layers):
+            raise InvalidArchiveError(
+                f"{self.what}: {role} has {len(manifest.layers)} layers but its config lists "
+                f"{len(config.diff_ids)} diff_ids"
+            )
+        image_name = f"image {config.digest.short}"
+        layers = tuple(
+            self._layer(layer, diff_id, f"{self.what}: {image_name} layer {i + 1}/{len(config.diff_ids)}")
+            for i, (layer, diff_id) in enumerate(zip(manifest.layers, config.diff_ids, strict=True))
+        )
+        return Image(config, layers, manifest, descriptor.platform)
+
+    def _layer(self, descriptor: Descriptor, diff_id: Digest, what: str) -> Layer:
+        member = self.blob_member(descriptor.digest, what)
+        return layer_from_member(member, descriptor, diff_id, what)
+
+
+def layer_from_member(
+    member: Member, descriptor: Descriptor | None, diff_id: Digest, what: str
+) -> Layer:
+    """The model's layer for an archive member, checked now if it was hashed on arrival."""
+    if member.decode_error is not None:
+        raise InvalidArchiveError(f"{what}: {member.decode_error}")
+    if member.diff_id is not None:
+        _check_arrived(member, descriptor, diff_id, what)
+    codec = member.codec or _declared_or_sniffed_codec(member, descriptor, what)
+    if descriptor is None:
+        digest = _digest_without_descriptor(member, codec, diff_id)
+        descriptor = Descriptor(media.oci_layer_type(codec), digest, member.size)
+    if member.transcoded:
+        assert member.stored_codec and member.stored_digest and member.stored_size is not None
+        stored = Descriptor(
+            media.oci_layer_type(member.stored_codec), member.stored_digest, member.stored_size,
+            descriptor.annotations,
+        )
+        return Layer(stored, diff_id, member.stored_codec, member.open, verified=True, label=what)
+    return Layer(
+        descriptor, diff_id, codec, member.open, verified=member.diff_id is not None, label=what
+    )
+
+
+def _check_arrived(member: Member, descriptor: Descriptor | None, diff_id: Digest, what: str) -> None:
+    if descriptor is not None:
+        if member.size != descriptor.size:
+            raise DigestMismatchError(f"{what}: blob is {member.size} bytes, expected {descriptor.size}")
+        if member.digest != descriptor.digest:
+            raise DigestMismatchError(
+                f"{what}: blob digest is {member.digest}, expected {descriptor.digest}"
+            )
+    if member.diff_id != diff_id:
+        raise DigestMismatchError(
+            f"{what}: uncompressed content is {member.diff_id}, expected diff_id {diff_id}"
+        )
+
+
+def _declared_or_sniffed_codec(member: Member, descriptor: Descriptor | None, what: str) -> str:
+    declared = media.layer_codec(descriptor.media_type) if descriptor else None
+    if declared is not None:
+        return declared
+    with member.open() as stream:
+        codec = compression.sniff(stream.read(compression.SNIFF_SIZE))
+    if codec not in compression.LAYER_CODECS:
+        raise InvalidArchiveError(f"{what} is compressed with {codec}, which layers may not use")
+    return codec
+
+
+def _digest_without_descriptor(member: Member, codec: str, diff_id: Digest) -> Digest:
+    if member.digest is not None:
+        return member.digest
+    named = _BLOB_PATH.fullmatch(member.name)
+    if named:
+        return Digest("sha256", named.group(1))
+    if codec == compression.NONE:
+        return diff_id  # verified against the content when the layer is read
+    return _hash_member(member)
+
+
+def _hash_member(member: Member) -> Digest:
+    with member.open() as raw:
+        stream = VerifyingReader(raw, None, member.size, member.name)
+        while stream.read(1024 * 1024):
+            pass
+        return stream.digest
+
+
+def names_from_annotations(annotations: dict[str, str] | Any) -> tuple[tuple[Reference, ...], tuple[str, ...]]:
+    """Tags and bare OCI ref names an index entry's annotations give it."""
+    tags: list[Reference] = []
+    ref_names: list[str] = []
+    full = annotations.get(CONTAINERD_NAME)
+    if full:
+        tags.append(_reference(full))
+    ref = annotations.get(REF_NAME)
+    if ref:
+        if not full and ("/" in ref or ":" in ref):
+            try:
+                tags.append(Reference.parse(ref))
+            except UsageError:
+                ref_names.append(ref)
+        elif not full:
+            ref_names.append(ref)
+    return tuple(tags), tuple(ref_names)
+
+
+def _reference(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except UsageError as exc:
+        raise InvalidArchiveError(f"invalid image name {text!r} in archive") from exc
+
+
+class _DockerSaveReader:
+    def __init__(self, files: Files, what: str) -> None:
+        self.files = files
+        self.what = what
+
+    def entries(self) -> list[Entry]:
+        document = _read_json_member(self.files, "manifest.json", self.what)
+        if document is None:
+            raise InvalidArchiveError(f"{self.what}: manifest.json is null")
+        if not isinstance(document, list):
+            raise InvalidArchiveError(f"{self.what}: manifest.json must be a list of images")
+        return [self._entry(item, i) for i, item in enumerate(document)]
+
+    def _entry(self, item: Any, index: int) -> Entry:
+        where = f"{self.what}: manifest.json[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidArchiveError(f"{where} must be an object")
+        config_path, layer_paths, repo_tags = item.get("Config"), item.get("Layers"), item.get("RepoTags")
+        if not isinstance(config_path, str):
+            raise InvalidArchiveError(f"{where}: 'Config' must be a path")
+        if not isinstance(layer_paths, list) or not all(isinstance(p, str) for p in layer_paths):
+            raise InvalidArchiveError(f"{where}: 'Layers' must be a list of paths")
+        if repo_tags is not None and (
+            not isinstance(repo_tags, list) or not all(isinstance(t, str) for t in repo_tags)
+        ):
+            raise InvalidArchiveError(f"{where}: 'RepoTags' must be a list of names")
+        config_member = self._member(config_path, f"{where} config")
+        config = ImageConfig.parse(_member_bytes(config_member, f"{where} config"), where=f"{where} config")
+        if len(layer_paths) != len(config.diff_ids):
+            raise InvalidArchiveError(
+                f"{where} lists {len(layer_paths)} layers but its config has {len(config.diff_ids)} diff_ids"
+            )
+        tags = tuple(_reference(tag) for tag in repo_tags or [])
+        name = tags[0].familiar if tags else f"image {config.digest.short}"
+        layers = tuple(
+            self._layer(path, diff_id, f"{self.what}: {name} layer {i + 1}/{len(layer_paths)}")
+            for i, (path, diff_id) in enumerate(zip(layer_paths, config.diff_ids, strict=True))
+        )
+        return Entry(Image(config, layers), tags)
+
+    def _member(self, path: str, what: str) -> Member:
+        from sealift.formats.files import safe_name
+
+        member = self.files.get(safe_name(path))
+        if member is None:
+            raise InvalidArchiveError(f"{what} {path!r} is missing")
+        return member
+
+    def _layer(self, path: str, diff_id: Digest, what: str) -> Layer:
+        member = self._member(path, what)
+        named = _BLOB_PATH.fullmatch(member.name)
+        if named and member.digest is not None and member.digest != Digest("sha256", named.group(1)):
+            raise DigestMismatchError(
+                f"{what}: blob digest is {member.digest}, expected sha256:{named.group(1)}"
+            )
+        descriptor = None
+        if named:
+            codec = member.codec or _declared_or_sniffed_codec(member, None, what)
+            descriptor = Descriptor(media.oci_layer_type(codec), Digest("sha256", named.group(1)), member.size)
+        return layer_from_member(member, descriptor, diff_id, what)
+
+
+def config_digest_check(raw: bytes) -> Digest:
+    return sha256_of(raw)
+
+
+OpenFn = Callable[[], IO[bytes]]

@@ -1,0 +1,294 @@
+"""Write the model as sealift's dual-format archive or as an OCI image layout.
+
+The archive is one tar holding an OCI image layout (``oci-layout``, ``index.json``, ``blobs/``)
+and Docker's ``manifest.json`` + ``repositories`` pointing at the same blobs, so that ``docker
+load`` (classic and containerd store), ``ctr images import``, ``podman load`` and skopeo all read
+it. Every blob is stored once under its digest. Output is reproducible: fixed entry order, mtime 0,
+uid/gid 0, no extended attributes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform as host
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sealift import media
+from sealift.blobs import BlobStore
+from sealift.digest import Digest
+from sealift.errors import InvalidArchiveError
+from sealift.formats.read import CONTAINERD_NAME, REF_NAME
+from sealift.layers import LayerDigester, check_layer
+from sealift.model import (
+    Descriptor,
+    Entry,
+    Image,
+    ImageIndex,
+    Index,
+    Layer,
+    Platform,
+    canonical_json,
+)
+from sealift.verify import CHUNK
+
+LAYOUT_DOCUMENT = canonical_json({"imageLayoutVersion": media.OCI_LAYOUT_VERSION})
+
+
+@dataclass(frozen=True)
+class PlannedBlob:
+    digest: Digest
+    size: int
+    open: Callable[[], IO[bytes]]
+    layer: Layer | None = None
+
+
+def planned_blobs(entries: list[Entry]) -> list[PlannedBlob]:
+    """Every blob the entries need, each once, in a fixed order (layers, config, manifest)."""
+    seen: set[Digest] = set()
+    ordered: list[PlannedBlob] = []
+
+    def add(blob: PlannedBlob) -> None:
+        if blob.digest not in seen:
+            seen.add(blob.digest)
+            ordered.append(blob)
+
+    def add_bytes(raw: bytes, digest: Digest) -> None:
+        add(PlannedBlob(digest, len(raw), lambda: io.BytesIO(raw)))
+
+    def visit(target: Image | ImageIndex) -> None:
+        if isinstance(target, ImageIndex):
+            for _, child in target.children:
+                visit(child)
+            add_bytes(target.index.raw, target.index.digest)
+            return
+        for layer in target.layers:
+            add(PlannedBlob(layer.digest, layer.size, layer.open, layer))
+        add_bytes(target.config.raw, target.config.digest)
+        assert target.manifest is not None, "images are given final manifests before writing"
+        add_bytes(target.manifest.raw, target.manifest.digest)
+
+    for entry in entries:
+        visit(entry.target)
+    return ordered
+
+
+def target_descriptor(target: Image | ImageIndex) -> Descriptor:
+    if isinstance(target, ImageIndex):
+        return Descriptor(target.index.media_type, target.index.digest, len(target.index.raw))
+    assert target.manifest is not None
+    return Descriptor(
+        target.manifest.media_type,
+        target.manifest.digest,
+        len(target.manifest.raw),
+        platform=target.platform,
+    )
+
+
+def index_document(entries: list[Entry]) -> bytes:
+    """index.json: one descriptor per tag, annotated as containerd and the OCI spec expect."""
+    descriptors = []
+    for entry in entries:
+        base = target_descriptor(entry.target)
+        names = [
+            {CONTAINERD_NAME: str(tag), REF_NAME: tag.tag or str(tag)} for tag in entry.tags
+        ] + [{REF_NAME: ref} for ref in entry.ref_names]
+        for annotations in names or [{}]:
+            descriptors.append(
+                Descriptor(
+                    base.media_type, base.digest, base.size, annotations, base.platform
+                ).to_json()
+            )
+    return canonical_json(
+        {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": descriptors}
+    )
+
+
+def host_platform() -> Platform:
+    machine = host.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+    return Platform("linux", arch)
+
+
+def docker_image(target: Image | ImageIndex, preferred: Platform) -> Image | None:
+    """The single image Docker's manifest.json can describe for a target (the host's platform)."""
+    if isinstance(target, Image):
+        return target
+    images = list(target.images())
+    for image in images:
+        if image.effective_platform.matches(preferred):
+            return image
+    return images[0] if len(images) == 1 else None
+
+
+def docker_manifest_document(entries: list[Entry]) -> tuple[bytes, bytes]:
+    """manifest.json and repositories for ``docker load``; images grouped by ID like docker save."""
+    preferred = host_platform()
+    order: list[Digest] = []
+    by_id: dict[Digest, tuple[Image, list[str]]] = {}
+    repositories: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        image = docker_image(entry.target, preferred)
+        if image is None:
+            continue
+        if image.id not in by_id:
+            order.append(image.id)
+            by_id[image.id] = (image, [])
+        for tag in entry.tags:
+            if tag.tag is None:
+                continue
+            familiar = f"{tag.familiar_repository}:{tag.tag}"
+            if familiar not in by_id[image.id][1]:
+                by_id[image.id][1].append(familiar)
+            repositories.setdefault(tag.familiar_repository, {})[tag.tag] = image.id.hex
+    items = []
+    for image_id in order:
+        image, tags = by_id[image_id]
+        items.append(
+            {
+                "Config": f"blobs/sha256/{image.id.hex}",
+                "RepoTags": tags or None,
+                "Layers": [f"blobs/{layer.digest.algorithm}/{layer.digest.hex}" for layer in image.layers],
+                "LayerSources": {
+                    str(layer.diff_id): Descriptor(layer.descriptor.media_type, layer.digest, layer.size).to_json()
+                    for layer in image.layers
+                },
+            }
+        )
+    return canonical_json(items), canonical_json(repositories)
+
+
+def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
+    """Copy a blob's bytes to ``out``, verifying a layer that was not checked on the way in."""
+    layer = blob.layer
+    with blob.open() as source:
+        if layer is None or layer.verified:
+            remaining = blob.size
+            while remaining > 0:
+                chunk = source.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise InvalidArchiveError(f"{what}: blob {blob.digest} ended early")
+                out.write(chunk)
+                remaining -= len(chunk)
+            return
+        digester = LayerDigester(layer.codec, what)
+        digester.run(source, out)
+        check_layer(
+            what=what,
+            expected_digest=layer.digest,
+            expected_size=layer.size,
+            expected_diff_id=layer.diff_id,
+            digester=digester,
+        )
+
+
+def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if directory else 0o644
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    return info
+
+
+def write_archive(entries: list[Entry], out: IO[bytes], on_blob: BlobHook | None = None) -> None:
+    """Write the dual-format archive of ``entries`` as a tar stream to ``out``."""
+    manifest_json, repositories = docker_manifest_document(entries)
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK) as tar:
+        tar.addfile(_info("oci-layout", len(LAYOUT_DOCUMENT)), io.BytesIO(LAYOUT_DOCUMENT))
+        tar.addfile(_info("blobs", directory=True))
+        tar.addfile(_info("blobs/sha256", directory=True))
+        for blob in planned_blobs(entries):
+            name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
+            tar.addfile(_info(name, blob.size))
+            copy_blob(blob, _TarBody(tar), f"blob {blob.digest}")
+            _finish_member(tar, blob.size)
+            if on_blob is not None:
+                on_blob(blob)
+        for name, document in (
+            ("index.json", index_document(entries)),
+            ("manifest.json", manifest_json),
+            ("repositories", repositories),
+        ):
+            tar.addfile(_info(name, len(document)), io.BytesIO(document))
+
+
+class BlobHook:
+    def __call__(self, blob: PlannedBlob) -> None: ...
+
+
+class _TarBody(io.RawIOBase):
+    """Writes a member's body straight into an open tar stream (header already written)."""
+
+    def __init__(self, tar: tarfile.TarFile) -> None:
+        self._file = tar.fileobj
+        assert self._file is not None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        assert self._file is not None
+        self._file.write(data)
+        return len(data)
+
+
+def _finish_member(tar: tarfile.TarFile, size: int) -> None:
+    blocks, remainder = divmod(size, tarfile.BLOCKSIZE)
+    if remainder:
+        assert tar.fileobj is not None
+        tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+        blocks += 1
+    tar.offset += blocks * tarfile.BLOCKSIZE
+
+
+def write_layout(entries: list[Entry], root: Path) -> None:
+    """Write ``entries`` into an OCI image layout directory, keeping what it already holds."""
+    root.mkdir(parents=True, exist_ok=True)
+    store = BlobStore(root / "blobs")
+    for blob in planned_blobs(entries):
+        if store.has(blob.digest):
+            continue
+        what = f"blob {blob.digest}"
+        store.add(lambda out, blob=blob, what=what: copy_blob(blob, out, what), expected=blob.digest)
+    index = json.loads(index_document(entries))
+    existing = _existing_descriptors(root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]})
+    index["manifests"] = existing + index["manifests"]
+    _atomic_write(root / "oci-layout", LAYOUT_DOCUMENT)
+    _atomic_write(root / "index.json", canonical_json(index))
+
+
+def _existing_descriptors(root: Path, replaced: set[str | None]) -> list[dict[str, object]]:
+    path = root / "index.json"
+    if not path.is_file():
+        return []
+    current = Index.parse(path.read_bytes(), where=f"{path}")
+    kept = []
+    for descriptor in current.manifests:
+        if descriptor.annotations.get(REF_NAME) not in replaced or REF_NAME not in descriptor.annotations:
+            kept.append(descriptor.to_json())
+    return kept
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def iter_images(entries: list[Entry]) -> Iterator[Image]:
+    for entry in entries:
+        yield from entry.images()

@@ -1,0 +1,121 @@
+"""The layer pipeline: read a stored layer once, hashing it, its uncompressed content, and
+(optionally) writing it recompressed.
+
+One pass does all of it: the stored bytes are hashed (the blob digest), decompressed and hashed
+again (the diff_id), and either copied or fed to a multi-threaded compressor.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+from sealift import compression
+from sealift.digest import Digest, Hasher
+from sealift.errors import DigestMismatchError, InvalidArchiveError
+from sealift.verify import CHUNK
+
+
+class _Tee(io.RawIOBase):
+    """Reads ``source``, hashing every byte and copying it to ``copy`` when given."""
+
+    def __init__(self, source: IO[bytes], copy: IO[bytes] | None) -> None:
+        self._source = source
+        self._copy = copy
+        self.hasher = Hasher()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._source.read(len(buffer))
+        n = len(data)
+        if n:
+            buffer[:n] = data
+            self.hasher.update(data)
+            if self._copy is not None:
+                self._copy.write(data)
+        return n
+
+
+class LayerDigester:
+    """Computes a layer's blob digest and diff_id in one pass, optionally transcoding it.
+
+    With ``target`` set (and different from ``codec``), the uncompressed content is written to
+    ``out`` compressed with ``target``; otherwise the stored bytes are copied to ``out`` as they are.
+    """
+
+    def __init__(
+        self, codec: str, what: str, *, target: str | None = None, level: int | None = None
+    ) -> None:
+        self.codec = codec
+        self.what = what
+        self.target = target if target != codec else None
+        self.level = level
+        self.raw_digest: Digest | None = None
+        self.raw_size = 0
+        self.diff_id: Digest | None = None
+        self.uncompressed_size = 0
+
+    def run(self, stream: IO[bytes], out: IO[bytes] | None) -> None:
+        tee = _Tee(stream, out if self.target is None else None)
+        compressor = (
+            compression.open_compressor(out, self.target, self.level)
+            if self.target is not None and out is not None
+            else None
+        )
+        diff = Hasher()
+        try:
+            if self.codec == compression.NONE:
+                self._pump(tee, diff, compressor)
+            else:
+                reader = compression.DecompressingReader(tee, self.codec, self.what)
+                self._pump(reader, diff, compressor)
+                while tee.read(CHUNK):  # trailing bytes after the compressed stream still count
+                    pass
+            if compressor is not None:
+                compressor.close()
+        finally:
+            self.raw_digest, self.raw_size = tee.hasher.digest(), tee.hasher.size
+        self.diff_id, self.uncompressed_size = diff.digest(), diff.size
+
+    @staticmethod
+    def _pump(reader: io.RawIOBase, diff: Hasher, compressor: IO[bytes] | None) -> None:
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while n := reader.readinto(view):
+            chunk = view[:n]
+            diff.update(chunk)
+            if compressor is not None:
+                compressor.write(chunk)
+
+
+def check_layer(
+    *,
+    what: str,
+    expected_digest: Digest | None,
+    expected_size: int | None,
+    expected_diff_id: Digest,
+    digester: LayerDigester,
+) -> None:
+    """Raise DigestMismatchError naming ``what`` and both digests when the layer is not as declared."""
+    if expected_size is not None and digester.raw_size != expected_size:
+        raise DigestMismatchError(
+            f"{what}: blob is {digester.raw_size} bytes, expected {expected_size}"
+        )
+    if expected_digest is not None and digester.raw_digest != expected_digest:
+        raise DigestMismatchError(
+            f"{what}: blob digest is {digester.raw_digest}, expected {expected_digest}"
+        )
+    if digester.diff_id != expected_diff_id:
+        raise DigestMismatchError(
+            f"{what}: uncompressed content is {digester.diff_id}, expected diff_id {expected_diff_id}"
+        )
+
+
+def sniff_codec(stream: IO[bytes], what: str) -> str:
+    head = stream.read(compression.SNIFF_SIZE)
+    codec = compression.sniff(head)
+    if codec not in compression.LAYER_CODECS:
+        raise InvalidArchiveError(f"{what} is compressed with {codec}, which layers may not use")
+    return codec

@@ -1,0 +1,58 @@
+"""Media types of image manifests, indexes, configs and layers, and what they imply."""
+
+from __future__ import annotations
+
+OCI_LAYOUT_VERSION = "1.0.0"
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+_LAYER_CODEC = {
+    OCI_LAYER: "none",
+    OCI_LAYER_GZIP: "gzip",
+    OCI_LAYER_ZSTD: "zstd",
+    OCI_LAYER_NONDIST: "none",
+    OCI_LAYER_NONDIST_GZIP: "gzip",
+    OCI_LAYER_NONDIST_ZSTD: "zstd",
+    DOCKER_LAYER: "none",
+    DOCKER_LAYER_GZIP: "gzip",
+    DOCKER_LAYER_ZSTD: "zstd",
+    DOCKER_FOREIGN_LAYER: "gzip",
+}
+
+_OCI_LAYER_FOR_CODEC = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
+
+
+def is_manifest(media_type: str) -> bool:
+    return media_type in MANIFEST_TYPES
+
+
+def is_index(media_type: str) -> bool:
+    return media_type in INDEX_TYPES
+
+
+def layer_codec(media_type: str) -> str | None:
+    """The compression a layer media type declares, or None when the type does not say."""
+    return _LAYER_CODEC.get(media_type)
+
+
+def oci_layer_type(codec: str) -> str:
+    return _OCI_LAYER_FOR_CODEC[codec]

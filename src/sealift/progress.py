@@ -1,0 +1,60 @@
+"""Progress on stderr: rich bars when stderr is a terminal, nothing otherwise.
+
+The library reports nothing by itself; commands poll byte counters they already have (bytes read
+from the input, bytes written to the output) so progress costs nothing on the data path.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+def enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@contextmanager
+def byte_progress(
+    description: str, poll: Callable[[], int], total: int | None, *, show: bool
+) -> Iterator[None]:
+    """Show ``poll()`` bytes of ``total`` with rate and ETA while the block runs."""
+    if not show:
+        yield
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(description, total=total)
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(0.2):
+            bar.update(task, completed=poll())
+
+    thread = threading.Thread(target=refresh, daemon=True)
+    with bar:
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

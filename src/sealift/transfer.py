@@ -1,0 +1,257 @@
+"""copy(source, sink): select images, bring their layers into the form the sink wants, write.
+
+The one orchestration function every command uses. Layers that must change compression are
+transcoded in parallel into a spool (verified as they are read); layers that stay as they are
+pass through untouched and are verified while the sink copies them. Manifests and indexes are
+rebuilt only when a layer under them changed; configs are never touched, so image IDs survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+
+from sealift import compression, media
+from sealift.blobs import BlobStore, make_spool_dir
+from sealift.digest import Digest
+from sealift.ends.base import Sink, Source, WriteResult
+from sealift.errors import NotFoundError, UsageError
+from sealift.layers import LayerDigester, check_layer
+from sealift.model import (
+    Descriptor,
+    Entry,
+    Image,
+    ImageIndex,
+    Index,
+    Layer,
+    Manifest,
+    Platform,
+)
+from sealift.reference import Reference
+
+ALL_PLATFORMS = "all"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images to take: by tag (or OCI ref name), and by platform."""
+
+    tags: tuple[str, ...] = ()
+    platform: str | None = None
+
+    def apply(self, entries: list[Entry]) -> list[Entry]:
+        chosen = self._by_tag(entries) if self.tags else entries
+        if self.platform is None or self.platform == ALL_PLATFORMS:
+            return chosen
+        wanted = Platform.parse(self.platform)
+        return [_single_platform(entry, wanted) for entry in chosen]
+
+    def _by_tag(self, entries: list[Entry]) -> list[Entry]:
+        result: list[Entry] = []
+        for wanted in self.tags:
+            matches = [_narrow(e, wanted) for e in entries if _matches(e, wanted)]
+            if not matches:
+                raise NotFoundError(f"no image tagged {wanted!r} in the source")
+            result.extend(m for m in matches if m not in result)
+        return result
+
+
+def _matches(entry: Entry, wanted: str) -> bool:
+    if wanted in entry.ref_names:
+        return True
+    reference = _as_reference(wanted)
+    return reference is not None and reference in entry.tags
+
+
+def _narrow(entry: Entry, wanted: str) -> Entry:
+    reference = _as_reference(wanted)
+    if wanted in entry.ref_names:
+        return Entry(entry.target, (), (wanted,))
+    assert reference is not None
+    return Entry(entry.target, (reference,), ())
+
+
+def _as_reference(text: str) -> Reference | None:
+    try:
+        return Reference.parse(text)
+    except UsageError:
+        return None
+
+
+def _single_platform(entry: Entry, wanted: Platform) -> Entry:
+    if isinstance(entry.target, Image):
+        return entry
+    for descriptor, child in _flatten(entry.target):
+        platform = descriptor.platform or child.config.platform
+        if platform.matches(wanted):
+            return Entry(replace(child, platform=platform), entry.tags, entry.ref_names)
+    available = ", ".join(str(d.platform or c.config.platform) for d, c in _flatten(entry.target))
+    raise NotFoundError(f"no {wanted} image in {_entry_name(entry)} (it has: {available})")
+
+
+def _flatten(index: ImageIndex) -> list[tuple[Descriptor, Image]]:
+    result: list[tuple[Descriptor, Image]] = []
+    for descriptor, child in index.children:
+        if isinstance(child, ImageIndex):
+            result.extend(_flatten(child))
+        else:
+            result.append((descriptor, child))
+    return result
+
+
+def _entry_name(entry: Entry) -> str:
+    if entry.tags:
+        return entry.tags[0].familiar
+    if entry.ref_names:
+        return entry.ref_names[0]
+    return "an untagged image"
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    compression: str | None = compression.GZIP
+    """Layer compression to write; None keeps each layer as it is."""
+    level: int | None = None
+    selection: Selection = Selection()
+    workers: int = 2
+
+
+Progress = Callable[[str, int], None]
+
+
+def copy(
+    source: Source,
+    sink: Sink,
+    options: CopyOptions = CopyOptions(),
+    *,
+    spool: Path | None = None,
+) -> WriteResult:
+    """Copy the selected images from ``source`` to ``sink``."""
+    target = options.compression
+    if target is not None:
+        compression.check_layer_codec(target)
+    entries = options.selection.apply(source.entries(want_codec=target))
+    if not entries:
+        raise NotFoundError("the source holds no images")
+    if spool is not None:
+        return sink.write(prepare(entries, target, BlobStore(spool), options))
+    with make_spool_dir() as directory:
+        return sink.write(prepare(entries, target, BlobStore(Path(directory)), options))
+
+
+def prepare(
+    entries: Sequence[Entry], codec: str | None, store: BlobStore, options: CopyOptions
+) -> list[Entry]:
+    """Entries whose layers use ``codec`` and whose manifests describe them exactly."""
+    layers = {layer.digest: layer for entry in entries for image in entry.images() for layer in image.layers}
+    converted = _convert_layers(list(layers.values()), codec, store, options)
+    return [Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries]
+
+
+def _convert_layers(
+    layers: list[Layer], codec: str | None, store: BlobStore, options: CopyOptions
+) -> dict[Digest, Layer]:
+    todo = [layer for layer in layers if codec is not None and layer.codec != codec]
+    result = {layer.digest: layer for layer in layers}
+    if not todo:
+        return result
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        futures: dict[Digest, Future[Layer]] = {
+            layer.digest: pool.submit(transcode, layer, codec or "", store, options.level)
+            for layer in todo
+        }
+        for digest, future in futures.items():
+            result[digest] = future.result()
+    return result
+
+
+def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = None) -> Layer:
+    """The layer recompressed with ``codec`` into ``store``, verified on the way."""
+    what = layer.label or f"layer {layer.digest}"
+    digester = LayerDigester(layer.codec, what, target=codec, level=level)
+
+    def write(out: IO[bytes]) -> None:
+        with layer.open() as stream:
+            digester.run(stream, out)
+        check_layer(
+            what=what,
+            expected_digest=None if layer.verified else layer.digest,
+            expected_size=None if layer.verified else layer.size,
+            expected_diff_id=layer.diff_id,
+            digester=digester,
+        )
+
+    digest, size = store.add(write)
+    descriptor = Descriptor(media.oci_layer_type(codec), digest, size, layer.descriptor.annotations)
+    return Layer(
+        descriptor, layer.diff_id, codec, lambda: store.open(digest), verified=True, label=layer.label
+    )
+
+
+def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Image | ImageIndex:
+    if isinstance(target, ImageIndex):
+        children = tuple((d, _rebuild(c, converted)) for d, c in target.children)
+        if all(new is old for (_, new), (_, old) in zip(children, target.children, strict=True)) and len(children) == len(target.index.manifests):
+            return target
+        descriptors = [_child_descriptor(d, c) for d, c in children]
+        index = Index.build(descriptors, target.index.annotations)
+        return ImageIndex(index, tuple(zip(descriptors, (c for _, c in children), strict=True)))
+    layers = tuple(converted[layer.digest] for layer in target.layers)
+    unchanged = all(new is old for new, old in zip(layers, target.layers, strict=True))
+    if unchanged and target.manifest is not None:
+        return target
+    config = Descriptor(media.OCI_CONFIG, target.config.digest, len(target.config.raw))
+    annotations = target.manifest.annotations if target.manifest is not None else {}
+    manifest = Manifest.build(config, [layer.descriptor for layer in layers], annotations)
+    return Image(target.config, layers, manifest, target.platform)
+
+
+def _child_descriptor(old: Descriptor, child: Image | ImageIndex) -> Descriptor:
+    if isinstance(child, ImageIndex):
+        return replace(old, media_type=child.index.media_type, digest=child.index.digest, size=len(child.index.raw))
+    assert child.manifest is not None
+    return replace(old, media_type=child.manifest.media_type, digest=child.manifest.digest, size=len(child.manifest.raw))
+
+
+@dataclass
+class VerifyReport:
+    images: int = 0
+    layers: int = 0
+    bytes_checked: int = 0
+
+
+def verify(source: Source, *, workers: int = 2) -> VerifyReport:
+    """Check every blob against its digest and size and every layer against its diff_id."""
+    entries = source.entries()
+    report = VerifyReport()
+    layers: dict[Digest, Layer] = {}
+    for entry in entries:
+        for image in entry.images():
+            report.images += 1
+            for layer in image.layers:
+                layers.setdefault(layer.digest, layer)
+    report.layers = len(layers)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for size in pool.map(_verify_layer, layers.values()):
+            report.bytes_checked += size
+    return report
+
+
+def _verify_layer(layer: Layer) -> int:
+    if layer.verified:
+        return layer.size
+    what = layer.label or f"layer {layer.digest}"
+    digester = LayerDigester(layer.codec, what)
+    with layer.open() as stream:
+        digester.run(stream, None)
+    check_layer(
+        what=what,
+        expected_digest=layer.digest,
+        expected_size=layer.size,
+        expected_diff_id=layer.diff_id,
+        digester=digester,
+    )
+    return layer.size
