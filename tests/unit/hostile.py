@@ -1,0 +1,1907 @@
+"""Builders for valid and hostile image archives, made in code.
+
+Everything here is deterministic and built from a tiny valid image:
+
+* two uncompressed layer tars with a couple of files each,
+* an image config whose ``rootfs.diff_ids`` are the sha256 of those tars,
+* a docker-save archive (``manifest.json`` + ``<hex>.json`` + ``<dir>/layer.tar``),
+* an OCI image layout / OCI archive (``oci-layout``, ``index.json``, ``blobs/sha256/...``).
+
+On top of that, :data:`CASES` lists broken and hostile inputs.  Each case writes its
+input into a :class:`Workspace` and says which commands must reject it.  The tests
+in ``test_hostile_archives.py`` run the real CLI against every case.
+
+Nothing in this module imports sealift: it describes inputs, not the tool.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import zstandard
+
+# --------------------------------------------------------------------------------------
+# constants
+
+TAG = "hostile/test:1"
+TAG_NORMALISED = "docker.io/hostile/test:1"
+REF_NAME = "hostile-1"
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+REF_NAME_KEY = "org.opencontainers.image.ref.name"
+
+Compression = Literal["gzip", "zstd", "none"]
+Format = Literal["docker", "oci", "layout"]
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + sha256_hex(data)
+
+
+def hex_of(digest: str) -> str:
+    """``sha256:abc`` -> ``abc``."""
+    return digest.split(":", 1)[1]
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+# --------------------------------------------------------------------------------------
+# tar members
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar entry, written verbatim (no name normalisation)."""
+
+    name: str
+    data: bytes = b""
+    type: bytes = tarfile.REGTYPE
+    linkname: str = ""
+    mode: int = 0o644
+    devmajor: int = 0
+    devminor: int = 0
+
+
+def tar_bytes(members: Sequence[Member]) -> bytes:
+    """A deterministic tar (PAX format, mtime 0, uid/gid 0) of ``members``, in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.type = m.type
+            info.mode = m.mode
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.linkname = m.linkname
+            info.devmajor = m.devmajor
+            info.devminor = m.devminor
+            if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                info.size = len(m.data)
+                tar.addfile(info, io.BytesIO(m.data))
+            else:
+                info.size = 0
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def member_offsets(archive: bytes) -> dict[str, tuple[int, int, int]]:
+    """name -> (header offset, data offset, size) of the *last* member with that name."""
+    out: dict[str, tuple[int, int, int]] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        for info in tar:
+            out[info.name] = (info.offset, info.offset_data, info.size)
+    return out
+
+
+def layer_tar(files: Mapping[str, bytes]) -> bytes:
+    """An uncompressed layer: the parent directories, then ``files``."""
+    members: list[Member] = []
+    seen: set[str] = set()
+    for name in files:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i]) + "/"
+            if d not in seen:
+                seen.add(d)
+                members.append(Member(d, type=tarfile.DIRTYPE, mode=0o755))
+        members.append(Member(name, files[name]))
+    return tar_bytes(members)
+
+
+# --------------------------------------------------------------------------------------
+# compression
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def zstd_bytes(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3).compress(data)
+
+
+def compress(data: bytes, how: Compression) -> bytes:
+    if how == "gzip":
+        return gzip_bytes(data)
+    if how == "zstd":
+        return zstd_bytes(data)
+    return data
+
+
+def layer_media_type(how: Compression) -> str:
+    return {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD, "none": MT_OCI_LAYER}[how]
+
+
+# --- gzip bomb: a single-member gzip stream of many zeros, built without compressing them.
+# After Z_FULL_FLUSH a deflate stream no longer refers to earlier data, so the bytes for
+# "1 MiB of zeros, then a full flush" are the same every time and can be repeated.
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    out = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """zlib's crc32_combine: the CRC-32 of A+B from crc(A), crc(B) and len(B)."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]
+    even = _gf2_square(odd)
+    odd = _gf2_square(even)
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def gzip_zeros_bomb(n_mib: int, prefix: bytes = b"") -> bytes:
+    """A valid gzip stream that inflates to ``prefix`` + ``n_mib`` MiB of zeros (~1 KiB/MiB)."""
+    chunk = bytes(MIB)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = comp.compress(prefix) + comp.flush(zlib.Z_FULL_FLUSH) if prefix else b""
+    body = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
+    tail = comp.flush(zlib.Z_FINISH)
+    crc_zero_chunk = zlib.crc32(chunk)
+    crc_zeros = 0
+    # crc of n_mib chunks by doubling
+    acc_crc, acc_len, n = crc_zero_chunk, MIB, n_mib
+    first = True
+    while n:
+        if n & 1:
+            crc_zeros = acc_crc if first else crc32_combine(crc_zeros, acc_crc, acc_len)
+            first = False
+        acc_crc = crc32_combine(acc_crc, acc_crc, acc_len)
+        acc_len *= 2
+        n >>= 1
+    total = len(prefix) + n_mib * MIB
+    crc = crc32_combine(zlib.crc32(prefix), crc_zeros, n_mib * MIB) if prefix else crc_zeros
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    trailer = (crc & 0xFFFFFFFF).to_bytes(4, "little") + (total & 0xFFFFFFFF).to_bytes(4, "little")
+    return header + head + body * n_mib + tail + trailer
+
+
+# --- zstd bomb: one frame of RLE blocks (4 bytes per 128 KiB of zeros), no content size.
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_BLOCK = 128 * 1024
+
+
+def _zstd_block_header(size: int, block_type: int, last: bool) -> bytes:
+    return ((size << 3) | (block_type << 1) | int(last)).to_bytes(3, "little")
+
+
+def zstd_zeros_bomb(n_bytes: int, prefix: bytes = b"") -> bytes:
+    """A single zstd frame decoding to ``prefix`` + ``n_bytes`` zeros; no declared size."""
+    assert n_bytes % _ZSTD_BLOCK == 0
+    assert len(prefix) <= _ZSTD_BLOCK
+    # frame header: descriptor 0 (no FCS, not single segment), window 128 KiB
+    out = bytearray(_ZSTD_MAGIC + b"\x00\x38")
+    if prefix:
+        out += _zstd_block_header(len(prefix), 0, False) + prefix  # raw block
+    rle = _zstd_block_header(_ZSTD_BLOCK, 1, False) + b"\x00"
+    n = n_bytes // _ZSTD_BLOCK
+    out += rle * (n - 1)
+    out += _zstd_block_header(_ZSTD_BLOCK, 1, True) + b"\x00"
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------------------
+# the valid image
+
+LAYER_FILES: tuple[dict[str, bytes], ...] = (
+    {"etc/hostile-a.txt": b"alpha\n", "etc/hostile-b.txt": b"bravo\n"},
+    {"srv/hostile-c.txt": b"charlie\n" * 64},
+)
+
+
+def valid_layer_tars() -> list[bytes]:
+    return [layer_tar(files) for files in LAYER_FILES]
+
+
+def make_config(diff_ids: Sequence[str], *, architecture: str = "amd64") -> dict[str, Any]:
+    return {
+        "architecture": architecture,
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/bin:/bin"]},
+        "history": [
+            {"created": "1970-01-01T00:00:00Z", "created_by": f"layer {i}"}
+            for i in range(len(diff_ids))
+        ],
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+
+
+JsonEdit = Callable[[Any], Any]
+
+
+def _apply(edit: JsonEdit | None, obj: Any) -> Any:
+    if edit is None:
+        return obj
+    res = edit(obj)
+    return obj if res is None else res
+
+
+@dataclass
+class Built:
+    """An image in archive members plus the facts the tests check against."""
+
+    members: list[Member]
+    config: bytes
+    config_digest: str
+    diff_ids: list[str]
+    layer_tars: list[bytes]
+    layer_blobs: list[bytes]  # as stored: compressed for OCI, the tar itself for docker
+    layer_digests: list[str]  # digest of the stored blob
+    layer_names: list[str]  # member names
+    config_name: str
+    manifest: bytes = b""  # OCI manifest or docker manifest.json
+    manifest_digest: str = ""
+    index: bytes = b""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def tar(self) -> bytes:
+        return tar_bytes(self.members)
+
+    def replace_member(self, old_name: str, /, **changes: Any) -> None:
+        hits = [i for i, m in enumerate(self.members) if m.name == old_name]
+        assert hits, old_name
+        for i in hits:
+            self.members[i] = replace(self.members[i], **changes)
+
+    def drop_member(self, old_name: str, /) -> None:
+        before = len(self.members)
+        self.members = [m for m in self.members if m.name != old_name]
+        assert len(self.members) < before, old_name
+
+    def member(self, name: str) -> Member:
+        return next(m for m in self.members if m.name == name)
+
+
+def build_docker(
+    *,
+    layer_tars: Sequence[bytes] | None = None,
+    layer_blobs: Sequence[bytes] | None = None,
+    diff_ids: Sequence[str] | None = None,
+    config_edit: JsonEdit | None = None,
+    config_bytes: bytes | None = None,
+    manifest_edit: JsonEdit | None = None,
+    manifest_bytes: bytes | None = None,
+    repo_tags: Sequence[str] | None = (TAG,),
+) -> Built:
+    """A docker-save archive: config, layer dirs, ``manifest.json`` last (as docker does)."""
+    tars = list(layer_tars) if layer_tars is not None else valid_layer_tars()
+    blobs = list(layer_blobs) if layer_blobs is not None else tars
+    ids = list(diff_ids) if diff_ids is not None else [digest_of(t) for t in tars]
+    config = (
+        config_bytes
+        if config_bytes is not None
+        else canonical_json(_apply(config_edit, make_config(ids)))
+    )
+    config_digest = digest_of(config)
+    config_name = hex_of(config_digest) + ".json"
+    # v1-style directory names, unrelated to the digests (as in real docker saves)
+    names = [
+        sha256_hex(f"v1-{i}-{sha256_hex(b)}".encode()) + "/layer.tar" for i, b in enumerate(blobs)
+    ]
+    manifest_obj = [{"Config": config_name, "RepoTags": repo_tags, "Layers": names}]
+    manifest = (
+        manifest_bytes
+        if manifest_bytes is not None
+        else canonical_json(_apply(manifest_edit, manifest_obj))
+    )
+    members = [Member(config_name, config)]
+    for name, blob in zip(names, blobs, strict=True):
+        members.append(Member(name.split("/")[0] + "/", type=tarfile.DIRTYPE, mode=0o755))
+        members.append(Member(name, blob))
+    members.append(Member("manifest.json", manifest))
+    return Built(
+        members=members,
+        config=config,
+        config_digest=config_digest,
+        diff_ids=ids,
+        layer_tars=tars,
+        layer_blobs=blobs,
+        layer_digests=[digest_of(b) for b in blobs],
+        layer_names=names,
+        config_name=config_name,
+        manifest=manifest,
+        manifest_digest=digest_of(manifest),
+    )
+
+
+def blob_name(digest: str) -> str:
+    alg, _, hexpart = digest.partition(":")
+    return f"blobs/{alg}/{hexpart}"
+
+
+def build_oci(
+    *,
+    compression: Compression = "gzip",
+    layer_tars: Sequence[bytes] | None = None,
+    layer_blobs: Sequence[bytes] | None = None,
+    diff_ids: Sequence[str] | None = None,
+    config_edit: JsonEdit | None = None,
+    config_bytes: bytes | None = None,
+    manifest_edit: JsonEdit | None = None,
+    manifest_bytes: bytes | None = None,
+    index_edit: JsonEdit | None = None,
+    index_bytes: bytes | None = None,
+    metadata_first: bool = False,
+) -> Built:
+    """An OCI archive: ``oci-layout``, blobs (layers, config, manifest), ``index.json`` last.
+
+    With ``metadata_first`` the order is oci-layout, index.json, manifest, config, layers.
+    Edits see the finished JSON objects (descriptors already filled in) and may mutate
+    them in place or return a replacement; the digests further up are computed from
+    the edited bytes, so only the edited level is inconsistent.
+    """
+    tars = list(layer_tars) if layer_tars is not None else valid_layer_tars()
+    blobs = (
+        list(layer_blobs) if layer_blobs is not None else [compress(t, compression) for t in tars]
+    )
+    ids = list(diff_ids) if diff_ids is not None else [digest_of(t) for t in tars]
+    config = (
+        config_bytes
+        if config_bytes is not None
+        else canonical_json(_apply(config_edit, make_config(ids)))
+    )
+    config_digest = digest_of(config)
+    layer_digests = [digest_of(b) for b in blobs]
+    manifest_obj = {
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_MANIFEST,
+        "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [
+            {"mediaType": layer_media_type(compression), "digest": d, "size": len(b)}
+            for d, b in zip(layer_digests, blobs, strict=True)
+        ],
+    }
+    manifest = (
+        manifest_bytes
+        if manifest_bytes is not None
+        else canonical_json(_apply(manifest_edit, manifest_obj))
+    )
+    manifest_digest = digest_of(manifest)
+    index_obj = {
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": MT_OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": len(manifest),
+                "annotations": {REF_NAME_KEY: REF_NAME},
+            }
+        ],
+    }
+    index = (
+        index_bytes if index_bytes is not None else canonical_json(_apply(index_edit, index_obj))
+    )
+    layer_members = [Member(blob_name(d), b) for d, b in zip(layer_digests, blobs, strict=True)]
+    # a layer may appear twice in one image: store each blob once
+    seen: set[str] = set()
+    unique_layers = []
+    for m in layer_members:
+        if m.name not in seen:
+            seen.add(m.name)
+            unique_layers.append(m)
+    config_member = Member(blob_name(config_digest), config)
+    manifest_member = Member(blob_name(manifest_digest), manifest)
+    dirs = [
+        Member("blobs/", type=tarfile.DIRTYPE, mode=0o755),
+        Member("blobs/sha256/", type=tarfile.DIRTYPE, mode=0o755),
+    ]
+    if metadata_first:
+        members = [
+            Member("oci-layout", OCI_LAYOUT),
+            Member("index.json", index),
+            *dirs,
+            manifest_member,
+            config_member,
+            *unique_layers,
+        ]
+    else:
+        members = [
+            Member("oci-layout", OCI_LAYOUT),
+            *dirs,
+            *unique_layers,
+            config_member,
+            manifest_member,
+            Member("index.json", index),
+        ]
+    return Built(
+        members=members,
+        config=config,
+        config_digest=config_digest,
+        diff_ids=ids,
+        layer_tars=tars,
+        layer_blobs=blobs,
+        layer_digests=layer_digests,
+        layer_names=[m.name for m in layer_members],
+        config_name=blob_name(config_digest),
+        manifest=manifest,
+        manifest_digest=manifest_digest,
+        index=index,
+    )
+
+
+def write_layout(built: Built, root: Path) -> Path:
+    """Write the regular files of an OCI build as a layout directory (links are made by cases)."""
+    for m in built.members:
+        if m.type == tarfile.DIRTYPE:
+            (root / m.name).mkdir(parents=True, exist_ok=True)
+        elif m.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            p = root / m.name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(m.data)
+        else:
+            raise ValueError(f"write_layout: unsupported member type for {m.name}")
+    return root
+
+
+def wrap(data: bytes, how: Compression) -> bytes:
+    """Compress a whole archive stream (outer compression)."""
+    return compress(data, how)
+
+
+# --------------------------------------------------------------------------------------
+# workspace and cases
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Directories for one run.
+
+    ``inp`` holds the input; ``outside`` holds decoys that hostile links point to and
+    must stay unchanged; ``cwd`` is the tool's working directory and must stay empty;
+    ``dst`` receives the output; ``tmp`` is the tool's ``TMPDIR``.
+    ``token`` makes escape names unique so they can be searched for.
+    """
+
+    root: Path
+    inp: Path
+    outside: Path
+    cwd: Path
+    dst: Path
+    tmp: Path
+    token: str
+
+    @classmethod
+    def create(cls, root: Path, token: str) -> Workspace:
+        ws = cls(
+            root=root,
+            inp=root / "in",
+            outside=root / "outside",
+            cwd=root / "cwd",
+            dst=root / "dst",
+            tmp=root / "tmp",
+            token=token,
+        )
+        for d in (ws.inp, ws.outside, ws.cwd, ws.dst, ws.tmp):
+            d.mkdir(parents=True)
+        return ws
+
+    @property
+    def tmp_escape(self) -> Path:
+        """Where a ``../../../..`` name lands whatever the extraction root."""
+        return Path("/tmp") / f"sealift-escape-{self.token}"
+
+    def deep_escape_name(self) -> str:
+        return "../" * 24 + f"tmp/sealift-escape-{self.token}"
+
+
+@dataclass(frozen=True)
+class Input:
+    """What a case built: the path to pass to the tool and what to check afterwards."""
+
+    path: Path
+    # substrings the verify error must contain (digests named by a mismatch message)
+    must_mention: tuple[str, ...] = ()
+    # absolute paths that must not exist after the run (escape targets)
+    escapes: tuple[Path, ...] = ()
+    # names an image in the error (any of these may appear)
+    image_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    fmt: Format
+    build: Callable[[Workspace], Input]
+    # damage is in metadata: inspect must reject too
+    metadata: bool
+    why: str
+    bomb: bool = False
+    # archive cases that are also fed to ``convert -`` on stdin
+    stdin: bool = False
+
+
+CASES: list[Case] = []
+
+
+def case(
+    id: str,
+    fmt: Format,
+    *,
+    metadata: bool,
+    why: str,
+    bomb: bool = False,
+    stdin: bool = False,
+) -> Callable[[Callable[[Workspace], Input]], Callable[[Workspace], Input]]:
+    def register(fn: Callable[[Workspace], Input]) -> Callable[[Workspace], Input]:
+        assert all(c.id != id for c in CASES), id
+        CASES.append(Case(id, fmt, fn, metadata, why, bomb, stdin))
+        return fn
+
+    return register
+
+
+def _write(ws: Workspace, data: bytes, name: str = "input.tar") -> Path:
+    p = ws.inp / name
+    p.write_bytes(data)
+    return p
+
+
+def _archive(ws: Workspace, built: Built, name: str = "input.tar", **kw: Any) -> Input:
+    return Input(_write(ws, built.tar(), name), **kw)
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    b = bytearray(data)
+    b[at] ^= 0x20
+    return bytes(b)
+
+
+def _docker_names(b: Built) -> tuple[str, ...]:
+    return (TAG, TAG_NORMALISED, hex_of(b.config_digest)[:12])
+
+
+def _oci_names(b: Built) -> tuple[str, ...]:
+    return (REF_NAME, hex_of(b.config_digest)[:12], hex_of(b.manifest_digest)[:12])
+
+
+# ---- valid inputs (positive controls)
+
+
+def valid_docker_archive(ws: Workspace) -> tuple[Input, Built]:
+    b = build_docker()
+    return _archive(ws, b), b
+
+
+def valid_oci_archive(ws: Workspace, compression: Compression = "gzip") -> tuple[Input, Built]:
+    b = build_oci(compression=compression)
+    return _archive(ws, b), b
+
+
+# ---- truncation
+
+
+def _truncate(ws: Workspace, data: bytes, at: int) -> Input:
+    assert 0 < at < len(data)
+    return Input(_write(ws, data[:at]))
+
+
+@case(
+    "trunc-docker-first-header",
+    "docker",
+    metadata=True,
+    stdin=True,
+    why="cut 100 bytes into the first tar header: nothing is readable",
+)
+def _(ws: Workspace) -> Input:
+    return _truncate(ws, build_docker().tar(), 100)
+
+
+@case(
+    "trunc-docker-layer-header",
+    "docker",
+    metadata=True,
+    why="cut inside the header of the first layer; manifest.json is never reached",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    data = b.tar()
+    off, _, _ = member_offsets(data)[b.layer_names[0]]
+    return _truncate(ws, data, off + 200)
+
+
+@case(
+    "trunc-docker-layer-data",
+    "docker",
+    metadata=True,
+    stdin=True,
+    why="cut in the middle of a layer's data",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    data = b.tar()
+    _, doff, size = member_offsets(data)[b.layer_names[1]]
+    return _truncate(ws, data, doff + size // 2)
+
+
+@case(
+    "trunc-docker-manifest-data",
+    "docker",
+    metadata=True,
+    why="cut inside manifest.json, the last member: truncated JSON",
+)
+def _(ws: Workspace) -> Input:
+    data = build_docker().tar()
+    _, doff, size = member_offsets(data)["manifest.json"]
+    return _truncate(ws, data, doff + size // 2)
+
+
+@case(
+    "trunc-docker-member-boundary",
+    "docker",
+    metadata=True,
+    why="cut exactly before manifest.json's header: a whole-looking tar with no manifest",
+)
+def _(ws: Workspace) -> Input:
+    data = build_docker().tar()
+    off, _, _ = member_offsets(data)["manifest.json"]
+    return _truncate(ws, data, off)
+
+
+@case(
+    "trunc-oci-layer-data",
+    "oci",
+    metadata=True,
+    stdin=True,
+    why="cut inside a gzip layer blob; index.json (last) is lost too",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    data = b.tar()
+    _, doff, size = member_offsets(data)[b.layer_names[0]]
+    return _truncate(ws, data, doff + size // 2)
+
+
+@case(
+    "trunc-oci-last-layer",
+    "oci",
+    metadata=False,
+    stdin=True,
+    why="metadata first, the last layer blob cut short: only reading the blob shows it",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci(metadata_first=True)
+    data = b.tar()
+    name = b.layer_names[-1]
+    assert b.members[-1].name == name
+    _, doff, size = member_offsets(data)[name]
+    return Input(_write(ws, data[: doff + size // 2]), must_mention=())
+
+
+@case(
+    "trunc-oci-outer-gzip",
+    "oci",
+    metadata=True,
+    stdin=True,
+    why="a .tar.gz whose gzip stream stops half way",
+)
+def _(ws: Workspace) -> Input:
+    data = wrap(build_oci().tar(), "gzip")
+    return Input(_write(ws, data[: len(data) // 2], "input.tar.gz"))
+
+
+@case(
+    "trunc-oci-outer-zstd",
+    "oci",
+    metadata=True,
+    stdin=True,
+    why="a .tar.zst whose zstd frame stops half way",
+)
+def _(ws: Workspace) -> Input:
+    data = wrap(build_oci().tar(), "zstd")
+    return Input(_write(ws, data[: len(data) // 2], "input.tar.zst"))
+
+
+# ---- flipped bytes
+
+
+@case(
+    "flip-docker-layer",
+    "docker",
+    metadata=False,
+    stdin=True,
+    why="one byte of a file inside layer 0 flipped: tar still parses, diff_id differs",
+)
+def _(ws: Workspace) -> Input:
+    good = build_docker()
+    tar0 = good.layer_tars[0]
+    pos = tar0.index(b"alpha")
+    bad0 = _flip(tar0, pos)
+    b = build_docker(layer_blobs=[bad0, *good.layer_tars[1:]], diff_ids=good.diff_ids)
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(good.diff_ids[0])[:12], sha256_hex(bad0)[:12]),
+        image_names=_docker_names(b),
+    )
+
+
+@case(
+    "flip-docker-config",
+    "docker",
+    metadata=False,
+    why="config edited after naming (amd64 -> amd6t): <hex>.json no longer its digest",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    bad = b.config.replace(b'"amd64"', b'"amd6t"')
+    assert bad != b.config
+    b.replace_member(b.config_name, data=bad)
+    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+
+
+@case(
+    "flip-oci-layer",
+    "oci",
+    metadata=False,
+    stdin=True,
+    why="one byte flipped in the middle of a gzip layer blob",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    blob = b.layer_blobs[1]
+    bad = _flip(blob, len(blob) // 2)
+    b.replace_member(b.layer_names[1], data=bad)
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(b.layer_digests[1])[:12], sha256_hex(bad)[:12]),
+        image_names=_oci_names(b),
+    )
+
+
+@case(
+    "flip-oci-config",
+    "oci",
+    metadata=True,
+    why="config blob edited (still valid JSON): content no longer matches its descriptor",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    bad = b.config.replace(b'"amd64"', b'"amd6t"')
+    b.replace_member(b.config_name, data=bad)
+    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+
+
+@case(
+    "flip-oci-manifest",
+    "oci",
+    metadata=True,
+    why="manifest blob edited (still valid JSON): content no longer matches index.json",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    bad = b.manifest.replace(b'"schemaVersion":2', b'"schemaVersion":3')
+    assert bad != b.manifest
+    b.replace_member(blob_name(b.manifest_digest), data=bad)
+    return _archive(ws, b, must_mention=(hex_of(b.manifest_digest)[:12], sha256_hex(bad)[:12]))
+
+
+# ---- missing blobs
+
+
+@case(
+    "missing-docker-layer",
+    "docker",
+    metadata=False,
+    why="manifest.json lists a layer.tar that is not in the archive",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.drop_member(b.layer_names[1])
+    return _archive(ws, b)
+
+
+@case(
+    "missing-docker-config",
+    "docker",
+    metadata=True,
+    why="manifest.json names a config file that is not in the archive",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.drop_member(b.config_name)
+    return _archive(ws, b)
+
+
+@case("missing-oci-layer", "oci", metadata=False, why="a layer blob is absent")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.drop_member(b.layer_names[0])
+    return _archive(ws, b, must_mention=(hex_of(b.layer_digests[0])[:12],))
+
+
+@case("missing-oci-config", "oci", metadata=True, why="the config blob is absent")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.drop_member(b.config_name)
+    return _archive(ws, b)
+
+
+@case("missing-oci-manifest", "oci", metadata=True, why="the manifest blob is absent")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.drop_member(blob_name(b.manifest_digest))
+    return _archive(ws, b)
+
+
+@case("missing-oci-index", "oci", metadata=True, why="no index.json at all")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.drop_member("index.json")
+    return _archive(ws, b)
+
+
+@case("missing-layout-layer", "layout", metadata=False, why="layout dir without a layer blob")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    root = write_layout(b, ws.inp / "layout")
+    (root / b.layer_names[0]).unlink()
+    return Input(root, must_mention=(hex_of(b.layer_digests[0])[:12],))
+
+
+# ---- path traversal and absolute member names
+
+
+@case(
+    "docker-layer-path-dotdot",
+    "docker",
+    metadata=False,
+    why="manifest.json Layers entry '../<x>/layer.tar', and a member of that name exists",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    evil = f"../{ws.token}/layer.tar"
+    m = json.loads(b.manifest)
+    old = m[0]["Layers"][0]
+    m[0]["Layers"][0] = evil
+    b.replace_member("manifest.json", data=canonical_json(m))
+    b.replace_member(old, name=evil)
+    return _archive(ws, b, escapes=(ws.root / ws.token,))
+
+
+@case(
+    "docker-config-path-dotdot",
+    "docker",
+    metadata=True,
+    why="manifest.json Config '../<x>.json', and a member of that name exists",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    evil = f"../{ws.token}.json"
+    m = json.loads(b.manifest)
+    m[0]["Config"] = evil
+    b.replace_member("manifest.json", data=canonical_json(m))
+    b.replace_member(b.config_name, name=evil)
+    return _archive(ws, b, escapes=(ws.root / f"{ws.token}.json",))
+
+
+@case(
+    "docker-config-path-absolute",
+    "docker",
+    metadata=True,
+    why="Config is an absolute host path to a decoy with the right bytes: must not be read",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    decoy = ws.outside / "config.json"
+    decoy.write_bytes(b.config)
+    m = json.loads(b.manifest)
+    m[0]["Config"] = str(decoy)
+    b.replace_member("manifest.json", data=canonical_json(m))
+    b.drop_member(b.config_name)
+    return _archive(ws, b)
+
+
+@case(
+    "docker-layer-path-absolute",
+    "docker",
+    metadata=False,
+    why="a Layers entry is an absolute host path to a decoy with the right bytes",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    decoy = ws.outside / "layer.tar"
+    decoy.write_bytes(b.layer_tars[0])
+    m = json.loads(b.manifest)
+    old = m[0]["Layers"][0]
+    m[0]["Layers"][0] = str(decoy)
+    b.replace_member("manifest.json", data=canonical_json(m))
+    b.drop_member(old)
+    return _archive(ws, b)
+
+
+@case(
+    "docker-absolute-member-name",
+    "docker",
+    metadata=False,
+    why="a layer member stored under an absolute name that manifest.json references",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    evil = str(ws.outside / f"abs-{ws.token}" / "layer.tar")
+    m = json.loads(b.manifest)
+    old = m[0]["Layers"][0]
+    m[0]["Layers"][0] = evil
+    b.replace_member("manifest.json", data=canonical_json(m))
+    b.replace_member(old, name=evil)
+    return _archive(ws, b, escapes=(Path(evil), Path(evil).parent))
+
+
+@case(
+    "stray-dotdot-member",
+    "docker",
+    metadata=False,
+    stdin=True,
+    why="valid image plus an unreferenced member '../../…/tmp/sealift-escape-<token>'",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.members.insert(1, Member(ws.deep_escape_name(), b"pwned\n"))
+    return _archive(ws, b, escapes=(ws.tmp_escape,))
+
+
+@case(
+    "stray-absolute-member",
+    "oci",
+    metadata=False,
+    why="valid image plus an unreferenced member with an absolute name inside outside/",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    target = ws.outside / f"abs-{ws.token}"
+    b.members.insert(1, Member(str(target), b"pwned\n"))
+    return _archive(ws, b, escapes=(target,))
+
+
+# ---- links and special files where blobs belong
+
+
+def _oci_link(
+    ws: Workspace, which: str, type_: bytes, linkname: str, *, metadata_first: bool = False
+) -> tuple[Built, Input]:
+    b = build_oci(metadata_first=metadata_first)
+    name = {"layer": b.layer_names[0], "config": b.config_name}[which]
+    b.replace_member(name, type=type_, linkname=linkname, data=b"")
+    return b, _archive(ws, b)
+
+
+@case(
+    "oci-layer-symlink-absolute-decoy",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a symlink to an outside file with exactly the right bytes",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    decoy = ws.outside / "layer-decoy"
+    decoy.write_bytes(good.layer_blobs[0])
+    return _oci_link(ws, "layer", tarfile.SYMTYPE, str(decoy))[1]
+
+
+@case(
+    "oci-layer-symlink-etc-passwd",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a symlink to /etc/passwd",
+)
+def _(ws: Workspace) -> Input:
+    return _oci_link(ws, "layer", tarfile.SYMTYPE, "/etc/passwd")[1]
+
+
+@case(
+    "oci-layer-symlink-dotdot",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a symlink to ../../../x (outside the archive root)",
+)
+def _(ws: Workspace) -> Input:
+    return _oci_link(ws, "layer", tarfile.SYMTYPE, f"../../../{ws.token}")[1]
+
+
+@case(
+    "oci-config-symlink-absolute-decoy",
+    "oci",
+    metadata=True,
+    why="blobs/sha256/<config> is a symlink to an outside file with the right bytes",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    decoy = ws.outside / "config-decoy"
+    decoy.write_bytes(good.config)
+    return _oci_link(ws, "config", tarfile.SYMTYPE, str(decoy))[1]
+
+
+@case(
+    "docker-manifest-symlink-absolute-decoy",
+    "docker",
+    metadata=True,
+    why="manifest.json is a symlink to an outside file holding a valid manifest.json",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    decoy = ws.outside / "manifest.json"
+    decoy.write_bytes(b.manifest)
+    b.replace_member("manifest.json", type=tarfile.SYMTYPE, linkname=str(decoy), data=b"")
+    return _archive(ws, b)
+
+
+@case(
+    "symlink-dir-escape",
+    "oci",
+    metadata=True,
+    why="'blobs' is a symlink to outside/, then blobs/sha256/* follow: extraction escapes",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    target = ws.outside / "blobsdir"
+    b.members = [m for m in b.members if m.name not in ("blobs/", "blobs/sha256/")]
+    b.members.insert(1, Member("blobs", type=tarfile.SYMTYPE, linkname=str(target)))
+    return _archive(ws, b, escapes=(target,))
+
+
+@case(
+    "oci-layer-hardlink-etc-passwd",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a hard link to /etc/passwd",
+)
+def _(ws: Workspace) -> Input:
+    return _oci_link(ws, "layer", tarfile.LNKTYPE, "/etc/passwd")[1]
+
+
+@case(
+    "oci-layer-hardlink-dotdot",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a hard link to ../../x",
+)
+def _(ws: Workspace) -> Input:
+    return _oci_link(ws, "layer", tarfile.LNKTYPE, f"../../{ws.token}")[1]
+
+
+@case(
+    "oci-layer-hardlink-to-config",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a hard link to the config member: wrong bytes",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    # metadata first, so the link target (the config) precedes the link in the tar
+    b, inp = _oci_link(ws, "layer", tarfile.LNKTYPE, good.config_name, metadata_first=True)
+    return replace(inp, must_mention=(hex_of(b.layer_digests[0])[:12],))
+
+
+@case(
+    "oci-layer-chardev",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a character device 1,5 (/dev/zero): endless if opened",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.replace_member(b.layer_names[0], type=tarfile.CHRTYPE, devmajor=1, devminor=5, data=b"")
+    return _archive(ws, b)
+
+
+@case(
+    "oci-layer-fifo",
+    "oci",
+    metadata=False,
+    why="blobs/sha256/<layer> is a FIFO: blocks forever if extracted and opened",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    b.replace_member(b.layer_names[0], type=tarfile.FIFOTYPE, data=b"")
+    return _archive(ws, b)
+
+
+@case("docker-manifest-fifo", "docker", metadata=True, why="manifest.json is a FIFO")
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.replace_member("manifest.json", type=tarfile.FIFOTYPE, data=b"")
+    return _archive(ws, b)
+
+
+@case("docker-layer-blockdev", "docker", metadata=False, why="a layer.tar is a block device 7,0")
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.replace_member(b.layer_names[0], type=tarfile.BLKTYPE, devmajor=7, devminor=0, data=b"")
+    return _archive(ws, b)
+
+
+@case(
+    "layout-layer-symlink-etc-passwd",
+    "layout",
+    metadata=False,
+    why="layout dir: blobs/sha256/<layer> is a symlink to /etc/passwd",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    root = write_layout(b, ws.inp / "layout")
+    p = root / b.layer_names[0]
+    p.unlink()
+    p.symlink_to("/etc/passwd")
+    return Input(root)
+
+
+@case(
+    "layout-layer-fifo",
+    "layout",
+    metadata=False,
+    why="layout dir: blobs/sha256/<layer> is a FIFO; opening it blocks forever",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    root = write_layout(b, ws.inp / "layout")
+    p = root / b.layer_names[0]
+    p.unlink()
+    os.mkfifo(p)
+    return Input(root)
+
+
+# ---- duplicate entries with different content
+
+
+@case(
+    "dup-docker-manifest-differs",
+    "docker",
+    metadata=True,
+    why="two manifest.json members with different tags: which one is meant is ambiguous",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    m = json.loads(b.manifest)
+    m[0]["RepoTags"] = ["hostile/other:2"]
+    b.members.insert(0, Member("manifest.json", canonical_json(m)))
+    return _archive(ws, b)
+
+
+@case(
+    "dup-oci-layer-good-then-bad",
+    "oci",
+    metadata=False,
+    why="a layer blob stored twice: right bytes first, wrong bytes second",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    name = b.layer_names[0]
+    i = next(i for i, m in enumerate(b.members) if m.name == name)
+    b.members.insert(i + 1, Member(name, gzip_bytes(b"not the layer")))
+    return _archive(ws, b)
+
+
+@case(
+    "dup-oci-layer-bad-then-good",
+    "oci",
+    metadata=False,
+    why="a layer blob stored twice: wrong bytes first, right bytes second",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    name = b.layer_names[0]
+    i = next(i for i, m in enumerate(b.members) if m.name == name)
+    b.members.insert(i, Member(name, gzip_bytes(b"not the layer")))
+    return _archive(ws, b)
+
+
+@case(
+    "dup-oci-index-differs",
+    "oci",
+    metadata=True,
+    why="two index.json members; the first points at a different (absent) manifest",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    idx = json.loads(b.index)
+    idx["manifests"][0]["digest"] = "sha256:" + "0" * 64
+    b.members.insert(1, Member("index.json", canonical_json(idx)))
+    return _archive(ws, b)
+
+
+@case(
+    "dup-oci-config-differs",
+    "oci",
+    metadata=True,
+    why="the config blob stored twice, second copy different",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    i = next(i for i, m in enumerate(b.members) if m.name == b.config_name)
+    b.members.insert(i + 1, Member(b.config_name, b.config.replace(b"amd64", b"arm64")))
+    return _archive(ws, b)
+
+
+# ---- JSON that is not what it claims
+
+
+def _docker_manifest_raw(raw: bytes) -> Callable[[Workspace], Input]:
+    def build(ws: Workspace) -> Input:
+        return _archive(ws, build_docker(manifest_bytes=raw))
+
+    return build
+
+
+for _id, _raw, _why in [
+    ("docker-manifest-null", b"null", "manifest.json is null"),
+    ("docker-manifest-dict", b"{}", "manifest.json is an object, not a list"),
+    ("docker-manifest-not-json", b"\x00\x01garbage{", "manifest.json is not JSON"),
+    ("docker-manifest-list-of-strings", b'["x.json"]', "manifest.json entries are strings"),
+    ("docker-manifest-number", b"42", "manifest.json is a number"),
+]:
+    case(_id, "docker", metadata=True, why=_why)(_docker_manifest_raw(_raw))
+
+
+def _docker_manifest_edit(edit: JsonEdit) -> Callable[[Workspace], Input]:
+    def build(ws: Workspace) -> Input:
+        return _archive(ws, build_docker(manifest_edit=edit))
+
+    return build
+
+
+def _set(path: Sequence[str | int], value: Any) -> JsonEdit:
+    def edit(obj: Any) -> Any:
+        cur = obj
+        for k in path[:-1]:
+            cur = cur[k]
+        cur[path[-1]] = value
+        return obj
+
+    return edit
+
+
+def _del(path: Sequence[str | int]) -> JsonEdit:
+    def edit(obj: Any) -> Any:
+        cur = obj
+        for k in path[:-1]:
+            cur = cur[k]
+        del cur[path[-1]]
+        return obj
+
+    return edit
+
+
+for _id, _edit, _why in [
+    ("docker-manifest-entry-not-list", lambda m: m[0], "manifest.json is the entry object"),
+    ("docker-manifest-layers-string", _set([0, "Layers"], "layer.tar"), "Layers is a string"),
+    ("docker-manifest-config-number", _set([0, "Config"], 7), "Config is a number"),
+    ("docker-manifest-config-missing", _del([0, "Config"]), "an entry without Config"),
+    ("docker-manifest-repotags-string", _set([0, "RepoTags"], TAG), "RepoTags is a string"),
+]:
+    case(_id, "docker", metadata=True, why=_why)(_docker_manifest_edit(_edit))
+
+
+def _oci_index_raw(raw: bytes) -> Callable[[Workspace], Input]:
+    def build(ws: Workspace) -> Input:
+        return _archive(ws, build_oci(index_bytes=raw))
+
+    return build
+
+
+for _id, _raw, _why in [
+    ("oci-index-null", b"null", "index.json is null"),
+    ("oci-index-list", b"[]", "index.json is a list"),
+    ("oci-index-not-json", b"\xff\xfe{", "index.json is not JSON"),
+]:
+    case(_id, "oci", metadata=True, why=_why)(_oci_index_raw(_raw))
+
+
+def _oci_edit(**kw: Any) -> Callable[[Workspace], Input]:
+    def build(ws: Workspace) -> Input:
+        return _archive(ws, build_oci(**kw))
+
+    return build
+
+
+def _manifests_to_dict(idx: Any) -> Any:
+    idx["manifests"] = {"0": idx["manifests"][0]}
+    return idx
+
+
+for _id, _kw, _why in [
+    ("oci-index-manifests-dict", {"index_edit": _manifests_to_dict}, "manifests is an object"),
+    ("oci-index-manifests-missing", {"index_edit": _del(["manifests"])}, "no manifests key"),
+    (
+        "oci-index-size-string",
+        {"index_edit": _set(["manifests", 0, "size"], "9")},
+        "descriptor size is a string",
+    ),
+    (
+        "oci-index-size-negative",
+        {"index_edit": _set(["manifests", 0, "size"], -1)},
+        "descriptor size is negative",
+    ),
+    (
+        "oci-index-digest-number",
+        {"index_edit": _set(["manifests", 0, "digest"], 12345)},
+        "descriptor digest is a number",
+    ),
+    (
+        "oci-index-mediatype-list",
+        {"index_edit": _set(["manifests", 0, "mediaType"], [MT_OCI_MANIFEST])},
+        "descriptor mediaType is a list",
+    ),
+    (
+        "oci-manifest-layers-dict",
+        {"manifest_edit": lambda m: _set(["layers"], {"0": m["layers"][0]})(m)},
+        "manifest layers is an object",
+    ),
+    ("oci-manifest-config-missing", {"manifest_edit": _del(["config"])}, "manifest without config"),
+    (
+        "oci-manifest-layer-size-string",
+        {"manifest_edit": _set(["layers", 0, "size"], "133")},
+        "layer size is a string",
+    ),
+    (
+        "oci-config-not-json",
+        {"config_bytes": b"\x89PNG\r\n\x1a\n not json"},
+        "config blob is not JSON",
+    ),
+    ("oci-config-is-list", {"config_bytes": b"[]"}, "config blob is a JSON list"),
+    (
+        "oci-config-diff-ids-string",
+        {"config_edit": _set(["rootfs", "diff_ids"], "sha256:00")},
+        "rootfs.diff_ids is a string",
+    ),
+    ("oci-config-rootfs-missing", {"config_edit": _del(["rootfs"])}, "config without rootfs"),
+    (
+        "oci-config-diff-ids-short",
+        {"config_edit": lambda c: _set(["rootfs", "diff_ids"], c["rootfs"]["diff_ids"][:1])(c)},
+        "two layers but one diff_id",
+    ),
+    (
+        "oci-config-diff-id-not-hex",
+        {"config_edit": _set(["rootfs", "diff_ids", 0], "sha256:" + "z" * 64)},
+        "a diff_id that is not hex",
+    ),
+]:
+    case(_id, "oci", metadata=True, why=_why)(_oci_edit(**_kw))
+
+
+@case("docker-config-not-json", "docker", metadata=True, why="the config member is not JSON")
+def _(ws: Workspace) -> Input:
+    return _archive(ws, build_docker(config_bytes=b"\x00\x00 not json"))
+
+
+@case("docker-config-diff-ids-short", "docker", metadata=True, why="two layers but one diff_id")
+def _(ws: Workspace) -> Input:
+    good = build_docker()
+    return _archive(ws, build_docker(diff_ids=good.diff_ids[:1], layer_tars=good.layer_tars))
+
+
+@case(
+    "oci-mediatype-says-index-is-manifest",
+    "oci",
+    metadata=True,
+    why="index.json says image index, the blob is an image manifest",
+)
+def _(ws: Workspace) -> Input:
+    return _archive(ws, build_oci(index_edit=_set(["manifests", 0, "mediaType"], MT_OCI_INDEX)))
+
+
+@case(
+    "oci-mediatype-says-manifest-is-index",
+    "oci",
+    metadata=True,
+    why="index.json says image manifest, the blob is a nested image index",
+)
+def _(ws: Workspace) -> Input:
+    inner = build_oci()
+    nested = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MT_OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": MT_OCI_MANIFEST,
+                    "digest": inner.manifest_digest,
+                    "size": len(inner.manifest),
+                }
+            ],
+        }
+    )
+    nd = digest_of(nested)
+    idx = json.loads(inner.index)
+    idx["manifests"][0].update({"digest": nd, "size": len(nested), "mediaType": MT_OCI_MANIFEST})
+    inner.replace_member("index.json", data=canonical_json(idx))
+    inner.members.insert(-1, Member(blob_name(nd), nested))
+    return _archive(ws, inner)
+
+
+@case(
+    "oci-manifest-own-mediatype-index",
+    "oci",
+    metadata=True,
+    why="the manifest blob's own mediaType says image index but it has config+layers",
+)
+def _(ws: Workspace) -> Input:
+    return _archive(ws, build_oci(manifest_edit=_set(["mediaType"], MT_OCI_INDEX)))
+
+
+# ---- digests that are not sha256 hex
+
+
+def _layer_digest_case(
+    ws: Workspace, make: Callable[[str], str], store_as: str | None = None
+) -> Input:
+    """Rewrite layer 0's digest with ``make``; store the blob where a lax reader looks."""
+    good = build_oci()
+    new = make(good.layer_digests[0])
+    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], new))
+    b.replace_member(b.layer_names[0], name=store_as or blob_name(new))
+    return _archive(ws, b)
+
+
+@case(
+    "digest-uppercase",
+    "oci",
+    metadata=True,
+    why="layer digest in upper-case hex, blob stored under the upper-case name",
+)
+def _(ws: Workspace) -> Input:
+    return _layer_digest_case(ws, lambda d: "sha256:" + hex_of(d).upper())
+
+
+@case(
+    "digest-short",
+    "oci",
+    metadata=True,
+    why="layer digest truncated to 12 hex digits, blob stored under that name",
+)
+def _(ws: Workspace) -> Input:
+    return _layer_digest_case(ws, lambda d: d[: len("sha256:") + 12])
+
+
+@case(
+    "digest-md5",
+    "oci",
+    metadata=True,
+    why="layer digest md5:<hex> (blob stored at blobs/md5/<hex>): unverifiable algorithm",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    md5 = "md5:" + hashlib.md5(good.layer_blobs[0]).hexdigest()
+    return _layer_digest_case(ws, lambda _d: md5)
+
+
+@case(
+    "digest-traversal-layer",
+    "oci",
+    metadata=True,
+    why="layer digest 'sha256:../../<x>' and a root member <x> with the right bytes",
+)
+def _(ws: Workspace) -> Input:
+    # blobs/sha256/../../<x> is <x> at the archive root
+    return _layer_digest_case(ws, lambda _d: f"sha256:../../{ws.token}", store_as=ws.token)
+
+
+@case(
+    "digest-traversal-config", "oci", metadata=True, why="config digest 'sha256:../../etc/passwd'"
+)
+def _(ws: Workspace) -> Input:
+    return _archive(
+        ws, build_oci(manifest_edit=_set(["config", "digest"], "sha256:../../etc/passwd"))
+    )
+
+
+@case(
+    "digest-traversal-manifest",
+    "oci",
+    metadata=True,
+    why="index.json manifest digest 'sha256:../../<x>' and a root member <x> = the manifest",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci(index_edit=_set(["manifests", 0, "digest"], f"sha256:../../{ws.token}"))
+    b.members.insert(-1, Member(ws.token, b.manifest))
+    return _archive(ws, b)
+
+
+@case(
+    "layout-digest-traversal-decoy",
+    "layout",
+    metadata=True,
+    why="layout dir: layer digest 'sha256:../../../../outside/layer-decoy' (right bytes there)",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    (ws.outside / "layer-decoy").write_bytes(good.layer_blobs[0])
+    # <root>/in/layout/blobs/sha256/../../../../outside/layer-decoy == <root>/outside/layer-decoy
+    b = build_oci(
+        manifest_edit=_set(["layers", 0, "digest"], "sha256:../../../../outside/layer-decoy")
+    )
+    b.drop_member(b.layer_names[0])
+    return Input(write_layout(b, ws.inp / "layout"))
+
+
+@case(
+    "layout-digest-absolute-decoy",
+    "layout",
+    metadata=True,
+    why="layout dir: layer digest 'sha256:/abs/outside/layer-decoy' (right bytes there)",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    decoy = ws.outside / "layer-decoy"
+    decoy.write_bytes(good.layer_blobs[0])
+    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], f"sha256:{decoy}"))
+    b.drop_member(b.layer_names[0])
+    return Input(write_layout(b, ws.inp / "layout"))
+
+
+# ---- wrong diff_id, lying sizes, layers that are not tars
+
+
+@case(
+    "docker-wrong-diff-id",
+    "docker",
+    metadata=False,
+    why="config diff_id for layer 1 is the sha256 of something else",
+)
+def _(ws: Workspace) -> Input:
+    good = build_docker()
+    wrong = digest_of(b"something else")
+    b = build_docker(diff_ids=[good.diff_ids[0], wrong])
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[1])[:12]),
+        image_names=_docker_names(b),
+    )
+
+
+@case(
+    "oci-wrong-diff-id",
+    "oci",
+    metadata=False,
+    why="config diff_id for layer 0 is the sha256 of something else (blob digests all fine)",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    wrong = digest_of(b"something else")
+    b = build_oci(diff_ids=[wrong, good.diff_ids[1]])
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[0])[:12]),
+        image_names=_oci_names(b),
+    )
+
+
+@case("oci-layer-size-too-big", "oci", metadata=False, why="layer descriptor size is 1 too big")
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    return _archive(
+        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) + 1))
+    )
+
+
+@case("oci-layer-size-too-small", "oci", metadata=False, why="layer descriptor size is 1 too small")
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    return _archive(
+        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) - 1))
+    )
+
+
+@case("oci-config-size-lies", "oci", metadata=True, why="config descriptor size is 1 too big")
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    return _archive(ws, build_oci(manifest_edit=_set(["config", "size"], len(good.config) + 1)))
+
+
+@case("oci-manifest-size-lies", "oci", metadata=True, why="index.json manifest size is 1 too small")
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    return _archive(
+        ws, build_oci(index_edit=_set(["manifests", 0, "size"], len(good.manifest) - 1))
+    )
+
+
+NOT_A_TAR = b"this is a text file, not a tar archive\n" * 40
+
+
+@case(
+    "oci-layer-not-a-tar",
+    "oci",
+    metadata=False,
+    why="gzip layer whose content is plain text; digest and diff_id both match it",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    tars = [NOT_A_TAR, good.layer_tars[1]]
+    return _archive(ws, build_oci(layer_tars=tars))
+
+
+@case(
+    "docker-layer-not-a-tar",
+    "docker",
+    metadata=False,
+    why="layer.tar is plain text; its diff_id matches it",
+)
+def _(ws: Workspace) -> Input:
+    good = build_docker()
+    return _archive(ws, build_docker(layer_tars=[good.layer_tars[0], NOT_A_TAR]))
+
+
+@case(
+    "oci-layer-gzip-garbage",
+    "oci",
+    metadata=False,
+    why="layer says tar+gzip but is not gzip (like the 'insert binary content here' fixtures)",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    blobs = [b"insert binary content here #1\n", good.layer_blobs[1]]
+    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+
+
+@case("empty-file", "oci", metadata=True, stdin=True, why="a zero-byte input")
+def _(ws: Workspace) -> Input:
+    return Input(_write(ws, b""))
+
+
+@case("random-bytes", "oci", metadata=True, stdin=True, why="8 KiB of pseudo-random bytes")
+def _(ws: Workspace) -> Input:
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(256))
+    return Input(_write(ws, data))
+
+
+# ---- decompression bombs
+
+GZIP_BOMB_MIB = 16 * 1024  # 16 GiB of zeros in ~16 MiB of gzip
+ZSTD_BOMB_BYTES = 64 * GIB  # 64 GiB of zeros in ~2 MiB of zstd
+
+
+@case(
+    "bomb-oci-gzip-layer",
+    "oci",
+    metadata=False,
+    bomb=True,
+    why="a tar+gzip layer that inflates to 16 GiB of zeros",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci()
+    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_blobs[1]]
+    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+
+
+@case(
+    "bomb-oci-zstd-layer",
+    "oci",
+    metadata=False,
+    bomb=True,
+    why="a tar+zstd layer that inflates to 64 GiB of zeros, no declared content size",
+)
+def _(ws: Workspace) -> Input:
+    good = build_oci(compression="zstd")
+    blobs = [zstd_zeros_bomb(ZSTD_BOMB_BYTES), good.layer_blobs[1]]
+    return _archive(ws, build_oci(compression="zstd", layer_blobs=blobs, diff_ids=good.diff_ids))
+
+
+@case(
+    "bomb-docker-gzip-layer",
+    "docker",
+    metadata=False,
+    bomb=True,
+    why="a docker-save layer.tar that is gzip of 16 GiB of zeros",
+)
+def _(ws: Workspace) -> Input:
+    good = build_docker()
+    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_tars[1]]
+    return _archive(ws, build_docker(layer_blobs=blobs, diff_ids=good.diff_ids))
+
+
+def _huge_member_header(ws: Workspace, size: int) -> bytes:
+    info = tarfile.TarInfo("blobs/sha256/" + sha256_hex(ws.token.encode()))
+    info.size = size
+    info.mtime = 0
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+@case(
+    "bomb-outer-zstd",
+    "oci",
+    metadata=True,
+    bomb=True,
+    stdin=True,
+    why="a .tar.zst whose stream is a tar header for a 64 GiB member, then zeros",
+)
+def _(ws: Workspace) -> Input:
+    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]  # member, no EOF blocks
+    head += _huge_member_header(ws, ZSTD_BOMB_BYTES)
+    assert len(head) % 512 == 0
+    return Input(_write(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES, prefix=head), "input.tar.zst"))
+
+
+@case(
+    "bomb-outer-gzip",
+    "oci",
+    metadata=True,
+    bomb=True,
+    stdin=True,
+    why="a .tar.gz whose stream is a tar header for a 16 GiB member, then zeros",
+)
+def _(ws: Workspace) -> Input:
+    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]
+    head += _huge_member_header(ws, GZIP_BOMB_MIB * MIB)
+    return Input(_write(ws, gzip_zeros_bomb(GZIP_BOMB_MIB, prefix=head), "input.tar.gz"))
+
+
+del _
+
+
+# --------------------------------------------------------------------------------------
+# running the CLI (shared by the test modules in this directory)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED = REPO_ROOT.parent / "shared"
+PEER_FIXTURES = SHARED / "fixtures" / "peer"
+TOOL_FIXTURES = SHARED / "fixtures" / "tools"
+ERROR_PREFIX = "sealift: error: "
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: str
+    elapsed: float
+
+    def __str__(self) -> str:
+        out = self.stdout[:2000].decode(errors="replace")
+        return (
+            f"sealift {' '.join(self.args)}\n  exit {self.returncode} in {self.elapsed:.1f}s\n"
+            f"  stderr: {self.stderr[:3000]!r}\n  stdout: {out!r}"
+        )
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def _limits(fsize: int, address_space: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    return apply
+
+
+def run_sealift(
+    *args: str,
+    cwd: Path,
+    tmp: Path | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+    limited: bool = False,
+) -> Result:
+    """Run ``python -m sealift ARGS`` in a subprocess (``stdin`` piped, not a file).
+
+    ``limited`` caps each written file at 1 GiB and the address space at 4 GiB, so a tool
+    without its own caps cannot fill the disk or the memory of the test machine.
+    A run that exceeds ``timeout`` is killed and reported with returncode -9.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")) if p
+    )
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    env.pop("SEALIFT_DEBUG", None)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sealift", *args],
+            cwd=cwd,
+            env=env,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=_limits(GIB, 4 * GIB) if limited else None,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if exc.stderr else ""
+        return Result(tuple(args), -9, exc.stdout or b"", stderr + "\n<killed: timeout>", timeout)
+    return Result(
+        tuple(args),
+        proc.returncode,
+        proc.stdout,
+        proc.stderr.decode(errors="replace"),
+        time.monotonic() - start,
+    )
+
+
+def assert_clean_error(r: Result, code: int = 1) -> str:
+    """Exit ``code``, exactly one stderr line starting ``sealift: error: ``, no traceback."""
+    assert "Traceback" not in r.stderr, str(r)
+    assert r.returncode == code, str(r)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}\n{r}"
+    assert lines[0].startswith(ERROR_PREFIX), str(r)
+    return lines[0]
+
+
+def assert_ok(r: Result) -> None:
+    assert "Traceback" not in r.stderr, str(r)
+    assert r.returncode == 0, str(r)
+    assert ERROR_PREFIX not in r.stderr, str(r)
