@@ -1,0 +1,344 @@
+"""``python -m bench``: start two engines, build the bench images, time every contender.
+
+See bench/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zstandard
+
+from bench import limits
+from bench.contenders import (
+    DEFAULT_LINK,
+    STAGES,
+    Contender,
+    Ctx,
+    all_contenders,
+    docker_save_manifest_layers,
+    select,
+)
+from bench.engines import (
+    BUILD_DIR,
+    IMAGES,
+    REPO,
+    UPDATE_FROM,
+    UPDATE_TO,
+    DockerDaemon,
+    build_images,
+    engine_pids,
+    reset_engine,
+)
+from bench.measure import Measurement, run_measured
+from bench.report import Row, checks, write
+
+TOOLS = ("skopeo", "zstd", "gzip", "pv", "bash")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--rounds", type=int, default=3, help="rounds per stage (default 3)")
+    p.add_argument("--quick", action="store_true", help="1 round and 64 MiB of limits data")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TOKENS",
+        help="comma list: keep contenders whose tool (docker, skopeo, sealift), stage "
+        "(save, load, update, convert) or name matches; stage baselines always run",
+    )
+    p.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/sealift-bench"), help="engines + archives"
+    )
+    p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--build-dir", type=Path, default=BUILD_DIR, help="make-images.sh cache")
+    p.add_argument("--link", default=DEFAULT_LINK, help="pv -L rate of the update link")
+    p.add_argument("--update-save-args", default="", help="extra args for sealift save in update")
+    p.add_argument("--limits-mib", type=int, default=256, help="data size for machine limits")
+    p.add_argument("--no-limits", action="store_true", help="skip the machine-limit measurements")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per trial")
+    p.add_argument("--keep-artifacts", action="store_true", help="keep the archives in WORKDIR")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds = 1
+        args.limits_mib = min(args.limits_mib, 64)
+    args.only = [t for chunk in args.only for t in chunk.split(",")]
+    return args
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM / SIGHUP behave like Ctrl-C, so every ``with`` stops its engine."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+def _run(cmd: list[str], ctx: Ctx, timeout: float = 1800) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cmd, env=ctx.env(), capture_output=True, timeout=timeout, check=False)
+
+
+def _ensure_artifact(ctx: Ctx, key: str, setup: dict[str, Any]) -> None:
+    """Make an input a stage needs (untimed) when the stage that normally makes it did not."""
+    if key in ctx.artifacts and ctx.artifacts[key].exists():
+        return
+    start = time.perf_counter()
+    if key in ("docker-tar", "from-tar", "to-tar"):
+        refs = {"docker-tar": list(IMAGES), "from-tar": [UPDATE_FROM], "to-tar": [UPDATE_TO]}[key]
+        path = ctx.work / f"{key}.tar"
+        ctx.src.docker("save", "-o", str(path), *refs, timeout=1800)
+    elif key.startswith("sealift-"):
+        fmt = key.removeprefix("sealift-")
+        path = ctx.work / f"{key}.tar"
+        res = _run(
+            [ctx.python, "-m", "sealift", "save", *IMAGES, "-o", str(path), "--compression", fmt],
+            ctx,
+        )
+        if res.returncode != 0:
+            last = res.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            setup[f"make {key}"] = f"FAILED: {last[0][:200]}"
+            return
+    else:
+        raise KeyError(key)
+    ctx.artifacts[key] = path
+    setup[f"make {key}"] = f"{time.perf_counter() - start:.1f}s"
+
+
+def _changed_layer(ctx: Ctx) -> dict[str, Any]:
+    """The layers of UPDATE_TO that UPDATE_FROM lacks, as tar / zstd -3 / gzip -6 bytes."""
+    import gzip
+    import tarfile
+
+    def diff_ids(ref: str) -> list[str]:
+        rootfs = ctx.src.inspect(ref)["RootFS"]
+        assert isinstance(rootfs, dict)
+        return list(rootfs["Layers"])
+
+    old = set(diff_ids(UPDATE_FROM))
+    new = diff_ids(UPDATE_TO)
+    idx = [i for i, d in enumerate(new) if d not in old]
+    names = docker_save_manifest_layers(ctx.artifacts["to-tar"])
+    raw = z = g = 0
+    with tarfile.open(ctx.artifacts["to-tar"]) as tar:
+        for i in idx:
+            f = tar.extractfile(names[i])
+            assert f is not None
+            data = f.read()
+            raw += len(data)
+            z += len(zstandard.ZstdCompressor(level=3).compress(data))
+            g += len(gzip.compress(data, 6, mtime=0))
+    return {
+        "image": UPDATE_TO,
+        "layers": len(idx),
+        "uncompressed_bytes": raw,
+        "zstd3_bytes": z,
+        "gzip6_bytes": g,
+    }
+
+
+def run_stage(
+    ctx: Ctx,
+    stage: str,
+    rows: list[Contender],
+    rounds: int,
+    timeout: float,
+    results: dict[str, Row],
+) -> None:
+    for c in rows:
+        results[c.key] = Row(c, [])
+    n = len(rows)
+    for r in range(rounds):
+        order = rows[r % n :] + rows[: r % n]  # alternate who goes first
+        for c in order:
+            m = trial(ctx, c, timeout)
+            results[c.key].trials.append(m)
+            what = f"ERROR {m.error}" if m.error else f"{m.wall:.2f}s bytes={m.extra.get('bytes')}"
+            rss = f"rss tree {m.peak_rss_tree / 1e6:.0f}MB proc {m.peak_rss_proc / 1e6:.0f}MB"
+            log(f"{stage} round {r + 1}/{rounds} {c.name}: {what} {rss}")
+
+
+def trial(ctx: Ctx, c: Contender, timeout: float) -> Measurement:
+    try:
+        script = c.script(ctx)
+    except KeyError as exc:
+        return Measurement(wall=0.0, returncode=-1, error=f"missing input {exc} (its maker failed)")
+    for out in c.outputs(ctx):
+        out.unlink(missing_ok=True)
+    info: dict[str, object] = {}
+    if c.prepare is not None:
+        try:
+            info = c.prepare(ctx)
+        except Exception as exc:
+            return Measurement(wall=0.0, returncode=-1, error=f"prepare failed: {exc}"[:300])
+    os.sync()  # earlier trials' dirty pages should not be written back during this one
+    logfile = ctx.work.parent / "logs" / (c.key.replace("/", "_").replace(" ", "_") + ".log")
+    m = run_measured(
+        "set -e\n" + script,
+        env=ctx.env(),
+        cwd=ctx.work,
+        log=logfile,
+        timeout=timeout,
+        engine_pids=engine_pids(ctx.src, ctx.dst),
+    )
+    m.extra.update(info)
+    if m.error is None and c.after is not None:
+        try:
+            c.after(ctx, m)
+        except Exception as exc:
+            m.error = f"check failed: {exc}"[:300]
+    if m.error is None and c.produces:
+        outs = c.outputs(ctx)
+        if outs:
+            ctx.artifacts[c.produces] = outs[0]
+    return m
+
+
+def _versions(src: DockerDaemon) -> str:
+    def first(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+        except OSError:
+            return "missing"
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[0] if text else "?"
+
+    server = src.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    return (
+        f"dockerd {server}, {first(['skopeo', '--version'])}, {first(['zstd', '--version'])}, "
+        f"{first(['pv', '--version'])}, Python {platform.python_version()}"
+    )
+
+
+def _meta(argv: list[str] | None, rounds: int, started: dt.datetime) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "started": f"{started:%Y-%m-%d %H:%M:%S}",
+        "rounds": rounds,
+        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        "commit": commit or "?",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "kernel": platform.release(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        print(f"bench: missing tools {missing} (apt-get install skopeo zstd pv)", file=sys.stderr)
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    chosen = select(all_contenders(), args.only)
+    work: Path = args.workdir
+    arts = work / "artifacts"
+    shutil.rmtree(arts, ignore_errors=True)
+    arts.mkdir(parents=True)
+    (work / "logs").mkdir(exist_ok=True)
+    result: dict[str, Any] = {"meta": _meta(argv, args.rounds, started)}
+    setup: dict[str, Any] = {}
+    facts: dict[str, Any] = {"setup": setup}
+    rows: dict[str, Row] = {}
+    with _signals_raise(), contextlib.ExitStack() as stack:
+        src = DockerDaemon("bench-src", work / "engines" / "src")
+        dst = DockerDaemon("bench-dst", work / "engines" / "dst")
+        log(f"starting engines {src.host} and {dst.host}")
+        stack.enter_context(src)
+        stack.enter_context(dst)
+        log(f"building {', '.join(IMAGES)} (cache {args.build_dir})")
+        setup["make-images.sh"] = (
+            f"{build_images(src, work / 'make-images.log', args.build_dir):.1f}s"
+        )
+        result["meta"]["versions"] = _versions(src)
+        ctx = Ctx(
+            src=src,
+            dst=dst,
+            work=arts,
+            python=sys.executable,
+            pythonpath=os.pathsep.join(
+                filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])
+            ),
+            link=args.link,
+            update_save_args=shlex.split(args.update_save_args),
+            facts=facts,
+        )
+        for stage in STAGES:
+            stage_rows = [c for c in chosen if c.stage == stage]
+            if not stage_rows:
+                continue
+            log(f"stage {stage}: {len(stage_rows)} contenders x {args.rounds} rounds")
+            if stage == "load":
+                _ensure_artifact(ctx, "docker-tar", setup)
+                if any(c.tool == "sealift" for c in stage_rows):
+                    _ensure_artifact(ctx, "sealift-zstd", setup)
+                    _ensure_artifact(ctx, "sealift-gzip", setup)
+            if stage == "update":
+                _ensure_artifact(ctx, "from-tar", setup)
+                _ensure_artifact(ctx, "to-tar", setup)
+                facts["changed_layer"] = _changed_layer(ctx)
+                setup["empty destination before update"] = f"{reset_engine(dst):.1f}s"
+            if stage == "convert":
+                _ensure_artifact(ctx, "to-tar", setup)
+            run_stage(ctx, stage, stage_rows, args.rounds, args.timeout, rows)
+        if not args.no_limits:
+            log(f"machine limits on {args.limits_mib} MiB")
+            sources = [p for p in (ctx.artifacts.get("docker-tar"),) if p is not None]
+            sources.append(args.build_dir / "base" / "rootfs.tar")
+            data, source = limits.sample_data(sources, args.limits_mib * 2**20)
+            result["limits"] = {
+                "source": Path(source).name,
+                "bytes": len(data),
+                "rows": limits.measure(data),
+            }
+            del data
+        log("stopping engines")
+    result["meta"]["finished"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
+    result["facts"] = facts
+    found = checks(rows, facts)
+    write(args.results, result, rows, found)
+    if not args.keep_artifacts:
+        shutil.rmtree(arts, ignore_errors=True)
+    print((args.results / "latest.md").read_text())
+    for ch in found:
+        m = f"{ch.measured:.3f}" if ch.measured is not None else "-"
+        print(f"{ch.verdict:5} {ch.target} [{ch.row}]: {m} (limit {ch.limit} {ch.unit})")
+    return 0

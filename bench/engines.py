@@ -1,0 +1,99 @@
+"""The two engines of a bench run and the shared benchmark images.
+
+The engines are ``tests.support.dockerd.DockerDaemon`` (Debian's dockerd 20.10, vfs, no
+iptables/bridge, private data root, exec root, pidfile and socket). Their data roots live under
+``/tmp/sealift-bench/engines`` and are removed when the daemon stops, so every run rebuilds the
+images in a fresh source engine from the cached build dir ``/tmp/sealift-bench-build`` (the
+debootstrap rootfs, the downloaded .debs and the app trees are reused; only ``docker build``
+runs again).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+REPO = Path(__file__).resolve().parents[1]
+MAKE_IMAGES = REPO.parent / "shared" / "bench" / "make-images.sh"
+BUILD_DIR = Path("/tmp/sealift-bench-build")
+IMAGES = ("bench/base:bookworm", "bench/runtime:1", "bench/app:1.0", "bench/app:1.1")
+UPDATE_FROM = "bench/app:1.0"
+UPDATE_TO = "bench/app:1.1"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.support.dockerd import DOCKER_CLI, DockerDaemon  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "BUILD_DIR",
+    "DOCKER_CLI",
+    "IMAGES",
+    "MAKE_IMAGES",
+    "REPO",
+    "UPDATE_FROM",
+    "UPDATE_TO",
+    "DockerDaemon",
+    "build_images",
+    "engine_pids",
+    "reset_engine",
+]
+
+
+def build_images(daemon: DockerDaemon, log: Path, build_dir: Path = BUILD_DIR) -> float:
+    """Run the shared make-images.sh against ``daemon``; return the seconds it took."""
+    if not MAKE_IMAGES.exists():
+        raise RuntimeError(f"{MAKE_IMAGES} is missing (shared/ must sit beside the repo)")
+    env = daemon.env()
+    # The script calls plain `docker`: make it Debian's 20.10 client, as for every other call.
+    env["PATH"] = f"{DOCKER_CLI.parent}:{env.get('PATH', '')}"
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        result = subprocess.run(
+            ["bash", str(MAKE_IMAGES), str(build_dir)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=3600,
+        )
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"make-images.sh failed (exit {result.returncode}); log {log}:\n{tail}")
+    missing = [ref for ref in IMAGES if not daemon.has_image(ref)]
+    if missing:
+        raise RuntimeError(f"make-images.sh did not build {missing}; log {log}")
+    return took
+
+
+def reset_engine(daemon: DockerDaemon, keep: Iterable[str] = ()) -> float:
+    """Remove every image (or every image but ``keep``'s chains); return the seconds it took.
+
+    With vfs every layer is a full copy of the filesystem up to it, so removing the four bench
+    images deletes ~1.2 GB of files: this is why it is done outside the timed section.
+    """
+    start = time.perf_counter()
+    keep = list(keep)
+    if not keep:
+        daemon.remove_all_images()
+    else:
+        for ref, _ident in daemon.tags().items():
+            if ref not in keep:
+                daemon.docker("rmi", ref, check=False)
+        dangling = daemon.docker("images", "-q", "-f", "dangling=true").stdout.split()
+        if dangling:
+            daemon.docker("rmi", "-f", *dangling, check=False)
+    return time.perf_counter() - start
+
+
+def engine_pids(*daemons: DockerDaemon) -> list[int]:
+    """The dockerd pids (their containerd is a child, so tree sampling includes it)."""
+    return [d.pid for d in daemons if d.pid is not None and Path(f"/proc/{d.pid}").exists()]
