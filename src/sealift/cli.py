@@ -223,6 +223,111 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
 
 
+ENGINE_HOST = click.option(
+    "-H", "--host", envvar=None, metavar="HOST",
+    help="Engine address (unix:///path.sock, tcp://host:port). Default: DOCKER_HOST, then the "
+    "current docker context, then /var/run/docker.sock.",
+)
+TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("-o", "--output", metavar="FILE|-", help="Archive to write ('-' for stdout).")
+@click.option("--compression", "codec", type=click.Choice([*compression.LAYER_CODECS, "auto"]),
+              default="gzip", show_default=True,
+              help="Layer compression. 'auto' picks zstd when --target says the loading side "
+              "reads it, gzip otherwise.")
+@click.option("--target", type=click.Choice(TARGET_ENGINES), default="docker", show_default=True,
+              help="What will load the archive (docker = any Docker; docker23 = Docker >= 23).")
+@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
+@click.option("--platform", help="Keep one platform (os/arch[/variant]).")
+@ENGINE_HOST
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def save(images: tuple[str, ...], output: str | None, codec: str, target: str, level: int | None,
+         platform: str | None, host: str | None, quiet: bool, as_json: bool) -> None:
+    """Save IMAGEs from a Docker engine into one archive.
+
+    IMAGE is name[:tag], name@digest or an image ID. Layers shared between images are stored
+    once. The archive loads with plain `docker load`, `podman load`, `ctr images import` or
+    `sealift load`. sealift never pulls: an image missing from the engine is an error.
+
+    \b
+    Examples:
+      sealift save nginx:1.27 postgres:16 -o stack.tar
+      sealift save myapp:1.0 -o - | ssh host sealift load -
+    """
+    from sealift.ends.engine import Engine, EngineSource
+
+    with errors_to_exit():
+        if output is None:
+            if sys.stdout.isatty():
+                raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
+            output = "-"
+        if output == "-" and as_json:
+            raise UsageError("--json needs -o FILE (stdout carries the archive)")
+        if codec == "auto":
+            codec = compression.GZIP if target == "docker" else compression.ZSTD
+        engine = Engine(host)
+        source = EngineSource(engine, list(images))
+        try:
+            options = CopyOptions(codec, level, Selection((), platform))
+            with progress.byte_progress(
+                "saving", lambda: source.bytes_read, source.total_size, show=progress.enabled(quiet)
+            ):
+                copy(source, ArchiveSink(output), options)
+        finally:
+            source.close()
+        if as_json:
+            click.echo(json.dumps({"output": output, "images": list(images), "compression": codec,
+                                   "bytes": Path(output).stat().st_size}))
+
+
+@cli.command()
+@click.argument("archive", default="-", required=False, metavar="FILE|-")
+@click.option("-i", "--input", "input_path", metavar="FILE", help="Same as the FILE argument (as docker load -i).")
+@ENGINE_HOST
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of 'Loaded image' lines.")
+@click.option("--platform", help="Load one platform of multi-platform images (default: the engine's).")
+def load(archive: str, input_path: str | None, host: str | None, quiet: bool, as_json: bool,
+         platform: str | None) -> None:
+    """Load an archive (any format sealift reads, compressed or not) into a Docker engine.
+
+    Every digest is checked while the archive streams to the engine, and the engine sees the end
+    of the archive only after all checks pass: a corrupt archive loads and tags nothing. Layers
+    the engine already has are not sent; images it already has are only tagged. zstd layers are
+    decompressed for engines older than Docker 23.
+    """
+    from sealift.ends.engine import Engine, EngineSink
+
+    with errors_to_exit():
+        path = input_path or archive
+        if path == "-" and sys.stdin.isatty():
+            raise UsageError("no archive given and stdin is a terminal: name a FILE or pipe one in")
+        engine = Engine(host)
+        sink = EngineSink(engine)
+        source = ArchiveSource(path)
+        try:
+            selection = Selection((), platform or f"linux/{engine.version.get('Arch', 'amd64')}")
+            counter_total = _size_of(path)
+            with progress.byte_progress(
+                "loading", lambda: source.input_counter.count if source.input_counter else 0,
+                counter_total, show=progress.enabled(quiet),
+            ):
+                result = copy(source, sink, CopyOptions(None, None, selection))
+        finally:
+            source.close()
+        if as_json:
+            click.echo(json.dumps({"loaded": result.names, "layers_sent": result.layers_sent,
+                                   "layers_skipped": result.layers_skipped,
+                                   "bytes_sent": result.bytes_sent}))
+        else:
+            for line in result.names:
+                click.echo(line)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="sealift", standalone_mode=False)

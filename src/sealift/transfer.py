@@ -137,30 +137,40 @@ def copy(
     if not entries:
         raise NotFoundError("the source holds no images")
     if spool is not None:
-        return sink.write(prepare(entries, target, BlobStore(spool), options))
+        return sink.write(prepare(entries, sink, BlobStore(spool), options))
     with make_spool_dir() as directory:
-        return sink.write(prepare(entries, target, BlobStore(Path(directory)), options))
+        return sink.write(prepare(entries, sink, BlobStore(Path(directory)), options))
 
 
 def prepare(
-    entries: Sequence[Entry], codec: str | None, store: BlobStore, options: CopyOptions
+    entries: Sequence[Entry], sink: Sink, store: BlobStore, options: CopyOptions
 ) -> list[Entry]:
-    """Entries whose layers use ``codec`` and whose manifests describe them exactly."""
+    """Entries whose layers use the codec asked for (or, with none asked, one the sink accepts)
+    and whose manifests describe them exactly."""
     layers = {layer.digest: layer for entry in entries for image in entry.images() for layer in image.layers}
-    converted = _convert_layers(list(layers.values()), codec, store, options)
+    converted = _convert_layers(list(layers.values()), sink, store, options)
     return [Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries]
 
 
+def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:
+    if options.compression is not None:
+        return options.compression
+    if sink.accepts_codec(layer.codec):
+        return layer.codec
+    return compression.NONE
+
+
 def _convert_layers(
-    layers: list[Layer], codec: str | None, store: BlobStore, options: CopyOptions
+    layers: list[Layer], sink: Sink, store: BlobStore, options: CopyOptions
 ) -> dict[Digest, Layer]:
-    todo = [layer for layer in layers if codec is not None and layer.codec != codec]
+    targets = {layer.digest: _target_codec(layer, sink, options) for layer in layers}
+    todo = [layer for layer in layers if targets[layer.digest] != layer.codec]
     result = {layer.digest: layer for layer in layers}
     if not todo:
         return result
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         futures: dict[Digest, Future[Layer]] = {
-            layer.digest: pool.submit(transcode, layer, codec or "", store, options.level)
+            layer.digest: pool.submit(transcode, layer, targets[layer.digest], store, options.level)
             for layer in todo
         }
         for digest, future in futures.items():
@@ -235,12 +245,13 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
                 layers.setdefault(layer.digest, layer)
     report.layers = len(layers)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for size in pool.map(_verify_layer, layers.values()):
+        for size in pool.map(verify_layer, layers.values()):
             report.bytes_checked += size
     return report
 
 
-def _verify_layer(layer: Layer) -> int:
+def verify_layer(layer: Layer) -> int:
+    """Read a layer once, checking its digest, size and diff_id; return its size."""
     if layer.verified:
         return layer.size
     what = layer.label or f"layer {layer.digest}"

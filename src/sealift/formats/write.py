@@ -199,30 +199,39 @@ def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
     return info
 
 
-def write_archive(entries: list[Entry], out: IO[bytes], on_blob: BlobHook | None = None) -> None:
-    """Write the dual-format archive of ``entries`` as a tar stream to ``out``."""
+def write_archive(
+    entries: list[Entry],
+    out: IO[bytes],
+    *,
+    omit: frozenset[Digest] | set[Digest] = frozenset(),
+    before_end: Callable[[], None] | None = None,
+) -> None:
+    """Write the dual-format archive of ``entries`` as a tar stream to ``out``.
+
+    ``omit`` leaves blobs out (a thin archive for an engine that already holds those layers);
+    ``before_end`` runs before the index and end-of-archive are written, and may raise to leave
+    the stream incomplete.
+    """
     manifest_json, repositories = docker_manifest_document(entries)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK) as tar:
         tar.addfile(_info("oci-layout", len(LAYOUT_DOCUMENT)), io.BytesIO(LAYOUT_DOCUMENT))
         tar.addfile(_info("blobs", directory=True))
         tar.addfile(_info("blobs/sha256", directory=True))
         for blob in planned_blobs(entries):
+            if blob.digest in omit:
+                continue
             name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
             tar.addfile(_info(name, blob.size))
-            copy_blob(blob, _TarBody(tar), f"blob {blob.digest}")
+            copy_blob(blob, _TarBody(tar), blob.layer.label if blob.layer else f"blob {blob.digest}")
             _finish_member(tar, blob.size)
-            if on_blob is not None:
-                on_blob(blob)
+        if before_end is not None:
+            before_end()
         for name, document in (
             ("index.json", index_document(entries)),
             ("manifest.json", manifest_json),
             ("repositories", repositories),
         ):
             tar.addfile(_info(name, len(document)), io.BytesIO(document))
-
-
-class BlobHook:
-    def __call__(self, blob: PlannedBlob) -> None: ...
 
 
 class _TarBody(io.RawIOBase):

@@ -1,0 +1,370 @@
+"""A Docker engine as a source (its save stream) and as a sink (its load endpoint).
+
+The engine is reached the way the docker CLI reaches it: ``-H/--host``, else DOCKER_HOST, else
+the current docker context. Images are read with the Engine API's save endpoint, streamed into the
+archive reader (so layers are compressed and hashed while the engine is still exporting), and
+written with the load endpoint, fed by the archive writer through a pipe.
+
+Loading is all-or-nothing: every layer is verified while it streams to the engine, and the end of
+the tar stream is sent only once every check has passed. A failure aborts the request mid-stream,
+so the engine sees a truncated archive and loads (and tags) nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import quote
+
+import docker
+import requests
+from docker.context import ContextAPI
+
+from sealift import compression
+from sealift.digest import Digest, Hasher
+from sealift.ends.archive import ArchiveSource
+from sealift.ends.base import WriteResult
+from sealift.errors import EngineError, NotFoundError, UsageError
+from sealift.formats.write import write_archive
+from sealift.model import Entry, Image, Layer
+from sealift.reference import Reference
+from sealift.transfer import verify_layer
+
+_PIPE_CHUNK = 1024 * 1024
+ZSTD_MIN_VERSION = (23, 0)
+
+
+def resolve_host(host: str | None) -> str | None:
+    """The engine address the docker CLI would use: --host, DOCKER_HOST, then the context."""
+    if host:
+        return host
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    try:
+        context = ContextAPI.get_current_context()
+    except Exception:  # a broken ~/.docker/config.json should not stop the default socket
+        return None
+    return getattr(context, "Host", None) or None
+
+
+class Engine:
+    """A connection to one Docker engine, with errors translated to one clear line."""
+
+    def __init__(self, host: str | None = None, timeout: int = 600) -> None:
+        self.host = resolve_host(host) or "unix:///var/run/docker.sock"
+        try:
+            self.api = docker.APIClient(base_url=self.host, version="auto", timeout=timeout)
+        except docker.errors.DockerException as exc:
+            raise EngineError(_unreachable(self.host, exc)) from exc
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(_unreachable(self.host, exc)) from exc
+        self._version: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> dict[str, Any]:
+        if self._version is None:
+            self._version = self.call(self.api.version)
+        return self._version
+
+    @property
+    def version_tuple(self) -> tuple[int, int]:
+        parts = str(self.version.get("Version", "0.0")).split(".")
+        try:
+            return int(parts[0]), int(parts[1].split("-")[0] if len(parts) > 1 else 0)
+        except ValueError:
+            return (0, 0)
+
+    @property
+    def containerd_store(self) -> bool:
+        info = self.call(self.api.info)
+        status = info.get("DriverStatus") or []
+        return any(pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1]) for pair in status)
+
+    def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise NotFoundError(str(exc.explanation or exc)) from exc
+        except docker.errors.APIError as exc:
+            raise EngineError(f"the engine refused: {exc.explanation or exc}") from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise EngineError(_unreachable(self.host, exc)) from exc
+        except PermissionError as exc:
+            raise EngineError(_unreachable(self.host, exc)) from exc
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        try:
+            return self.call(self.api.inspect_image, ref)  # type: ignore[no-any-return]
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"image {ref!r} not found in the engine at {self.host} "
+                "(sealift never pulls: build it or `docker pull` it first)"
+            ) from exc
+
+    def image_ids(self) -> list[str]:
+        return [image["Id"] for image in self.call(self.api.images, all=True)]
+
+    def layer_chains(self) -> set[Digest]:
+        """Chain IDs of every layer stack the engine holds (what a classic load can skip)."""
+        chains: set[Digest] = set()
+        for image_id in self.image_ids():
+            try:
+                layers = self.call(self.api.inspect_image, image_id)["RootFS"].get("Layers") or []
+            except NotFoundError:
+                continue
+            chains.update(chain_ids([Digest.parse(layer) for layer in layers]))
+        return chains
+
+    def tag(self, image_id: str, reference: Reference) -> None:
+        self.call(self.api.tag, image_id, reference.familiar_repository, reference.tag, force=True)
+
+    def save_stream(self, names: list[str]) -> IO[bytes]:
+        url = self.api._url("/images/get")  # noqa: SLF001 - the SDK saves one image at a time
+        response = self.call(self.api.get, url, params={"names": names}, stream=True, timeout=None)
+        if response.status_code != 200:
+            raise EngineError(f"the engine refused to save: {response.text.strip()}")
+        response.raw.decode_content = True
+        return response.raw  # type: ignore[no-any-return]
+
+
+def _unreachable(host: str, exc: BaseException) -> str:
+    text = str(exc)
+    if "Permission denied" in text or isinstance(exc, PermissionError):
+        return (
+            f"permission denied on the Docker engine socket {host}: "
+            "add your user to the docker group, or run with sudo"
+        )
+    if "No such file" in text or "Connection refused" in text or "Connection aborted" in text:
+        return f"cannot connect to the Docker engine at {host}: is dockerd running? (set -H or DOCKER_HOST)"
+    return f"cannot talk to the Docker engine at {host}: {text.splitlines()[0] if text else exc!r}"
+
+
+def chain_ids(diff_ids: list[Digest]) -> list[Digest]:
+    """The chain ID of each layer stack: chain(0) = diff(0), chain(n) = sha256(chain(n-1) + ' ' + diff(n))."""
+    chains: list[Digest] = []
+    for diff_id in diff_ids:
+        if not chains:
+            chains.append(diff_id)
+            continue
+        hasher = Hasher()
+        hasher.update(f"{chains[-1]} {diff_id}".encode())
+        chains.append(hasher.digest())
+    return chains
+
+
+class EngineSource:
+    """Images from an engine, read from its save stream as it arrives."""
+
+    def __init__(self, engine: Engine, refs: list[str]) -> None:
+        if not refs:
+            raise UsageError("name at least one image to save")
+        self.engine = engine
+        self.refs = refs
+        self.found: dict[str, dict[str, Any]] = {ref: engine.inspect(ref) for ref in refs}
+        self._archive: ArchiveSource | None = None
+
+    @property
+    def total_size(self) -> int:
+        return sum(int(info.get("Size") or 0) for info in {i["Id"]: i for i in self.found.values()}.values())
+
+    @property
+    def bytes_read(self) -> int:
+        counter = self._archive.input_counter if self._archive else None
+        return counter.count if counter else 0
+
+    def entries(self, want_codec: str | None = None) -> list[Entry]:
+        stream = self.engine.save_stream(self.refs)
+        self._archive = ArchiveSource(stream)
+        try:
+            entries = self._archive.entries(want_codec)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise EngineError(f"the engine's save stream broke: {exc}") from exc
+        return entries
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+
+
+@dataclass
+class LoadPlan:
+    """What a load sends: images the engine lacks, tags for those it has, layers it can skip."""
+
+    send: list[Entry] = field(default_factory=list)
+    tag_only: list[tuple[Image, Entry]] = field(default_factory=list)
+    skip_layers: set[Digest] = field(default_factory=set)
+
+
+class EngineSink:
+    """Loads images into an engine: only what it lacks, verified before anything is tagged."""
+
+    def __init__(self, engine: Engine, *, thin: bool = True) -> None:
+        self.engine = engine
+        self.thin = thin
+        self.bytes_sent = 0
+
+    def accepts_codec(self, codec: str) -> bool:
+        if codec == compression.ZSTD:
+            return self.engine.version_tuple >= ZSTD_MIN_VERSION
+        return codec in (compression.NONE, compression.GZIP)
+
+    def plan(self, entries: list[Entry]) -> LoadPlan:
+        present = set(self.engine.image_ids())
+        plan = LoadPlan()
+        for entry in entries:
+            images = list(entry.images())
+            if len(images) == 1 and str(images[0].id) in present:
+                plan.tag_only.append((images[0], entry))
+            else:
+                plan.send.append(entry)
+        if self.thin and plan.send and not self.engine.containerd_store:
+            chains = self.engine.layer_chains()
+            for entry in plan.send:
+                for image in entry.images():
+                    for layer, chain in zip(image.layers, chain_ids([l.diff_id for l in image.layers]), strict=True):
+                        if chain in chains:
+                            plan.skip_layers.add(layer.digest)
+            needed = {l.digest for e in plan.send for i in e.images() for l in i.layers if l.digest not in plan.skip_layers}
+            plan.skip_layers -= needed
+        return plan
+
+    def write(self, entries: list[Entry]) -> WriteResult:
+        plan = self.plan(entries)
+        result = WriteResult()
+        layers = {l.digest: l for e in plan.send for i in e.images() for l in i.layers}
+        result.layers_skipped = len(plan.skip_layers)
+        result.layers_sent = len(layers) - len(plan.skip_layers)
+        if plan.send:
+            try:
+                lines = self._load(plan.send, plan.skip_layers, [layers[d] for d in plan.skip_layers])
+            except EngineError:
+                if not plan.skip_layers:
+                    raise
+                lines = self._load(plan.send, set(), [])  # an engine that refuses thin archives
+                result.layers_sent, result.layers_skipped = len(layers), 0
+            result.names.extend(lines)
+        for image, entry in plan.tag_only:
+            for tag in entry.tags:
+                self.engine.tag(str(image.id), tag)
+            result.names.extend(_loaded_lines(image, entry))
+        result.bytes_sent = self.bytes_sent
+        return result
+
+    def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
+        body = _ArchivePipe(entries, skip, skipped)
+        url = self.engine.api._url("/images/load")  # noqa: SLF001 - the SDK's load_image buffers
+        try:
+            response = self.engine.call(
+                self.engine.api.post, url, params={"quiet": "1"}, data=body.chunks(),
+                headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,
+            )
+        except (EngineError, _Aborted):
+            body.raise_if_failed()
+            raise
+        finally:
+            body.close()
+        body.raise_if_failed()
+        self.bytes_sent += body.bytes_sent
+        return _load_messages(response)
+
+
+def _load_messages(response: requests.Response) -> list[str]:
+    if response.status_code != 200:
+        raise EngineError(f"the engine refused the load: {response.text.strip()}")
+    lines = []
+    for raw in response.iter_lines():
+        if not raw:
+            continue
+        message = json.loads(raw)
+        if message.get("error"):
+            raise EngineError(f"the engine failed to load: {message['error'].strip()}")
+        text = (message.get("stream") or "").strip()
+        if text:
+            lines.extend(line for line in text.splitlines() if line.startswith("Loaded image"))
+    return lines
+
+
+def _loaded_lines(image: Image, entry: Entry) -> list[str]:
+    if not entry.tags:
+        return [f"Loaded image ID: {image.id}"]
+    return [f"Loaded image: {tag.familiar}" for tag in entry.tags]
+
+
+class _ArchivePipe:
+    """Writes the archive from a thread into a pipe; the HTTP request reads it as chunks.
+
+    Skipped layers are left out of the tar but still verified, in parallel, before the end of
+    the archive is written. If anything fails the chunk generator raises, which aborts the
+    request so the engine never sees a complete archive.
+    """
+
+    def __init__(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> None:
+        self.error: BaseException | None = None
+        self.bytes_sent = 0
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._writer = os.fdopen(write_fd, "wb", buffering=_PIPE_CHUNK)
+        self._thread = threading.Thread(
+            target=self._produce, args=(entries, skip, skipped), daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> None:
+        try:
+            checks = _Background(skipped)
+            write_archive(entries, self._writer, omit=skip, before_end=checks.wait)
+            self._writer.flush()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            try:
+                self._writer.close()
+            except OSError:
+                pass
+
+    def chunks(self) -> Iterator[bytes]:
+        while chunk := self._reader.read(_PIPE_CHUNK):
+            self.bytes_sent += len(chunk)
+            yield chunk
+        self._thread.join()
+        if self.error is not None:
+            raise _Aborted from self.error
+
+    def raise_if_failed(self) -> None:
+        self._thread.join(timeout=5)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class _Aborted(Exception):
+    """Raised inside the request body to cut the upload short."""
+
+
+class _Background:
+    def __init__(self, layers: list[Layer]) -> None:
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(layers,), daemon=True)
+        self._thread.start()
+
+    def _run(self, layers: list[Layer]) -> None:
+        try:
+            for layer in layers:
+                verify_layer(layer)
+        except BaseException as exc:
+            self.error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def quote_ref(ref: str) -> str:
+    return quote(ref, safe="")
