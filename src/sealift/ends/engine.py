@@ -247,6 +247,8 @@ class EngineSink:
                 lines = self._load(plan.send, set(), [])  # an engine that refuses thin archives
                 result.layers_sent, result.layers_skipped = len(layers), 0
             result.names.extend(lines)
+        if plan.tag_only:
+            _Background([l for image, _ in plan.tag_only for l in image.layers if l.digest not in layers]).wait()
         for image, entry in plan.tag_only:
             for tag in entry.tags:
                 self.engine.tag(str(image.id), tag)
