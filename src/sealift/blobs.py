@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from sealift.digest import Digest
 from sealift.errors import DigestMismatchError
@@ -44,7 +44,7 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as file:
                 hashing = HashingWriter(file)
-                write(hashing)
+                write(cast(IO[bytes], hashing))
             digest = hashing.digest
             if expected is not None and digest != expected:
                 raise DigestMismatchError(f"blob {expected}: content hashes to {digest}")
@@ -59,7 +59,10 @@ class BlobStore:
             raise
 
     def add_bytes(self, data: bytes) -> tuple[Digest, int]:
-        return self.add(lambda out: out.write(data) and None)
+        def write(out: IO[bytes]) -> None:
+            out.write(data)
+
+        return self.add(write)
 
 
 def make_spool_dir(prefix: str = "sealift-") -> tempfile.TemporaryDirectory[str]:

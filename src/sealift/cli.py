@@ -63,9 +63,8 @@ def open_sink(spec: str) -> Sink:
     kind, path = _split_spec(spec)
     if kind == "oci" or (kind is None and Path(path).is_dir()):
         return LayoutSink(path)
-    if kind is None and path != "-" and not path.endswith(_ARCHIVE_SUFFIXES):
-        if path.endswith("/"):
-            return LayoutSink(path)
+    if kind is None and path.endswith("/"):
+        return LayoutSink(path)
     return ArchiveSink(path)
 
 
@@ -106,16 +105,36 @@ def cli() -> None:
 @cli.command()
 @click.argument("source")
 @click.argument("destination")
-@click.option("--compression", "codec", type=COMPRESSION, default="gzip", show_default=True,
-              help="Layer compression inside the output. gzip loads on every engine; zstd is "
-              "smaller and faster (Docker >= 23, containerd, podman).")
+@click.option(
+    "--compression",
+    "codec",
+    type=COMPRESSION,
+    default="gzip",
+    show_default=True,
+    help="Layer compression inside the output. gzip loads on every engine; zstd is "
+    "smaller and faster (Docker >= 23, containerd, podman).",
+)
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
-@click.option("--platform", help="Keep one platform (os/arch[/variant]) of multi-platform images, or 'all'.")
-@click.option("--tag", "tags", multiple=True, metavar="NAME:TAG",
-              help="Take only this image (repeatable). OCI ref names work too.")
+@click.option(
+    "--platform", help="Keep one platform (os/arch[/variant]) of multi-platform images, or 'all'."
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="NAME:TAG",
+    help="Take only this image (repeatable). OCI ref names work too.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def convert(source: str, destination: str, codec: str, level: int | None, platform: str | None,
-            tags: tuple[str, ...], quiet: bool) -> None:
+def convert(
+    source: str,
+    destination: str,
+    codec: str,
+    level: int | None,
+    platform: str | None,
+    tags: tuple[str, ...],
+    quiet: bool,
+) -> None:
     """Convert SOURCE to DESTINATION.
 
     SOURCE is any image archive (docker save output of any Docker version, skopeo or podman
@@ -134,7 +153,9 @@ def convert(source: str, destination: str, codec: str, level: int | None, platfo
             counter = getattr(src, "input_counter", None)
             total = _size_of(source)
             with progress.byte_progress(
-                "converting", lambda: counter.count if counter else 0, total,
+                "converting",
+                lambda: counter.count if counter else 0,
+                total,
                 show=progress.enabled(quiet) and destination != "-",
             ):
                 copy(src, sink, options)
@@ -180,9 +201,8 @@ def _print_inspection(report: dict[str, Any]) -> None:
         click.echo(f"  size      {_human(image['size'])} in {len(image['layers'])} layers")
         for layer in image["layers"]:
             shared = "  (shared)" if layer["shared"] else ""
-            click.echo(
-                f"    {layer['digest'][:19]}  {_human(layer['size']):>9}  {layer['compression']:<4}{shared}"
-            )
+            size = _human(layer["size"])
+            click.echo(f"    {layer['digest'][:19]}  {size:>9}  {layer['compression']:<4}{shared}")
     click.echo(
         f"{len(report['images'])} images, {report['unique_layers']} unique layers, "
         f"{_human(report['total_size'])}"
@@ -211,20 +231,31 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
     with errors_to_exit():
         source = open_source(archive)
         if isinstance(source, ArchiveSource):
-            source = ArchiveSource(source._path, keep_layers=False)  # noqa: SLF001
+            source = ArchiveSource(source._path, keep_layers=False)
         try:
             report = verify(source)
         finally:
             source.close()
         if as_json:
-            click.echo(json.dumps({"ok": True, "images": report.images, "layers": report.layers,
-                                   "bytes_checked": report.bytes_checked}))
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "images": report.images,
+                        "layers": report.layers,
+                        "bytes_checked": report.bytes_checked,
+                    }
+                )
+            )
         elif not quiet:
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
 
 
 ENGINE_HOST = click.option(
-    "-H", "--host", envvar=None, metavar="HOST",
+    "-H",
+    "--host",
+    envvar=None,
+    metavar="HOST",
     help="Engine address (unix:///path.sock, tcp://host:port). Default: DOCKER_HOST, then the "
     "current docker context, then /var/run/docker.sock.",
 )
@@ -234,19 +265,38 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
 @cli.command()
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("-o", "--output", metavar="FILE|-", help="Archive to write ('-' for stdout).")
-@click.option("--compression", "codec", type=click.Choice([*compression.LAYER_CODECS, "auto"]),
-              default="gzip", show_default=True,
-              help="Layer compression. 'auto' picks zstd when --target says the loading side "
-              "reads it, gzip otherwise.")
-@click.option("--target", type=click.Choice(TARGET_ENGINES), default="docker", show_default=True,
-              help="What will load the archive (docker = any Docker; docker23 = Docker >= 23).")
+@click.option(
+    "--compression",
+    "codec",
+    type=click.Choice([*compression.LAYER_CODECS, "auto"]),
+    default="gzip",
+    show_default=True,
+    help="Layer compression. 'auto' picks zstd when --target says the loading side "
+    "reads it, gzip otherwise.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(TARGET_ENGINES),
+    default="docker",
+    show_default=True,
+    help="What will load the archive (docker = any Docker; docker23 = Docker >= 23).",
+)
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
 @click.option("--platform", help="Keep one platform (os/arch[/variant]).")
 @ENGINE_HOST
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def save(images: tuple[str, ...], output: str | None, codec: str, target: str, level: int | None,
-         platform: str | None, host: str | None, quiet: bool, as_json: bool) -> None:
+def save(
+    images: tuple[str, ...],
+    output: str | None,
+    codec: str,
+    target: str,
+    level: int | None,
+    platform: str | None,
+    host: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Save IMAGEs from a Docker engine into one archive.
 
     IMAGE is name[:tag], name@digest or an image ID. Layers shared between images are stored
@@ -263,7 +313,9 @@ def save(images: tuple[str, ...], output: str | None, codec: str, target: str, l
     with errors_to_exit():
         if output is None:
             if sys.stdout.isatty():
-                raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
+                raise UsageError(
+                    "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
+                )
             output = "-"
         if output == "-" and as_json:
             raise UsageError("--json needs -o FILE (stdout carries the archive)")
@@ -280,19 +332,43 @@ def save(images: tuple[str, ...], output: str | None, codec: str, target: str, l
         finally:
             source.close()
         if as_json:
-            click.echo(json.dumps({"output": output, "images": list(images), "compression": codec,
-                                   "bytes": Path(output).stat().st_size}))
+            click.echo(
+                json.dumps(
+                    {
+                        "output": output,
+                        "images": list(images),
+                        "compression": codec,
+                        "bytes": Path(output).stat().st_size,
+                    }
+                )
+            )
 
 
 @cli.command()
 @click.argument("archive", default="-", required=False, metavar="FILE|-")
-@click.option("-i", "--input", "input_path", metavar="FILE", help="Same as the FILE argument (as docker load -i).")
+@click.option(
+    "-i",
+    "--input",
+    "input_path",
+    metavar="FILE",
+    help="Same as the FILE argument (as docker load -i).",
+)
 @ENGINE_HOST
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of 'Loaded image' lines.")
-@click.option("--platform", help="Load one platform of multi-platform images (default: the engine's).")
-def load(archive: str, input_path: str | None, host: str | None, quiet: bool, as_json: bool,
-         platform: str | None) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary instead of 'Loaded image' lines."
+)
+@click.option(
+    "--platform", help="Load one platform of multi-platform images (default: the engine's)."
+)
+def load(
+    archive: str,
+    input_path: str | None,
+    host: str | None,
+    quiet: bool,
+    as_json: bool,
+    platform: str | None,
+) -> None:
     """Load an archive (any format sealift reads, compressed or not) into a Docker engine.
 
     Every digest is checked while the archive streams to the engine, and the engine sees the end
@@ -313,16 +389,25 @@ def load(archive: str, input_path: str | None, host: str | None, quiet: bool, as
             selection = Selection((), platform or f"linux/{engine.version.get('Arch', 'amd64')}")
             counter_total = _size_of(path)
             with progress.byte_progress(
-                "loading", lambda: source.input_counter.count if source.input_counter else 0,
-                counter_total, show=progress.enabled(quiet),
+                "loading",
+                lambda: source.input_counter.count if source.input_counter else 0,
+                counter_total,
+                show=progress.enabled(quiet),
             ):
                 result = copy(source, sink, CopyOptions(None, None, selection))
         finally:
             source.close()
         if as_json:
-            click.echo(json.dumps({"loaded": result.names, "layers_sent": result.layers_sent,
-                                   "layers_skipped": result.layers_skipped,
-                                   "bytes_sent": result.bytes_sent}))
+            click.echo(
+                json.dumps(
+                    {
+                        "loaded": result.names,
+                        "layers_sent": result.layers_sent,
+                        "layers_skipped": result.layers_skipped,
+                        "bytes_sent": result.bytes_sent,
+                    }
+                )
+            )
         else:
             for line in result.names:
                 click.echo(line)

@@ -11,7 +11,7 @@ import bz2
 import io
 import lzma
 import os
-from typing import IO, Final
+from typing import IO, Final, cast
 
 import zstandard
 from isal import igzip, igzip_threaded
@@ -65,9 +65,13 @@ class ExpansionGuard:
 
     def __init__(self, what: str, ratio: float | None = None, floor: int | None = None) -> None:
         self.what = what
-        self.ratio = ratio if ratio is not None else float(os.environ.get("SEALIFT_MAX_EXPANSION", 250))
-        self.floor = floor if floor is not None else int(
-            os.environ.get("SEALIFT_EXPANSION_FLOOR", 256 * 1024 * 1024)
+        self.ratio = (
+            ratio if ratio is not None else float(os.environ.get("SEALIFT_MAX_EXPANSION", 250))
+        )
+        self.floor = (
+            floor
+            if floor is not None
+            else int(os.environ.get("SEALIFT_EXPANSION_FLOOR", 256 * 1024 * 1024))
         )
 
     def check(self, compressed: int, expanded: int) -> None:
@@ -134,12 +138,12 @@ class DecompressingReader(io.RawIOBase):
 def _open_decompressor(raw: io.RawIOBase, codec: str) -> IO[bytes]:
     buffered = io.BufferedReader(raw, CHUNK)
     if codec == GZIP:
-        return igzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[no-any-return]
+        return cast(IO[bytes], igzip.GzipFile(fileobj=buffered, mode="rb"))  # type: ignore[no-untyped-call]
     if codec == ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(
             buffered, read_size=CHUNK, read_across_frames=True, closefd=False
         )
-        return reader  # type: ignore[no-any-return]
+        return cast(IO[bytes], reader)
     if codec == XZ:
         return lzma.LZMAFile(buffered, "rb")
     if codec == BZIP2:
@@ -155,7 +159,7 @@ def open_decompressed(
     """A buffered reader of ``raw`` decompressed with ``codec``."""
     if codec == NONE:
         return raw
-    return io.BufferedReader(DecompressingReader(raw, codec, what, guard), CHUNK)
+    return cast(IO[bytes], io.BufferedReader(DecompressingReader(raw, codec, what, guard), CHUNK))
 
 
 def open_compressor(out: IO[bytes], codec: str, level: int | None = None) -> IO[bytes]:
@@ -167,11 +171,11 @@ def open_compressor(out: IO[bytes], codec: str, level: int | None = None) -> IO[
     level = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
     if codec == ZSTD:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=False)
-        return compressor.stream_writer(out, closefd=False)  # type: ignore[no-any-return]
+        return cast(IO[bytes], compressor.stream_writer(out, closefd=False))
     if codec == GZIP:
-        return _GzipWriter(out, level)
+        return cast(IO[bytes], _GzipWriter(out, level))
     if codec == NONE:
-        return _Unclosing(out)
+        return cast(IO[bytes], _Unclosing(out))
     raise UsageError(f"cannot compress with {codec!r}")
 
 
@@ -193,13 +197,13 @@ class _GzipWriter(io.RawIOBase):
         self._out = out
         self._writer: IO[bytes]
         if level <= 3:
-            self._writer = igzip_threaded.open(
+            self._writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
                 _Unclosing(out), "wb", compresslevel=level, threads=cpu_count()
             )
         else:
             from zlib_ng import gzip_ng_threaded
 
-            self._writer = gzip_ng_threaded.open(
+            self._writer = gzip_ng_threaded.open(  # type: ignore[no-untyped-call]
                 _Unclosing(out), "wb", compresslevel=level, threads=cpu_count()
             )
 

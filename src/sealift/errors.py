@@ -4,7 +4,7 @@ Every error the library raises derives from :class:`SealiftError`, so a caller (
 can catch one type. The hierarchy::
 
     SealiftError
-    ├── UsageError            the caller asked for something impossible (bad reference, unknown option)
+    ├── UsageError            the request is impossible (bad reference, unknown option)
     ├── NotFoundError         an image, tag or platform the caller named is not in the source
     ├── InvalidArchiveError   input that is broken or hostile: bad tar, bad JSON, unsafe paths
     │   ├── DigestMismatchError  content does not hash to the digest that names it
@@ -24,7 +24,7 @@ class SealiftError(Exception):
 
 
 class UsageError(SealiftError):
-    """The request itself is wrong: a malformed reference, an unknown platform, an impossible option."""
+    """The request itself is wrong: a malformed reference, an unknown platform, a bad option."""
 
 
 class NotFoundError(SealiftError):

@@ -8,7 +8,7 @@ again (the diff_id), and either copied or fed to a multi-threaded compressor.
 from __future__ import annotations
 
 import io
-from typing import IO
+from typing import IO, cast
 
 from sealift import compression
 from sealift.digest import Digest, Hasher
@@ -42,7 +42,7 @@ class LayerDigester:
     """Computes a layer's blob digest and diff_id in one pass, optionally transcoding it.
 
     With ``target`` set (and different from ``codec``), the uncompressed content is written to
-    ``out`` compressed with ``target``; otherwise the stored bytes are copied to ``out`` as they are.
+    ``out`` compressed with ``target``; otherwise the stored bytes are copied to ``out`` as is.
     """
 
     def __init__(
@@ -69,7 +69,9 @@ class LayerDigester:
             if self.codec == compression.NONE:
                 self._pump(tee, diff, compressor)
             else:
-                reader = compression.DecompressingReader(tee, self.codec, self.what)
+                reader = compression.DecompressingReader(
+                    cast(IO[bytes], tee), self.codec, self.what
+                )
                 self._pump(reader, diff, compressor)
                 while tee.read(CHUNK):  # trailing bytes after the compressed stream still count
                     pass
@@ -98,7 +100,7 @@ def check_layer(
     expected_diff_id: Digest,
     digester: LayerDigester,
 ) -> None:
-    """Raise DigestMismatchError naming ``what`` and both digests when the layer is not as declared."""
+    """Raise DigestMismatchError, naming ``what`` and both digests, if the layer is not as declared."""
     if expected_size is not None and digester.raw_size != expected_size:
         raise DigestMismatchError(
             f"{what}: blob is {digester.raw_size} bytes, expected {expected_size}"
@@ -109,7 +111,8 @@ def check_layer(
         )
     if digester.diff_id != expected_diff_id:
         raise DigestMismatchError(
-            f"{what}: uncompressed content is {digester.diff_id}, expected diff_id {expected_diff_id}"
+            f"{what}: uncompressed content is {digester.diff_id}, "
+            f"expected diff_id {expected_diff_id}"
         )
 
 

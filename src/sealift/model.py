@@ -69,29 +69,31 @@ class _Fields:
             return None
         item = self.value[key]
         if not isinstance(item, kind) or (isinstance(item, bool) and kind is int):
-            raise InvalidArchiveError(f"{self.where}: {key!r} must be {_name(kind)}, not {_kind(item)}")
+            raise InvalidArchiveError(
+                f"{self.where}: {key!r} must be {_name(kind)}, not {_kind(item)}"
+            )
         return item
 
-    def str(self, key: str, required: bool = False) -> str | None:
+    def text(self, key: str, required: bool = False) -> str | None:
         return self._get(key, str, required)  # type: ignore[no-any-return]
 
-    def int(self, key: str, required: bool = False) -> int | None:
+    def integer(self, key: str, required: bool = False) -> int | None:
         return self._get(key, int, required)  # type: ignore[no-any-return]
 
-    def list(self, key: str, required: bool = False) -> list[Any] | None:
+    def items(self, key: str, required: bool = False) -> list[Any] | None:
         return self._get(key, list, required)  # type: ignore[no-any-return]
 
-    def dict(self, key: str, required: bool = False) -> dict[str, Any] | None:
+    def object(self, key: str, required: bool = False) -> dict[str, Any] | None:
         return self._get(key, dict, required)  # type: ignore[no-any-return]
 
     def str_map(self, key: str) -> dict[str, str]:
-        mapping = self.dict(key) or {}
+        mapping = self.object(key) or {}
         if not all(isinstance(v, str) for v in mapping.values()):
             raise InvalidArchiveError(f"{self.where}: {key!r} values must be strings")
         return mapping
 
     def str_list(self, key: str) -> list[str]:
-        items = self.list(key) or []
+        items = self.items(key) or []
         if not all(isinstance(v, str) for v in items):
             raise InvalidArchiveError(f"{self.where}: {key!r} must be a list of strings")
         return items
@@ -128,17 +130,19 @@ class Platform:
         """``linux/arm64/v8`` -> Platform; raise UsageError if malformed."""
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/arm64")
+            raise UsageError(
+                f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/arm64"
+            )
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> Platform:
         fields = _Fields(value, where)
         return cls(
-            os=fields.str("os", required=True) or "",
-            architecture=fields.str("architecture", required=True) or "",
-            variant=fields.str("variant") or None,
-            os_version=fields.str("os.version") or None,
+            os=fields.text("os", required=True) or "",
+            architecture=fields.text("architecture", required=True) or "",
+            variant=fields.text("variant") or None,
+            os_version=fields.text("os.version") or None,
             features=tuple(fields.str_list("features")),
         )
 
@@ -182,8 +186,8 @@ class Descriptor:
     @classmethod
     def from_json(cls, value: Any, where: str, *, media_type_required: bool = True) -> Descriptor:
         fields = _Fields(value, where)
-        media_type = fields.str("mediaType", required=media_type_required)
-        size = fields.int("size", required=True)
+        media_type = fields.text("mediaType", required=media_type_required)
+        size = fields.integer("size", required=True)
         assert size is not None
         if size < 0:
             raise InvalidArchiveError(f"{where}: negative size {size}")
@@ -191,19 +195,19 @@ class Descriptor:
         for url in urls:
             if not _URL.fullmatch(url):
                 raise InvalidArchiveError(f"{where}: invalid URL {url!r}")
-        artifact_type = fields.str("artifactType")
+        artifact_type = fields.text("artifactType")
         if artifact_type is not None:
             check_media_type(artifact_type, where)
         platform = value.get("platform")
         return cls(
             media_type=check_media_type(media_type, where) if media_type else "",
-            digest=_digest(fields.str("digest", required=True), where),
+            digest=_digest(fields.text("digest", required=True), where),
             size=size,
             annotations=fields.str_map("annotations"),
             platform=Platform.from_json(platform, f"{where}.platform") if platform else None,
             urls=tuple(urls),
             artifact_type=artifact_type,
-            data=_base64(fields.str("data"), where),
+            data=_base64(fields.text("data"), where),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -261,12 +265,12 @@ class Manifest:
     def parse(cls, raw: bytes, media_type_hint: str = "", where: str = "manifest") -> Manifest:
         fields = _Fields(load_json(raw, where), where)
         _check_schema_version(fields, raw)
-        media_type = fields.str("mediaType") or media_type_hint or media.OCI_MANIFEST
+        media_type = fields.text("mediaType") or media_type_hint or media.OCI_MANIFEST
         check_media_type(media_type, where)
         if media.is_index(media_type) or "manifests" in fields.value:
             raise InvalidArchiveError(f"{where} is an image index where a manifest was expected")
-        config = Descriptor.from_json(fields.dict("config", required=True), f"{where}.config")
-        layer_values = fields.list("layers", required=True) or []
+        config = Descriptor.from_json(fields.object("config", required=True), f"{where}.config")
+        layer_values = fields.items("layers", required=True) or []
         if not layer_values:
             raise InvalidArchiveError(f"{where} has no layers")
         layers = tuple(
@@ -310,13 +314,13 @@ class Index:
         document = load_json(raw, where)
         fields = _Fields(document, where)
         _check_schema_version(fields, raw)
-        media_type = fields.str("mediaType") or media_type_hint or media.OCI_INDEX
+        media_type = fields.text("mediaType") or media_type_hint or media.OCI_INDEX
         check_media_type(media_type, where)
         if media.is_manifest(media_type) or "layers" in fields.value:
             raise InvalidArchiveError(f"{where} is an image manifest where an index was expected")
         manifests = tuple(
             Descriptor.from_json(v, f"{where}.manifests[{i}]")
-            for i, v in enumerate(fields.list("manifests") or [])
+            for i, v in enumerate(fields.items("manifests") or [])
         )
         subject = fields.value.get("subject")
         if subject is not None:
@@ -362,21 +366,21 @@ class ImageConfig:
     def parse(cls, raw: bytes, where: str = "image config") -> ImageConfig:
         document = load_json(raw, where)
         fields = _Fields(document, where)
-        rootfs = _Fields(fields.dict("rootfs", required=True), f"{where}.rootfs")
-        if rootfs.str("type", required=True) != "layers":
+        rootfs = _Fields(fields.object("rootfs", required=True), f"{where}.rootfs")
+        if rootfs.text("type", required=True) != "layers":
             raise InvalidArchiveError(f"{where}: rootfs.type must be 'layers'")
         diff_ids = tuple(
             _digest(v, f"{where}.rootfs.diff_ids[{i}]")
-            for i, v in enumerate(rootfs.list("diff_ids", required=True) or [])
+            for i, v in enumerate(rootfs.items("diff_ids", required=True) or [])
         )
         platform = Platform(
-            os=fields.str("os", required=True) or "",
-            architecture=fields.str("architecture", required=True) or "",
-            variant=fields.str("variant"),
-            os_version=fields.str("os.version"),
+            os=fields.text("os", required=True) or "",
+            architecture=fields.text("architecture", required=True) or "",
+            variant=fields.text("variant"),
+            os_version=fields.text("os.version"),
         )
-        _check_runtime_config(fields.dict("config"), f"{where}.config")
-        fields.list("history")
+        _check_runtime_config(fields.object("config"), f"{where}.config")
+        fields.items("history")
         return cls(raw, diff_ids, platform, document)
 
 
@@ -384,16 +388,16 @@ def _check_runtime_config(value: dict[str, Any] | None, where: str) -> None:
     if value is None:
         return
     fields = _Fields(value, where)
-    fields.str("User")
-    fields.str("WorkingDir")
-    fields.str("StopSignal")
+    fields.text("User")
+    fields.text("WorkingDir")
+    fields.text("StopSignal")
     for key in ("Entrypoint", "Cmd"):
         fields.str_list(key)
     for entry in fields.str_list("Env"):
         if not _ENV.fullmatch(entry):
             raise InvalidArchiveError(f"{where}.Env: {entry!r} is not NAME=value")
     for key in ("Volumes", "ExposedPorts"):
-        fields.dict(key)
+        fields.object(key)
     fields.str_map("Labels")
 
 

@@ -147,9 +147,16 @@ def prepare(
 ) -> list[Entry]:
     """Entries whose layers use the codec asked for (or, with none asked, one the sink accepts)
     and whose manifests describe them exactly."""
-    layers = {layer.digest: layer for entry in entries for image in entry.images() for layer in image.layers}
+    layers = {
+        layer.digest: layer
+        for entry in entries
+        for image in entry.images()
+        for layer in image.layers
+    }
     converted = _convert_layers(list(layers.values()), sink, store, options)
-    return [Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries]
+    return [
+        Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries
+    ]
 
 
 def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:
@@ -197,14 +204,21 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
     digest, size = store.add(write)
     descriptor = Descriptor(media.oci_layer_type(codec), digest, size, layer.descriptor.annotations)
     return Layer(
-        descriptor, layer.diff_id, codec, lambda: store.open(digest), verified=True, label=layer.label
+        descriptor,
+        layer.diff_id,
+        codec,
+        lambda: store.open(digest),
+        verified=True,
+        label=layer.label,
     )
 
 
 def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Image | ImageIndex:
     if isinstance(target, ImageIndex):
         children = tuple((d, _rebuild(c, converted)) for d, c in target.children)
-        if all(new is old for (_, new), (_, old) in zip(children, target.children, strict=True)) and len(children) == len(target.index.manifests):
+        if all(
+            new is old for (_, new), (_, old) in zip(children, target.children, strict=True)
+        ) and len(children) == len(target.index.manifests):
             return target
         descriptors = [_child_descriptor(d, c) for d, c in children]
         index = Index.build(descriptors, target.index.annotations)
@@ -221,9 +235,19 @@ def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Imag
 
 def _child_descriptor(old: Descriptor, child: Image | ImageIndex) -> Descriptor:
     if isinstance(child, ImageIndex):
-        return replace(old, media_type=child.index.media_type, digest=child.index.digest, size=len(child.index.raw))
+        return replace(
+            old,
+            media_type=child.index.media_type,
+            digest=child.index.digest,
+            size=len(child.index.raw),
+        )
     assert child.manifest is not None
-    return replace(old, media_type=child.manifest.media_type, digest=child.manifest.digest, size=len(child.manifest.raw))
+    return replace(
+        old,
+        media_type=child.manifest.media_type,
+        digest=child.manifest.digest,
+        size=len(child.manifest.raw),
+    )
 
 
 @dataclass

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
@@ -51,7 +51,7 @@ class ArchiveSource:
 
     def _files(self, want_codec: str | None) -> Files:
         raw = self._open()
-        buffered = io.BufferedReader(raw, compression.CHUNK)  # type: ignore[arg-type]
+        buffered = io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
         head = buffered.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
         if not head:
             raise InvalidArchiveError(f"{self.what} is empty")
@@ -60,7 +60,10 @@ class ArchiveSource:
             assert isinstance(self._path, str | Path)
             return TarFiles(Path(self._path))
         stream = compression.open_decompressed(
-            buffered, self.outer_codec, self.what, compression.ExpansionGuard(self.what)
+            cast(IO[bytes], buffered),
+            self.outer_codec,
+            self.what,
+            compression.ExpansionGuard(self.what),
         )
         spool = self._stack.enter_context(make_spool_dir())
         return StreamFiles(
@@ -77,11 +80,13 @@ class ArchiveSource:
         if str(self._path) == STDIO:
             return self._track(sys.stdin.buffer)
         try:
-            file = self._stack.enter_context(Path(self._path).open("rb"))
+            file = self._stack.enter_context(Path(self._path).open("rb"))  # noqa: SIM115
         except FileNotFoundError as exc:
             raise NotFoundError(f"no such file: {self._path}") from exc
         except IsADirectoryError as exc:
-            raise UsageError(f"{self._path} is a directory; use oci:{self._path} for a layout") from exc
+            raise UsageError(
+                f"{self._path} is a directory; use oci:{self._path} for a layout"
+            ) from exc
         except OSError as exc:
             raise SealiftError(f"cannot read {self._path}: {exc.strerror}") from exc
         return self._track(file)
@@ -142,7 +147,7 @@ class ArchiveSink:
 
 def write_atomically(path: Path, write: object) -> None:
     """Write via a temp file in the target's directory, renamed into place only when complete."""
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = path.parent if str(path.parent) else Path()
     if path.is_dir():
         raise UsageError(f"{path} is a directory; name an archive file or use oci:{path}")
     try:
@@ -157,7 +162,7 @@ def write_atomically(path: Path, write: object) -> None:
             write(out)  # type: ignore[operator]
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644 & ~_umask())
+        temp.chmod(0o644 & ~_umask())
         temp.replace(path)
     except OSError as exc:
         temp.unlink(missing_ok=True)

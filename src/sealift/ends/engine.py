@@ -12,6 +12,7 @@ so the engine sees a truncated archive and loads (and tags) nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -82,7 +83,9 @@ class Engine:
     def containerd_store(self) -> bool:
         info = self.call(self.api.info)
         status = info.get("DriverStatus") or []
-        return any(pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1]) for pair in status)
+        return any(
+            pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1]) for pair in status
+        )
 
     def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -123,7 +126,7 @@ class Engine:
         self.call(self.api.tag, image_id, reference.familiar_repository, reference.tag, force=True)
 
     def save_stream(self, names: list[str]) -> IO[bytes]:
-        url = self.api._url("/images/get")  # noqa: SLF001 - the SDK saves one image at a time
+        url = f"{self.api.base_url}/v{self.api.api_version}/images/get"
         response = self.call(self.api.get, url, params={"names": names}, stream=True, timeout=None)
         if response.status_code != 200:
             raise EngineError(f"the engine refused to save: {response.text.strip()}")
@@ -139,12 +142,18 @@ def _unreachable(host: str, exc: BaseException) -> str:
             "add your user to the docker group, or run with sudo"
         )
     if "No such file" in text or "Connection refused" in text or "Connection aborted" in text:
-        return f"cannot connect to the Docker engine at {host}: is dockerd running? (set -H or DOCKER_HOST)"
+        return (
+            f"cannot connect to the Docker engine at {host}: "
+            "is dockerd running? (set -H or DOCKER_HOST)"
+        )
     return f"cannot talk to the Docker engine at {host}: {text.splitlines()[0] if text else exc!r}"
 
 
 def chain_ids(diff_ids: list[Digest]) -> list[Digest]:
-    """The chain ID of each layer stack: chain(0) = diff(0), chain(n) = sha256(chain(n-1) + ' ' + diff(n))."""
+    """The chain ID of each layer stack.
+
+    chain(0) = diff(0); chain(n) = sha256(chain(n-1) + " " + diff(n)).
+    """
     chains: list[Digest] = []
     for diff_id in diff_ids:
         if not chains:
@@ -169,7 +178,10 @@ class EngineSource:
 
     @property
     def total_size(self) -> int:
-        return sum(int(info.get("Size") or 0) for info in {i["Id"]: i for i in self.found.values()}.values())
+        return sum(
+            int(info.get("Size") or 0)
+            for info in {i["Id"]: i for i in self.found.values()}.values()
+        )
 
     @property
     def bytes_read(self) -> int:
@@ -222,33 +234,28 @@ class EngineSink:
             else:
                 plan.send.append(entry)
         if self.thin and plan.send and not self.engine.containerd_store:
-            chains = self.engine.layer_chains()
-            for entry in plan.send:
-                for image in entry.images():
-                    for layer, chain in zip(image.layers, chain_ids([l.diff_id for l in image.layers]), strict=True):
-                        if chain in chains:
-                            plan.skip_layers.add(layer.digest)
-            needed = {l.digest for e in plan.send for i in e.images() for l in i.layers if l.digest not in plan.skip_layers}
-            plan.skip_layers -= needed
+            plan.skip_layers = _layers_engine_has(plan.send, self.engine.layer_chains())
         return plan
 
     def write(self, entries: list[Entry]) -> WriteResult:
         plan = self.plan(entries)
-        result = WriteResult()
-        layers = {l.digest: l for e in plan.send for i in e.images() for l in i.layers}
-        result.layers_skipped = len(plan.skip_layers)
-        result.layers_sent = len(layers) - len(plan.skip_layers)
+        layers = _layers_of(plan.send)
+        result = WriteResult(
+            layers_sent=len(layers) - len(plan.skip_layers), layers_skipped=len(plan.skip_layers)
+        )
         if plan.send:
+            skipped = [layers[digest] for digest in plan.skip_layers]
             try:
-                lines = self._load(plan.send, plan.skip_layers, [layers[d] for d in plan.skip_layers])
+                result.names.extend(self._load(plan.send, plan.skip_layers, skipped))
             except EngineError:
                 if not plan.skip_layers:
                     raise
-                lines = self._load(plan.send, set(), [])  # an engine that refuses thin archives
+                # an engine that refuses thin archives gets everything
+                result.names.extend(self._load(plan.send, set(), []))
                 result.layers_sent, result.layers_skipped = len(layers), 0
-            result.names.extend(lines)
         if plan.tag_only:
-            _Background([l for image, _ in plan.tag_only for l in image.layers if l.digest not in layers]).wait()
+            tagged_layers = _layers_of([entry for _, entry in plan.tag_only])
+            _Background([layer for d, layer in tagged_layers.items() if d not in layers]).wait()
         for image, entry in plan.tag_only:
             for tag in entry.tags:
                 self.engine.tag(str(image.id), tag)
@@ -258,13 +265,19 @@ class EngineSink:
 
     def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
         body = _ArchivePipe(entries, skip, skipped)
-        url = self.engine.api._url("/images/load")  # noqa: SLF001 - the SDK's load_image buffers
+        api = self.engine.api
+        url = f"{api.base_url}/v{api.api_version}/images/load"
         try:
             response = self.engine.call(
-                self.engine.api.post, url, params={"quiet": "1"}, data=body.chunks(),
-                headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,
+                self.engine.api.post,
+                url,
+                params={"quiet": "1"},
+                data=body.chunks(),
+                headers={"Content-Type": "application/x-tar"},
+                stream=True,
+                timeout=None,
             )
-        except (EngineError, _Aborted):
+        except (EngineError, _AbortedError):
             body.raise_if_failed()
             raise
         finally:
@@ -274,10 +287,31 @@ class EngineSink:
         return _load_messages(response)
 
 
+def _layers_of(entries: list[Entry]) -> dict[Digest, Layer]:
+    return {
+        layer.digest: layer
+        for entry in entries
+        for image in entry.images()
+        for layer in image.layers
+    }
+
+
+def _layers_engine_has(entries: list[Entry], chains: set[Digest]) -> set[Digest]:
+    """Layers every image that uses them can leave out, because the engine has their stack."""
+    present: set[Digest] = set()
+    needed: set[Digest] = set()
+    for entry in entries:
+        for image in entry.images():
+            stacks = chain_ids([layer.diff_id for layer in image.layers])
+            for layer, chain in zip(image.layers, stacks, strict=True):
+                (present if chain in chains else needed).add(layer.digest)
+    return present - needed
+
+
 def _load_messages(response: requests.Response) -> list[str]:
     if response.status_code != 200:
         raise EngineError(f"the engine refused the load: {response.text.strip()}")
-    lines = []
+    lines: list[str] = []
     for raw in response.iter_lines():
         if not raw:
             continue
@@ -323,10 +357,8 @@ class _ArchivePipe:
         except BaseException as exc:
             self.error = exc
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 self._writer.close()
-            except OSError:
-                pass
 
     def chunks(self) -> Iterator[bytes]:
         while chunk := self._reader.read(_PIPE_CHUNK):
@@ -334,7 +366,7 @@ class _ArchivePipe:
             yield chunk
         self._thread.join()
         if self.error is not None:
-            raise _Aborted from self.error
+            raise _AbortedError from self.error
 
     def raise_if_failed(self) -> None:
         self._thread.join(timeout=5)
@@ -345,7 +377,7 @@ class _ArchivePipe:
         self._reader.close()
 
 
-class _Aborted(Exception):
+class _AbortedError(Exception):
     """Raised inside the request body to cut the upload short."""
 
 

@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore
@@ -136,13 +136,18 @@ def _link_target(info: tarfile.TarInfo, name: str) -> str:
             raise InvalidArchiveError(f"symlink {name!r} points outside the archive ({target!r})")
         target = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
         if target.startswith("../") or target == "..":
-            raise InvalidArchiveError(f"symlink {name!r} points outside the archive ({info.linkname!r})")
+            raise InvalidArchiveError(
+                f"symlink {name!r} points outside the archive ({info.linkname!r})"
+            )
     return safe_name(target)
 
 
 def _kind_error(info: tarfile.TarInfo, name: str) -> InvalidArchiveError:
-    kinds = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
-             tarfile.FIFOTYPE: "fifo"}
+    kinds = {
+        tarfile.CHRTYPE: "character device",
+        tarfile.BLKTYPE: "block device",
+        tarfile.FIFOTYPE: "fifo",
+    }
     kind = kinds.get(info.type, f"entry of type {info.type!r}")
     return InvalidArchiveError(f"{kind} {name!r} in archive: refusing")
 
@@ -160,7 +165,9 @@ class _TarErrorContext:
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, tarfile.TarError | EOFError):
-            raise InvalidArchiveError(f"{self.what} is truncated or not a valid tar ({exc})") from exc
+            raise InvalidArchiveError(
+                f"{self.what} is truncated or not a valid tar ({exc})"
+            ) from exc
 
 
 class TarFiles:
@@ -188,7 +195,7 @@ class TarFiles:
         if info.offset_data + info.size > file_size:
             raise InvalidArchiveError(f"archive {self.path} is truncated inside {name!r}")
         offset, size, path = info.offset_data, info.size, self.path
-        member = Member(name, size, lambda: _Section(path, offset, size))
+        member = Member(name, size, lambda: cast(IO[bytes], _Section(path, offset, size)))
         if name in self._table.members:
             member.digest = _hash(member)
             previous = self._table.members[name]
@@ -294,7 +301,12 @@ class StreamFiles:
         if size <= _INLINE_LIMIT and not _looks_like_layer(head):
             return Member(name, size, _never, digest=_digest_of(head), inline=head)
         return _spool_large(
-            name, size, _Prefixed(head, source), self._store, self._transcode_to, self._keep,
+            name,
+            size,
+            cast(IO[bytes], _Prefixed(head, source)),
+            self._store,
+            self._transcode_to,
+            self._keep,
             self._level,
         )
 
@@ -340,10 +352,10 @@ def _spool_large(
     from sealift.layers import LayerDigester  # the layer pipeline lives beside the model
 
     prefix = source.read(compression.SNIFF_SIZE + _TAR_MAGIC_OFFSET + 5)
-    stream = _Prefixed(prefix, source)
+    stream = cast(IO[bytes], _Prefixed(prefix, source))
     codec = compression.sniff(prefix)
     if not _looks_like_layer(prefix):
-        digest, stored = store.add(lambda out: _copy(stream, out))
+        digest, _ = store.add(lambda out: _copy(stream, out))
         return Member(name, size, lambda: store.open(digest), digest=digest)
     digester = LayerDigester(codec, f"member {name!r}", target=transcode_to, level=level)
     member = Member(name, size, _never, codec=codec)

@@ -1,4 +1,4 @@
-"""Read image archives and layouts, whatever wrote them, into the shared model.
+"""Read image archives and layouts into the shared model, whatever wrote them.
 
 Formats are detected by content: an OCI image layout (``index.json`` + ``blobs/``), Docker's
 ``docker save`` format (``manifest.json``), or both at once (Docker 25+, and sealift's own archives).
@@ -43,7 +43,8 @@ def read_entries(files: Files, what: str) -> list[Entry]:
     has_manifest = files.get("manifest.json") is not None
     if not has_index and not has_manifest:
         raise InvalidArchiveError(
-            f"{what} is not an image archive: it has neither index.json (OCI) nor manifest.json (docker save)"
+            f"{what} is not an image archive: "
+            "it has neither index.json (OCI) nor manifest.json (docker save)"
         )
     if has_index:
         entries = _OciReader(files, what).entries()
@@ -106,7 +107,9 @@ class _OciReader:
         if descriptor.size > MAX_JSON_SIZE:
             raise InvalidArchiveError(f"{self.what}: {role} declares {descriptor.size} bytes")
         with member.open() as raw:
-            stream = VerifyingReader(raw, descriptor.digest, descriptor.size, f"{self.what}: {role}")
+            stream = VerifyingReader(
+                raw, descriptor.digest, descriptor.size, f"{self.what}: {role}"
+            )
             return stream.read()
 
     def _target(self, descriptor: Descriptor, role: str, depth: int) -> Image | ImageIndex:
@@ -115,8 +118,10 @@ class _OciReader:
         raw = self.small_blob(descriptor, role)
         document = load_json(raw, f"{self.what}: {role}")
         own_type = document.get("mediaType") if isinstance(document, dict) else None
-        if media.is_index(descriptor.media_type) or media.is_index(own_type or "") or (
-            isinstance(document, dict) and "manifests" in document
+        if (
+            media.is_index(descriptor.media_type)
+            or media.is_index(own_type or "")
+            or (isinstance(document, dict) and "manifests" in document)
         ):
             index = Index.parse(raw, descriptor.media_type, where=f"{self.what}: {role}")
             children = []
@@ -139,7 +144,9 @@ class _OciReader:
             )
         image_name = f"image {config.digest.short}"
         layers = tuple(
-            self._layer(layer, diff_id, f"{self.what}: {image_name} layer {i + 1}/{len(config.diff_ids)}")
+            self._layer(
+                layer, diff_id, f"{self.what}: {image_name} layer {i + 1}/{len(config.diff_ids)}"
+            )
             for i, (layer, diff_id) in enumerate(zip(manifest.layers, config.diff_ids, strict=True))
         )
         return Image(config, layers, manifest, descriptor.platform)
@@ -164,7 +171,9 @@ def layer_from_member(
     if member.transcoded:
         assert member.stored_codec and member.stored_digest and member.stored_size is not None
         stored = Descriptor(
-            media.oci_layer_type(member.stored_codec), member.stored_digest, member.stored_size,
+            media.oci_layer_type(member.stored_codec),
+            member.stored_digest,
+            member.stored_size,
             descriptor.annotations,
         )
         return Layer(stored, diff_id, member.stored_codec, member.open, verified=True, label=what)
@@ -173,10 +182,14 @@ def layer_from_member(
     )
 
 
-def _check_arrived(member: Member, descriptor: Descriptor | None, diff_id: Digest, what: str) -> None:
+def _check_arrived(
+    member: Member, descriptor: Descriptor | None, diff_id: Digest, what: str
+) -> None:
     if descriptor is not None:
         if member.size != descriptor.size:
-            raise DigestMismatchError(f"{what}: blob is {member.size} bytes, expected {descriptor.size}")
+            raise DigestMismatchError(
+                f"{what}: blob is {member.size} bytes, expected {descriptor.size}"
+            )
         if member.digest != descriptor.digest:
             raise DigestMismatchError(
                 f"{what}: blob digest is {member.digest}, expected {descriptor.digest}"
@@ -217,7 +230,9 @@ def _hash_member(member: Member) -> Digest:
         return stream.digest
 
 
-def names_from_annotations(annotations: dict[str, str] | Any) -> tuple[tuple[Reference, ...], tuple[str, ...]]:
+def names_from_annotations(
+    annotations: dict[str, str] | Any,
+) -> tuple[tuple[Reference, ...], tuple[str, ...]]:
     """Tags and bare OCI ref names an index entry's annotations give it."""
     tags: list[Reference] = []
     ref_names: list[str] = []
@@ -260,7 +275,11 @@ class _DockerSaveReader:
         where = f"{self.what}: manifest.json[{index}]"
         if not isinstance(item, dict):
             raise InvalidArchiveError(f"{where} must be an object")
-        config_path, layer_paths, repo_tags = item.get("Config"), item.get("Layers"), item.get("RepoTags")
+        config_path, layer_paths, repo_tags = (
+            item.get("Config"),
+            item.get("Layers"),
+            item.get("RepoTags"),
+        )
         if not isinstance(config_path, str):
             raise InvalidArchiveError(f"{where}: 'Config' must be a path")
         if not isinstance(layer_paths, list) or not all(isinstance(p, str) for p in layer_paths):
@@ -270,10 +289,13 @@ class _DockerSaveReader:
         ):
             raise InvalidArchiveError(f"{where}: 'RepoTags' must be a list of names")
         config_member = self._member(config_path, f"{where} config")
-        config = ImageConfig.parse(_member_bytes(config_member, f"{where} config"), where=f"{where} config")
+        config = ImageConfig.parse(
+            _member_bytes(config_member, f"{where} config"), where=f"{where} config"
+        )
         if len(layer_paths) != len(config.diff_ids):
             raise InvalidArchiveError(
-                f"{where} lists {len(layer_paths)} layers but its config has {len(config.diff_ids)} diff_ids"
+                f"{where} lists {len(layer_paths)} layers "
+                f"but its config has {len(config.diff_ids)} diff_ids"
             )
         tags = tuple(_reference(tag) for tag in repo_tags or [])
         name = tags[0].familiar if tags else f"image {config.digest.short}"
@@ -294,14 +316,20 @@ class _DockerSaveReader:
     def _layer(self, path: str, diff_id: Digest, what: str) -> Layer:
         member = self._member(path, what)
         named = _BLOB_PATH.fullmatch(member.name)
-        if named and member.digest is not None and member.digest != Digest("sha256", named.group(1)):
+        if (
+            named
+            and member.digest is not None
+            and member.digest != Digest("sha256", named.group(1))
+        ):
             raise DigestMismatchError(
                 f"{what}: blob digest is {member.digest}, expected sha256:{named.group(1)}"
             )
         descriptor = None
         if named:
             codec = member.codec or _declared_or_sniffed_codec(member, None, what)
-            descriptor = Descriptor(media.oci_layer_type(codec), Digest("sha256", named.group(1)), member.size)
+            descriptor = Descriptor(
+                media.oci_layer_type(codec), Digest("sha256", named.group(1)), member.size
+            )
         return layer_from_member(member, descriptor, diff_id, what)
 
 

@@ -17,8 +17,9 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from sealift import media
 from sealift.blobs import BlobStore
@@ -99,11 +100,9 @@ def index_document(entries: list[Entry]) -> bytes:
         names = [
             {CONTAINERD_NAME: str(tag), REF_NAME: tag.tag or str(tag)} for tag in entry.tags
         ] + [{REF_NAME: ref} for ref in entry.ref_names]
-        for annotations in names or [{}]:
+        for labels in names or [{}]:
             descriptors.append(
-                Descriptor(
-                    base.media_type, base.digest, base.size, annotations, base.platform
-                ).to_json()
+                Descriptor(base.media_type, base.digest, base.size, labels, base.platform).to_json()
             )
     return canonical_json(
         {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": descriptors}
@@ -154,9 +153,13 @@ def docker_manifest_document(entries: list[Entry]) -> tuple[bytes, bytes]:
             {
                 "Config": f"blobs/sha256/{image.id.hex}",
                 "RepoTags": tags or None,
-                "Layers": [f"blobs/{layer.digest.algorithm}/{layer.digest.hex}" for layer in image.layers],
+                "Layers": [
+                    f"blobs/{layer.digest.algorithm}/{layer.digest.hex}" for layer in image.layers
+                ],
                 "LayerSources": {
-                    str(layer.diff_id): Descriptor(layer.descriptor.media_type, layer.digest, layer.size).to_json()
+                    str(layer.diff_id): Descriptor(
+                        layer.descriptor.media_type, layer.digest, layer.size
+                    ).to_json()
                     for layer in image.layers
                 },
             }
@@ -186,6 +189,10 @@ def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
             expected_diff_id=layer.diff_id,
             digester=digester,
         )
+
+
+def _copy_to(blob: PlannedBlob, out: IO[bytes]) -> None:
+    copy_blob(blob, out, f"blob {blob.digest}")
 
 
 def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
@@ -222,7 +229,11 @@ def write_archive(
                 continue
             name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
             tar.addfile(_info(name, blob.size))
-            copy_blob(blob, _TarBody(tar), blob.layer.label if blob.layer else f"blob {blob.digest}")
+            copy_blob(
+                blob,
+                cast(IO[bytes], _TarBody(tar)),
+                blob.layer.label if blob.layer else f"blob {blob.digest}",
+            )
             _finish_member(tar, blob.size)
         if before_end is not None:
             before_end()
@@ -266,10 +277,11 @@ def write_layout(entries: list[Entry], root: Path) -> None:
     for blob in planned_blobs(entries):
         if store.has(blob.digest):
             continue
-        what = f"blob {blob.digest}"
-        store.add(lambda out, blob=blob, what=what: copy_blob(blob, out, what), expected=blob.digest)
+        store.add(partial(_copy_to, blob), expected=blob.digest)
     index = json.loads(index_document(entries))
-    existing = _existing_descriptors(root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]})
+    existing = _existing_descriptors(
+        root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]}
+    )
     index["manifests"] = existing + index["manifests"]
     _atomic_write(root / "oci-layout", LAYOUT_DOCUMENT)
     _atomic_write(root / "index.json", canonical_json(index))
@@ -282,7 +294,10 @@ def _existing_descriptors(root: Path, replaced: set[str | None]) -> list[dict[st
     current = Index.parse(path.read_bytes(), where=f"{path}")
     kept = []
     for descriptor in current.manifests:
-        if descriptor.annotations.get(REF_NAME) not in replaced or REF_NAME not in descriptor.annotations:
+        if (
+            descriptor.annotations.get(REF_NAME) not in replaced
+            or REF_NAME not in descriptor.annotations
+        ):
             kept.append(descriptor.to_json())
     return kept
 
@@ -292,7 +307,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-        os.replace(temp, path)
+        Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
