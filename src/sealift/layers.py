@@ -100,7 +100,7 @@ def check_layer(
     expected_diff_id: Digest,
     digester: LayerDigester,
 ) -> None:
-    """Raise DigestMismatchError, naming ``what`` and both digests, if the layer is not as declared."""
+    """Raise DigestMismatchError, naming ``what`` and both digests, unless the layer matches."""
     if expected_size is not None and digester.raw_size != expected_size:
         raise DigestMismatchError(
             f"{what}: blob is {digester.raw_size} bytes, expected {expected_size}"

@@ -1,7 +1,7 @@
 """Read image archives and layouts into the shared model, whatever wrote them.
 
 Formats are detected by content: an OCI image layout (``index.json`` + ``blobs/``), Docker's
-``docker save`` format (``manifest.json``), or both at once (Docker 25+, and sealift's own archives).
+``docker save`` format (``manifest.json``), or both at once (Docker 25+, sealift's own archives).
 Every JSON document is checked against the shape it claims, and every blob is bound to the digest
 that names it; layers are checked lazily, when read, unless they were hashed on arrival.
 """
