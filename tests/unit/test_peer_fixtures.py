@@ -378,7 +378,16 @@ def check_outcome(r: Result, expected: bool | None) -> bool:
 
 
 def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {img["id"]: img for img in report["images"]}
+    """Images by id; an image listed more than once is merged (tags and ref names united)."""
+    out: dict[str, dict[str, Any]] = {}
+    for img in report["images"]:
+        if img["id"] in out:
+            seen = out[img["id"]]
+            seen["tags"] = sorted({*seen["tags"], *img["tags"]})
+            seen["ref_names"] = sorted({*seen["ref_names"], *img["ref_names"]})
+        else:
+            out[img["id"]] = dict(img)
+    return out
 
 
 def check_images(report: dict[str, Any], row: Row) -> None:
@@ -396,6 +405,10 @@ def check_images(report: dict[str, Any], row: Row) -> None:
             assert tuple(layer["diff_id"] for layer in got["layers"]) == exp.diff_ids, got
         if exp.platform is not None:
             assert got["platform"] == exp.platform, got
+    # one entry per image, its tags and ref names together (checked last so the content
+    # checks above report first)
+    ids = [img["id"] for img in report["images"]]
+    assert len(ids) == len(set(ids)), f"images listed more than once: {ids}"
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""Archives written by real tools (``shared/fixtures/tools``, SOURCES.md there): all valid.
+
+Every one must verify, inspect with the listed image ids and diff_ids, and convert (gzip,
+zstd, none) to an archive that re-verifies and keeps the image ids and tags. Converting is
+reproducible, works from stdin for compressed inputs, and the multi-platform layout is
+selected by the platform in its index.
+
+Image ids: SOURCES.md lists the Docker config digests (base ``fad09a2b…``, app ``8abab36f…``).
+Those are the ids in the docker-archive fixtures. skopeo and podman rewrote the config as an
+OCI config when writing the OCI fixtures, so their config digests, and therefore the ids sealift
+must report for them, are ``672f0254…`` (base) and ``05a5e487…`` (app); the diff_ids are the
+same everywhere. (An engine loading those OCI images reports the OCI config digest as the id.)
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.hostile import (
+    TOOL_FIXTURES,
+    Result,
+    assert_clean_error,
+    assert_ok,
+    run_sealift,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+BASE_ID = "sha256:fad09a2bf06a39fe27f663fab24fd6181ea54a8ac9c88443aaab0d1453263a7a"
+APP_ID = "sha256:8abab36f1a39cc694e1d7d1a64f83d3afa533724c2312bbd483d16956bca7b5c"
+BASE_OCI_ID = "sha256:672f0254de937d57f04ec6087253507ff199b111c6fb2e1731b1119c5380b636"
+APP_OCI_ID = "sha256:05a5e4872bd3c36052605024e96515c9b7b71fbc6a5cba894740f79036f55ea2"
+D1 = "sha256:fac4b9de311b7801d9df27bdbf2745b1b020cb8571db8e632515b43018b3b66a"
+D2 = "sha256:e5e1a2198f0e950d8cea163f3bd49d28593b24620bd45f7f65c3b734cade6b60"
+D3 = "sha256:3fa626e6504b41f01fdb448a86bd3a5118d17475fadb6c15be6b2c46ab02a9a4"
+BASE_DIFFS = (D1, D2)
+APP_DIFFS = (D1, D2, D3)
+
+
+@dataclass(frozen=True)
+class Img:
+    id: str
+    diff_ids: tuple[str, ...]
+    tags: tuple[str, ...] | None = None  # exact set (docker archives)
+    ref_names: tuple[str, ...] = ()  # must be among ref_names (OCI)
+    platform: str | None = None
+
+
+FIXTURES: dict[str, tuple[Img, ...]] = {
+    "docker20-save-multi.tar": (
+        Img(BASE_ID, BASE_DIFFS, ("docker.io/fixture/base:1", "docker.io/fixture/base:latest")),
+        Img(APP_ID, APP_DIFFS, ("docker.io/fixture/app:1",)),
+    ),
+    "docker20-save-app.tar.gz": (Img(APP_ID, APP_DIFFS, ("docker.io/fixture/app:1",)),),
+    "docker20-save-app.tar.zst": (Img(APP_ID, APP_DIFFS, ("docker.io/fixture/app:1",)),),
+    "docker20-save-app.tar.xz": (Img(APP_ID, APP_DIFFS, ("docker.io/fixture/app:1",)),),
+    "skopeo-oci-archive-gzip.tar": (Img(APP_OCI_ID, APP_DIFFS, None, ("app-1",)),),
+    "skopeo-oci-archive-zstd.tar": (Img(APP_OCI_ID, APP_DIFFS, None, ("app-1",)),),
+    "skopeo-oci-layout": (
+        Img(APP_OCI_ID, APP_DIFFS, None, ("app-1",)),
+        Img(BASE_OCI_ID, BASE_DIFFS, None, ("base-1",)),
+    ),
+    "podman-save-multi.tar": (
+        Img(APP_ID, APP_DIFFS, ("localhost/fixture/app:1",)),
+        Img(BASE_ID, BASE_DIFFS, ("localhost/fixture/base:1",)),
+    ),
+    "podman-oci-archive.tar": (Img(APP_OCI_ID, APP_DIFFS, None, ("localhost/fixture/app:1",)),),
+    # the arm64/v8 entry's config says amd64: the platform comes from the index
+    "podman-multiplatform-oci-layout": (
+        Img(APP_OCI_ID, APP_DIFFS, None, (), "linux/amd64"),
+        Img(BASE_OCI_ID, BASE_DIFFS, None, (), "linux/arm64/v8"),
+    ),
+}
+NAMES = sorted(FIXTURES)
+COMPRESSIONS = ["gzip", "zstd", "none"]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Iterator[Path]:
+    for d in ("cwd", "tmp", "dst"):
+        (tmp_path / d).mkdir()
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def sealift(work: Path, *args: str, stdin: bytes | None = None) -> Result:
+    return run_sealift(*args, cwd=work / "cwd", tmp=work / "tmp", stdin=stdin, timeout=120)
+
+
+def inspect(work: Path, path: Path | str) -> dict[str, Any]:
+    r = sealift(work, "inspect", "--json", str(path))
+    assert_ok(r)
+    report: dict[str, Any] = r.json()
+    return report
+
+
+def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for img in report["images"]:
+        assert img["id"] not in out, f"image {img['id']} listed twice"
+        out[img["id"]] = img
+    return out
+
+
+def diff_ids(img: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(layer["diff_id"] for layer in img["layers"])
+
+
+def assert_clean_workdirs(work: Path) -> None:
+    assert list((work / "cwd").iterdir()) == []
+    assert list((work / "tmp").iterdir()) == []
+
+
+def test_every_fixture_is_listed() -> None:
+    on_disk = {p.name for p in TOOL_FIXTURES.iterdir() if p.name != "SOURCES.md"}
+    assert on_disk == set(FIXTURES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verify(name: str, work: Path) -> None:
+    assert_ok(sealift(work, "verify", str(TOOL_FIXTURES / name)))
+    assert_clean_workdirs(work)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inspect(name: str, work: Path) -> None:
+    images = by_id(inspect(work, TOOL_FIXTURES / name))
+    assert set(images) == {i.id for i in FIXTURES[name]}
+    for exp in FIXTURES[name]:
+        got = images[exp.id]
+        assert diff_ids(got) == exp.diff_ids, got
+        if exp.tags is not None:
+            assert sorted(got["tags"]) == sorted(exp.tags), got
+        assert set(exp.ref_names) <= set(got["ref_names"]), got
+        if exp.platform is not None:
+            assert got["platform"] == exp.platform, got
+        else:
+            assert got["platform"] == "linux/amd64", got
+
+
+def test_shared_layers_in_multi_archive(work: Path) -> None:
+    """docker20-save-multi: base's two layers are also app's first two."""
+    images = by_id(inspect(work, TOOL_FIXTURES / "docker20-save-multi.tar"))
+    assert [x["shared"] for x in images[BASE_ID]["layers"]] == [True, True]
+    assert [x["shared"] for x in images[APP_ID]["layers"]] == [True, True, False]
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_convert_keeps_ids_and_tags(name: str, compression: str, work: Path) -> None:
+    src = TOOL_FIXTURES / name
+    out = work / "dst" / "out.tar"
+    r = sealift(work, "convert", "-q", "--compression", compression, str(src), f"archive:{out}")
+    assert_ok(r)
+    assert_ok(sealift(work, "verify", str(out)))
+    before, after = by_id(inspect(work, src)), by_id(inspect(work, out))
+    assert set(after) == set(before)
+    for image_id, img in before.items():
+        assert sorted(after[image_id]["tags"]) == sorted(img["tags"]), image_id
+        assert diff_ids(after[image_id]) == diff_ids(img), image_id
+    assert sorted(p.name for p in (work / "dst").iterdir()) == ["out.tar"]
+    assert_clean_workdirs(work)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_convert_layer_media_types(compression: str, work: Path) -> None:
+    """--compression sets the layer compression inside the output."""
+    out = work / "dst" / "out.tar"
+    src = TOOL_FIXTURES / "docker20-save-multi.tar"
+    assert_ok(sealift(work, "convert", "-q", "--compression", compression, str(src), str(out)))
+    for img in inspect(work, out)["images"]:
+        for layer in img["layers"]:
+            mt = layer["media_type"]
+            if compression == "none":
+                assert "gzip" not in mt and "zstd" not in mt, mt
+            else:
+                assert mt.endswith(compression), mt
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("name", NAMES)
+def test_convert_is_reproducible(name: str, compression: str, work: Path) -> None:
+    src = TOOL_FIXTURES / name
+    outs = [work / "dst" / "one.tar", work / "dst" / "two.tar"]
+    for out in outs:
+        r = sealift(work, "convert", "-q", "--compression", compression, str(src), f"archive:{out}")
+        assert_ok(r)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_convert_to_layout_and_back(name: str, work: Path) -> None:
+    src = TOOL_FIXTURES / name
+    layout = work / "dst" / "layout"
+    assert_ok(sealift(work, "convert", "-q", str(src), f"oci:{layout}"))
+    assert_ok(sealift(work, "verify", str(layout)))
+    assert set(by_id(inspect(work, layout))) == set(by_id(inspect(work, src)))
+
+
+@pytest.mark.parametrize(
+    "name", ["docker20-save-app.tar.gz", "docker20-save-app.tar.zst", "docker20-save-app.tar.xz"]
+)
+def test_convert_compressed_input_from_stdin(name: str, work: Path) -> None:
+    out = work / "dst" / "out.tar"
+    data = (TOOL_FIXTURES / name).read_bytes()
+    assert_ok(sealift(work, "convert", "-q", "-", f"archive:{out}", stdin=data))
+    assert_ok(sealift(work, "verify", str(out)))
+    images = by_id(inspect(work, out))
+    assert set(images) == {APP_ID}
+    assert images[APP_ID]["tags"] == ["docker.io/fixture/app:1"]
+    assert diff_ids(images[APP_ID]) == APP_DIFFS
+
+
+def test_convert_to_stdout(work: Path) -> None:
+    r = sealift(work, "convert", "-q", str(TOOL_FIXTURES / "docker20-save-multi.tar"), "-")
+    assert_ok(r)
+    out = work / "dst" / "from-stdout.tar"
+    out.write_bytes(r.stdout)
+    assert_ok(sealift(work, "verify", str(out)))
+    assert set(by_id(inspect(work, out))) == {BASE_ID, APP_ID}
+
+
+@pytest.mark.parametrize("new_name", ["mislabeled.tar.gz", "no-extension", "image.tar"])
+def test_format_detected_by_content(new_name: str, work: Path) -> None:
+    """A zstd-compressed docker archive is read whatever its name says."""
+    src = work / "dst" / new_name
+    shutil.copyfile(TOOL_FIXTURES / "docker20-save-app.tar.zst", src)
+    assert_ok(sealift(work, "verify", str(src)))
+    assert set(by_id(inspect(work, src))) == {APP_ID}
+
+
+# --------------------------------------------------------------------------------------
+# platform selection in the multi-platform layout
+
+MULTI = TOOL_FIXTURES / "podman-multiplatform-oci-layout"
+
+
+@pytest.mark.parametrize(
+    ("platform", "expected"),
+    [
+        # linux/arm64 matches the index entry linux/arm64/v8 (v8 is arm64's default variant);
+        # that entry is fixture/base:1 even though its config says amd64
+        ("linux/arm64", {BASE_OCI_ID: BASE_DIFFS}),
+        ("linux/arm64/v8", {BASE_OCI_ID: BASE_DIFFS}),
+        ("linux/amd64", {APP_OCI_ID: APP_DIFFS}),
+        ("all", {APP_OCI_ID: APP_DIFFS, BASE_OCI_ID: BASE_DIFFS}),
+    ],
+)
+def test_platform_selection(
+    platform: str, expected: dict[str, tuple[str, ...]], work: Path
+) -> None:
+    out = work / "dst" / "out.tar"
+    assert_ok(sealift(work, "convert", "-q", "--platform", platform, str(MULTI), f"archive:{out}"))
+    assert_ok(sealift(work, "verify", str(out)))
+    images = by_id(inspect(work, out))
+    assert {k: diff_ids(v) for k, v in images.items()} == expected
+
+
+def test_platform_not_present(work: Path) -> None:
+    out = work / "dst" / "out.tar"
+    r = sealift(work, "convert", "-q", "--platform", "linux/s390x", str(MULTI), f"archive:{out}")
+    assert_clean_error(r)
+    assert list((work / "dst").iterdir()) == []
