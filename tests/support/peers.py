@@ -125,6 +125,17 @@ class Skopeo:
         result: dict[str, Any] = json.loads(self.run(*args, ref).stdout)
         return result
 
+    def copy_config_digest(self, src: str, *extra: Args) -> str:
+        """Copy ``src`` into a fresh ``dir:`` (skopeo checks every blob on the way) and return
+        the config digest (image ID) it wrote. Picks the host platform from an index."""
+        dest = Path(tempfile.mkdtemp(prefix="copy-", dir=self.tmpdir))
+        try:
+            self.copy(src, f"dir:{dest}", *extra)
+            manifest = json.loads((dest / "manifest.json").read_text())
+            return str(manifest["config"]["digest"])
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+
     def config_digest(self, ref: str) -> str:
         """The image ID (config digest) of ``ref`` as skopeo reads it."""
         manifest = self.inspect(ref, raw=True)
@@ -394,6 +405,11 @@ class Podman:
                 continue
             found[ref] = ident if ident.startswith("sha256:") else f"sha256:{ident}"
         return found
+
+    def image_ids(self) -> set[str]:
+        """Every image ID (``sha256:...``), tagged or not."""
+        out = self.run("images", "--all", "--quiet", "--no-trunc").stdout.split()
+        return {i if i.startswith("sha256:") else f"sha256:{i}" for i in out}
 
     def remove_all(self) -> None:
         self.run("rmi", "--all", "--force", check=False)
