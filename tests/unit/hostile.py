@@ -1376,7 +1376,7 @@ def _manifests_to_dict(idx: Any) -> Any:
     return idx
 
 
-for _id, _kw, _why in [
+_OCI_EDITS: list[tuple[str, dict[str, Any], str]] = [
     ("oci-index-manifests-dict", {"index_edit": _manifests_to_dict}, "manifests is an object"),
     ("oci-index-manifests-missing", {"index_edit": _del(["manifests"])}, "no manifests key"),
     (
@@ -1432,7 +1432,8 @@ for _id, _kw, _why in [
         {"config_edit": _set(["rootfs", "diff_ids", 0], "sha256:" + "z" * 64)},
         "a diff_id that is not hex",
     ),
-]:
+]
+for _id, _kw, _why in _OCI_EDITS:
     case(_id, "oci", metadata=True, why=_why)(_oci_edit(**_kw))
 
 
