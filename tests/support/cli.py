@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ERROR_PREFIX", "SealiftResult", "run_sealift"]
+__all__ = ["ERROR_PREFIX", "SealiftResult", "run_sealift", "run_sealift_pipe", "sealift_env"]
 
 ERROR_PREFIX = "sealift: error: "
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +134,61 @@ def run_sealift(
         stderr=proc.stderr.decode(errors="replace"),
         stdout_bytes=raw,
     )
+
+
+def run_sealift_pipe(
+    producer: list[str | os.PathLike[str]],
+    consumer: list[str | os.PathLike[str]],
+    *,
+    producer_env: Mapping[str, str] | None = None,
+    consumer_env: Mapping[str, str] | None = None,
+    workdir: Path,
+    timeout: float = 900,
+) -> tuple[SealiftResult, SealiftResult]:
+    """``sealift PRODUCER... | sealift CONSUMER...`` through a real OS pipe.
+
+    stderr of both goes to files in ``workdir`` (so progress output can never block the pipe).
+    """
+    prod_err_path = workdir / "producer.stderr"
+    cons_err_path = workdir / "consumer.stderr"
+    prod_args = [str(a) for a in producer]
+    cons_args = [str(a) for a in consumer]
+    with open(prod_err_path, "wb") as prod_err, open(cons_err_path, "wb") as cons_err:
+        prod = subprocess.Popen(
+            [sys.executable, "-m", "sealift", *prod_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=prod_err,
+            env=sealift_env(producer_env),
+        )
+        assert prod.stdout is not None
+        try:
+            cons = subprocess.Popen(
+                [sys.executable, "-m", "sealift", *cons_args],
+                stdin=prod.stdout,
+                stdout=subprocess.PIPE,
+                stderr=cons_err,
+                env=sealift_env(consumer_env),
+            )
+        finally:
+            prod.stdout.close()  # the consumer holds the read end now
+        try:
+            cons_out, _ = cons.communicate(timeout=timeout)
+            prod.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            cons.kill()
+            prod.kill()
+            cons.wait()
+            prod.wait()
+            raise
+    prod_result = SealiftResult(
+        tuple(prod_args), prod.returncode, "", prod_err_path.read_text(errors="replace"), b""
+    )
+    cons_result = SealiftResult(
+        tuple(cons_args),
+        cons.returncode,
+        cons_out.decode(errors="replace"),
+        cons_err_path.read_text(errors="replace"),
+        cons_out,
+    )
+    return prod_result, cons_result

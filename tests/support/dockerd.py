@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from tests.support import procs
 
@@ -290,7 +290,7 @@ class DockerDaemon:
     def has_image(self, ref: str) -> bool:
         return self.docker("image", "inspect", ref, check=False).returncode == 0
 
-    def inspect(self, ref: str) -> dict[str, object]:
+    def inspect(self, ref: str) -> dict[str, Any]:
         data = json.loads(self.docker("image", "inspect", ref).stdout)
         assert isinstance(data, list) and len(data) == 1
         item = data[0]

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "mounts_under",
     "pid_alive",
     "pids_with_cmdline",
+    "tmpfs",
     "unmount_under",
     "wait_for",
 ]
@@ -199,3 +200,18 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "4m", *, readonly: bool = False) -> Iterator[Path]:
+    """Mount a small tmpfs at ``path`` for the duration (root only): a "disk full" or read-only
+    target. Unmounted (lazily if busy) and removed afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0755" + (",ro" if readonly else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "sealift-test", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        unmount_under(path)
+        with contextlib.suppress(OSError):
+            path.rmdir()

@@ -1,0 +1,321 @@
+"""sealift save/load against real Docker 20.10 engines (issue 3).
+
+Two private engines: ``source_engine`` holds the standard test images, ``empty_dest_engine`` is
+emptied before each test. Nothing is pulled; containers run with ``--pull=never``.
+
+``sealift load --json`` prints ``{"loaded": [...], "layers_sent": int, "layers_skipped": int,
+"bytes_sent": int}``; the "skips what the engine has" tests rely on ``layers_sent`` and
+``layers_skipped``. If those names change in the CLI, change ``LOAD_JSON_*`` below with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import procs
+from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe
+from tests.support.dockerd import DockerDaemon, image_id
+from tests.support.images import BuiltImage, ImageSet
+
+pytestmark = pytest.mark.engine
+
+LOAD_JSON_SENT = "layers_sent"
+LOAD_JSON_SKIPPED = "layers_skipped"
+UNREACHABLE = "unix:///nonexistent/sealift-no-engine.sock"
+
+
+# ------------------------------------------------------------------------------------ helpers
+def save(engine: DockerDaemon, out: Path | str, *refs: str, compression: str = "gzip") -> Path:
+    run_sealift(
+        "save", *refs, "-o", out, "-H", engine.host, "-q", "--compression", compression
+    ).assert_ok()
+    path = Path(out)
+    assert path.is_file() and path.stat().st_size > 0
+    return path
+
+
+def load(engine: DockerDaemon, archive: Path, *extra: str) -> SealiftResult:
+    return run_sealift("load", archive, "-H", engine.host, "-q", *extra)
+
+
+def load_json(engine: DockerDaemon, archive: Path) -> dict[str, Any]:
+    result = load(engine, archive, "--json").assert_ok()
+    data = result.json()
+    assert isinstance(data, dict), result
+    return data
+
+
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "Labels", "WorkingDir", "User")
+
+
+def assert_same_image(source: DockerDaemon, dest: DockerDaemon, image: BuiltImage) -> None:
+    """Same ID, layers, config (Env/Cmd/Entrypoint/Labels...), tags, and it runs the same."""
+    src = source.inspect(image.ref)
+    dst = dest.inspect(image.ref)
+    assert dst["Id"] == src["Id"] == image.id
+    assert dst["RootFS"] == src["RootFS"]
+    for key in ("Architecture", "Os", "Created"):
+        assert dst.get(key) == src.get(key), key
+    src_config: dict[str, Any] = src["Config"]
+    dst_config: dict[str, Any] = dst["Config"]
+    for key in CONFIG_KEYS:
+        assert dst_config.get(key) == src_config.get(key), key
+    assert set(image.tags) <= set(dst["RepoTags"])
+    assert dest.run(image.ref) == image.expected_output
+
+
+def layer_blobs(archive: Path) -> list[tarfile.TarInfo]:
+    """Blob members of an archive that are layers (found via manifest.json), largest first."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None, "sealift archives carry manifest.json"
+        manifest = json.load(member)
+        names = {layer for entry in manifest for layer in entry["Layers"]}
+        infos = [tar.getmember(name) for name in names]
+    return sorted(infos, key=lambda info: info.size, reverse=True)
+
+
+def flip_byte(archive: Path, info: tarfile.TarInfo, where: float = 0.5) -> None:
+    """Flip one byte inside the data of tar member ``info`` (no header or padding touched)."""
+    offset = info.offset_data + int(info.size * where)
+    with open(archive, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+# ------------------------------------------------------------------------- round trips (happy)
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_save_then_load_keeps_ids_config_tags_and_runs(
+    compression: str,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """zstd included: Docker 20.10 cannot read zstd layers, so sealift load must adapt."""
+    refs = [*test_images.base.tags, test_images.app1.ref, test_images.app2.ref]
+    archive = save(source_engine, tmp_path / "images.tar", *refs, compression=compression)
+    run_sealift("verify", archive).assert_ok()
+
+    result = load(empty_dest_engine, archive).assert_ok()
+    assert set(result.loaded_refs()) == set(refs), result
+    assert set(empty_dest_engine.image_ids()) == {i.id for i in test_images.small}
+    for image in test_images.small:
+        assert_same_image(source_engine, empty_dest_engine, image)
+
+
+def test_docker_host_is_honoured(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "app.tar"
+    run_sealift(
+        "save", test_images.app1.ref, "-o", archive, "-q", env=source_engine.env()
+    ).assert_ok()
+    run_sealift("load", archive, "-q", env=empty_dest_engine.env()).assert_ok()
+    assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
+
+
+def test_save_pipe_load_large_image(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """``sealift save IMG -o - | sealift load -`` with a ~48 MiB layer, through a real pipe."""
+    large = test_images.large
+    saved, loaded = run_sealift_pipe(
+        ["save", large.ref, "-o", "-", "-q", "-H", source_engine.host],
+        ["load", "-", "-q", "-H", empty_dest_engine.host],
+        workdir=tmp_path,
+    )
+    assert saved.returncode == 0, saved
+    assert loaded.returncode == 0, loaded
+    assert loaded.loaded_refs() == [large.ref]
+    assert_same_image(source_engine, empty_dest_engine, large)
+
+
+def test_save_by_image_id(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = save(source_engine, tmp_path / "by-id.tar", test_images.app2.id)
+    load(empty_dest_engine, archive).assert_ok()
+    assert empty_dest_engine.image_ids() == [test_images.app2.id]
+    assert empty_dest_engine.run(test_images.app2.id) == test_images.app2.expected_output
+
+
+def test_plain_docker_load_reads_sealift_save(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = save(source_engine, tmp_path / "app.tar", test_images.app1.ref, test_images.app2.ref)
+    out = empty_dest_engine.docker("load", "--input", archive).stdout
+    assert f"Loaded image: {test_images.app1.ref}" in out
+    for image in (test_images.app1, test_images.app2):
+        assert_same_image(source_engine, empty_dest_engine, image)
+
+
+def test_sealift_load_reads_docker_save(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "docker-save.tar"
+    refs = [*test_images.base.tags, test_images.app1.ref, test_images.app2.ref]
+    archive.write_bytes(source_engine.docker_bytes("save", *refs))
+    run_sealift("verify", archive).assert_ok()
+    result = load(empty_dest_engine, archive).assert_ok()
+    assert set(result.loaded_refs()) == set(refs)
+    for image in test_images.small:
+        assert_same_image(source_engine, empty_dest_engine, image)
+
+
+def test_load_from_stdin(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = save(source_engine, tmp_path / "app.tar", test_images.app1.ref)
+    result = run_sealift(
+        "load", "-", "-q", "-H", empty_dest_engine.host, input=archive.read_bytes()
+    ).assert_ok()
+    assert result.loaded_refs() == [test_images.app1.ref]
+    assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
+
+
+# ---------------------------------------------------------------- send only what is missing
+def test_load_skips_layers_the_engine_has(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """app:2 shares base's two layers with app:1: after app:1, only app:2's top layer is sent."""
+    app1 = save(source_engine, tmp_path / "app1.tar", test_images.app1.ref)
+    app2 = save(source_engine, tmp_path / "app2.tar", test_images.app2.ref)
+
+    first = load_json(empty_dest_engine, app1)
+    assert first[LOAD_JSON_SENT] == 3, first
+    assert first[LOAD_JSON_SKIPPED] == 0, first
+
+    second = load_json(empty_dest_engine, app2)
+    assert second[LOAD_JSON_SKIPPED] == 2, second
+    assert second[LOAD_JSON_SENT] == 1, second
+    if "bytes_sent" in first and "bytes_sent" in second:
+        # base's busybox layer (~2 MB) is not sent again; app:2's top layer is a few KB.
+        assert second["bytes_sent"] < 200_000 < first["bytes_sent"], (first, second)
+
+    for image in (test_images.app1, test_images.app2):
+        assert_same_image(source_engine, empty_dest_engine, image)
+
+
+def test_loading_an_image_already_present_sends_no_layers(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = save(source_engine, tmp_path / "app1.tar", test_images.app1.ref)
+    load_json(empty_dest_engine, archive)
+    # Drop the tag but keep the image (another tag holds it): a reload only needs to tag.
+    empty_dest_engine.docker("tag", test_images.app1.ref, "keep/app:held")
+    empty_dest_engine.docker("rmi", test_images.app1.ref)
+    again = load_json(empty_dest_engine, archive)
+    assert again[LOAD_JSON_SENT] == 0, again
+    assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
+
+
+# ------------------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_tampered_archive_is_refused_and_tags_nothing(
+    compression: str,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    archive = save(
+        source_engine, tmp_path / "app.tar", test_images.app1.ref, compression=compression
+    )
+    biggest = layer_blobs(archive)[0]  # the busybox layer, ~1-2 MB
+    flip_byte(archive, biggest)
+
+    assert run_sealift("verify", archive).returncode == 1
+
+    result = load(empty_dest_engine, archive)
+    result.assert_one_line_error(1)
+    assert empty_dest_engine.tags() == {}, "a refused archive must not create any tag"
+    assert test_images.app1.id not in empty_dest_engine.image_ids()
+
+
+def test_missing_image_is_one_line_error(
+    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.tar"
+    result = run_sealift(
+        "save", test_images.app1.ref, "sealift-test/no-such-image:1", "-o", out,
+        "-H", source_engine.host,
+    )  # fmt: skip
+    line = result.assert_one_line_error(1)
+    assert "no-such-image" in line
+    assert not out.exists(), "no archive may be left behind"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_engine_is_one_line_error(tmp_path: Path, tool_fixtures: Path) -> None:
+    out = tmp_path / "out.tar"
+    run_sealift("save", "busybox:1", "-o", out, "-H", UNREACHABLE).assert_one_line_error(1)
+    assert not out.exists()
+    archive = tool_fixtures / "docker20-save-app.tar.gz"
+    run_sealift("load", archive, "-H", UNREACHABLE).assert_one_line_error(1)
+    env = {**os.environ, "DOCKER_HOST": UNREACHABLE}
+    run_sealift("load", archive, env=env).assert_one_line_error(1)
+
+
+def test_save_to_full_disk_leaves_no_partial_file(
+    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+) -> None:
+    """A 4 MiB tmpfs cannot hold the ~48 MiB image: exit 1, one line, nothing left there."""
+    with procs.tmpfs(tmp_path / "full", "4m") as full:
+        out = full / "large.tar"
+        result = run_sealift(
+            "save", test_images.large.ref, "-o", out, "-H", source_engine.host,
+            "--compression", "none",
+        )  # fmt: skip
+        result.assert_one_line_error(1)
+        assert list(full.iterdir()) == [], "partial or temporary files left on the full disk"
+
+
+def test_save_to_read_only_target_is_one_line_error(
+    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+) -> None:
+    with procs.tmpfs(tmp_path / "ro", "1m", readonly=True) as read_only:
+        out = read_only / "app.tar"
+        result = run_sealift("save", test_images.app1.ref, "-o", out, "-H", source_engine.host)
+        result.assert_one_line_error(1)
+        assert not out.exists()
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run_sealift("save").returncode == 2
+    assert (
+        run_sealift("save", "x:1", "-o", tmp_path / "x.tar", "--compression", "lz4").returncode == 2
+    )
+    assert run_sealift("load", "--no-such-option").returncode == 2
