@@ -1,47 +1,47 @@
-"""A plain-data description of what a source holds, for `inspect` and scripts."""
+"""A plain-data description of what a source holds, for `inspect` and scripts.
+
+Each image appears once, with every tag and ref name that points at it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
+from sealift.digest import Digest
 from sealift.model import Entry, Image, ImageIndex
 
 
 def describe(entries: list[Entry]) -> dict[str, Any]:
-    rows: list[tuple[Entry, Image, str | None]] = []
+    rows: dict[Digest, dict[str, Any]] = {}
+    images: dict[Digest, Image] = {}
     for entry in entries:
-        if isinstance(entry.target, ImageIndex):
-            for image in entry.target.images():
-                rows.append((entry, image, str(entry.target.index.digest)))
-        else:
-            rows.append((entry, entry.target, None))
-    uses = Counter(layer.digest for _, image, _ in _unique(rows) for layer in image.layers)
-    images = [_image(entry, image, index, uses) for entry, image, index in rows]
-    unique = {layer.digest: layer.size for _, image, _ in rows for layer in image.layers}
+        index = str(entry.target.index.digest) if isinstance(entry.target, ImageIndex) else None
+        for image in entry.images():
+            images.setdefault(image.id, image)
+            row = rows.setdefault(image.id, _image(image, index))
+            row["tags"].extend(str(t) for t in entry.tags if str(t) not in row["tags"])
+            row["ref_names"].extend(r for r in entry.ref_names if r not in row["ref_names"])
+    uses = Counter(layer.digest for image in images.values() for layer in image.layers)
+    for row in rows.values():
+        for layer in row["layers"]:
+            layer["shared"] = uses[Digest.parse(layer["digest"])] > 1
+    unique = {layer.digest: layer.size for image in images.values() for layer in image.layers}
     return {
-        "images": images,
+        "images": list(rows.values()),
         "unique_layers": len(unique),
         "total_size": sum(unique.values()),
     }
 
 
-def _unique(rows: list[tuple[Entry, Image, str | None]]) -> list[tuple[Entry, Image, str | None]]:
-    seen = set()
-    result = []
-    for row in rows:
-        if row[1].id not in seen:
-            seen.add(row[1].id)
-            result.append(row)
-    return result
-
-
-def _image(entry: Entry, image: Image, index: str | None, uses: Counter[Any]) -> dict[str, Any]:
+def _image(image: Image, index: str | None) -> dict[str, Any]:
     return {
         "id": str(image.id),
-        "tags": [str(tag) for tag in entry.tags],
-        "ref_names": list(entry.ref_names),
+        "tags": [],
+        "ref_names": [],
         "platform": str(image.effective_platform),
+        "artifact": not image.config.is_image,
+        "config_media_type": image.config.media_type,
         "manifest_digest": str(image.manifest.digest) if image.manifest else None,
         "index_digest": index,
         "size": sum(layer.size for layer in image.layers),
@@ -52,7 +52,7 @@ def _image(entry: Entry, image: Image, index: str | None, uses: Counter[Any]) ->
                 "size": layer.size,
                 "media_type": layer.descriptor.media_type,
                 "compression": layer.codec,
-                "shared": uses[layer.digest] > 1,
+                "shared": False,
             }
             for layer in image.layers
         ],

@@ -357,10 +357,21 @@ class ImageConfig:
     diff_ids: tuple[Digest, ...]
     platform: Platform
     document: Mapping[str, Any]
+    media_type: str = media.OCI_CONFIG
 
     @property
     def digest(self) -> Digest:
         return sha256_of(self.raw)
+
+    @property
+    def is_image(self) -> bool:
+        """False for OCI artifacts (Helm charts, signatures...), whose layers are opaque blobs."""
+        return self.media_type in (media.OCI_CONFIG, media.DOCKER_CONFIG)
+
+    @classmethod
+    def artifact(cls, raw: bytes, media_type: str) -> ImageConfig:
+        """The config blob of a non-image artifact: kept byte for byte, not interpreted."""
+        return cls(raw, (), Platform("unknown", "unknown"), {}, media_type)
 
     @classmethod
     def parse(cls, raw: bytes, where: str = "image config") -> ImageConfig:
@@ -416,6 +427,8 @@ class Layer:
     codec: str
     open: Opener = field(compare=False, repr=False)
     verified: bool = field(default=False, compare=False)
+    opaque: bool = field(default=False, compare=False)
+    """An artifact's blob: checked against its digest only, never decompressed or recompressed."""
     label: str = field(default="", compare=False)
     """Where the layer sits, for messages: ``fixture/app:1 layer 2/3``."""
 

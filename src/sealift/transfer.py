@@ -160,6 +160,8 @@ def prepare(
 
 
 def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:
+    if layer.opaque:
+        return layer.codec
     if options.compression is not None:
         return options.compression
     if sink.accepts_codec(layer.codec):

@@ -229,6 +229,11 @@ class EngineSink:
         plan = LoadPlan()
         for entry in entries:
             images = list(entry.images())
+            if not all(image.config.is_image for image in images):
+                raise UsageError(
+                    f"{_name(entry)} is an OCI artifact, not a container image: "
+                    "engines cannot load it"
+                )
             if len(images) == 1 and str(images[0].id) in present:
                 plan.tag_only.append((images[0], entry))
             else:
@@ -322,6 +327,12 @@ def _load_messages(response: requests.Response) -> list[str]:
         if text:
             lines.extend(line for line in text.splitlines() if line.startswith("Loaded image"))
     return lines
+
+
+def _name(entry: Entry) -> str:
+    if entry.tags:
+        return entry.tags[0].familiar
+    return entry.ref_names[0] if entry.ref_names else "an untagged entry"
 
 
 def _loaded_lines(image: Image, entry: Entry) -> list[str]:

@@ -35,6 +35,7 @@ CONTAINERD_NAME = "io.containerd.image.name"
 REF_NAME = "org.opencontainers.image.ref.name"
 _MAX_DEPTH = 8
 _BLOB_PATH = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+_CONFIG_NAME = re.compile(r"(?:sha256:)?([0-9a-f]{64})(?:\.json)?")
 
 
 def read_entries(files: Files, what: str) -> list[Entry]:
@@ -136,6 +137,13 @@ class _OciReader:
 
     def _image(self, manifest: Manifest, descriptor: Descriptor, role: str) -> Image:
         config_raw = self.small_blob(manifest.config, f"{role} config")
+        if manifest.config.media_type not in (media.OCI_CONFIG, media.DOCKER_CONFIG):
+            return self._artifact(
+                manifest,
+                descriptor,
+                ImageConfig.artifact(config_raw, manifest.config.media_type),
+                role,
+            )
         config = ImageConfig.parse(config_raw, where=f"{self.what}: {role} config")
         if len(config.diff_ids) != len(manifest.layers):
             raise InvalidArchiveError(
@@ -143,9 +151,10 @@ class _OciReader:
                 f"{len(config.diff_ids)} diff_ids"
             )
         image_name = f"image {config.digest.short}"
+        count = len(config.diff_ids)
         layers = tuple(
             self._layer(
-                layer, diff_id, f"{self.what}: {image_name} layer {i + 1}/{len(config.diff_ids)}"
+                layer, diff_id, f"{self.what}: {image_name} layer {i + 1}/{count} ({layer.digest})"
             )
             for i, (layer, diff_id) in enumerate(zip(manifest.layers, config.diff_ids, strict=True))
         )
@@ -154,6 +163,18 @@ class _OciReader:
     def _layer(self, descriptor: Descriptor, diff_id: Digest, what: str) -> Layer:
         member = self.blob_member(descriptor.digest, what)
         return layer_from_member(member, descriptor, diff_id, what)
+
+    def _artifact(
+        self, manifest: Manifest, descriptor: Descriptor, config: ImageConfig, role: str
+    ) -> Image:
+        blobs = []
+        for i, blob in enumerate(manifest.layers):
+            what = f"{self.what}: artifact {manifest.digest.short} blob {i + 1} ({blob.digest})"
+            member = self.blob_member(blob.digest, what)
+            blobs.append(
+                Layer(blob, blob.digest, compression.NONE, member.open, opaque=True, label=what)
+            )
+        return Image(config, tuple(blobs), manifest, descriptor.platform)
 
 
 def layer_from_member(
@@ -292,6 +313,12 @@ class _DockerSaveReader:
         config = ImageConfig.parse(
             _member_bytes(config_member, f"{where} config"), where=f"{where} config"
         )
+        named = _CONFIG_NAME.fullmatch(config_member.name.rsplit("/", 1)[-1])
+        if named and config.digest.hex != named.group(1):
+            raise DigestMismatchError(
+                f"{where}: config {config_member.name} hashes to {config.digest}, "
+                f"not the digest its name gives (sha256:{named.group(1)})"
+            )
         if len(layer_paths) != len(config.diff_ids):
             raise InvalidArchiveError(
                 f"{where} lists {len(layer_paths)} layers "
@@ -300,7 +327,9 @@ class _DockerSaveReader:
         tags = tuple(_reference(tag) for tag in repo_tags or [])
         name = tags[0].familiar if tags else f"image {config.digest.short}"
         layers = tuple(
-            self._layer(path, diff_id, f"{self.what}: {name} layer {i + 1}/{len(layer_paths)}")
+            self._layer(
+                path, diff_id, f"{self.what}: {name} layer {i + 1}/{len(layer_paths)} ({path})"
+            )
             for i, (path, diff_id) in enumerate(zip(layer_paths, config.diff_ids, strict=True))
         )
         return Entry(Image(config, layers), tags)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import platform as host
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
@@ -134,7 +135,7 @@ def docker_manifest_document(entries: list[Entry]) -> tuple[bytes, bytes]:
     repositories: dict[str, dict[str, str]] = {}
     for entry in entries:
         image = docker_image(entry.target, preferred)
-        if image is None:
+        if image is None or not image.config.is_image:
             continue
         if image.id not in by_id:
             order.append(image.id)
@@ -192,7 +193,7 @@ def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
 
 
 def _copy_to(blob: PlannedBlob, out: IO[bytes]) -> None:
-    copy_blob(blob, out, f"blob {blob.digest}")
+    copy_blob(blob, out, blob.layer.label if blob.layer else f"blob {blob.digest}")
 
 
 def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
@@ -271,8 +272,27 @@ def _finish_member(tar: tarfile.TarFile, size: int) -> None:
 
 
 def write_layout(entries: list[Entry], root: Path) -> None:
-    """Write ``entries`` into an OCI image layout directory, keeping what it already holds."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write ``entries`` into an OCI image layout directory, keeping what it already holds.
+
+    A new layout is built in a temporary sibling directory and renamed into place when complete.
+    In an existing one, blobs only ever appear whole under their digest and index.json is replaced
+    atomically at the end, so a failure leaves at most unreferenced, verified blobs behind.
+    """
+    if root.exists():
+        _write_layout_into(entries, root)
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".partial"))
+    try:
+        _write_layout_into(entries, temp)
+        temp.chmod(0o755)
+        temp.rename(root)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _write_layout_into(entries: list[Entry], root: Path) -> None:
     store = BlobStore(root / "blobs")
     for blob in planned_blobs(entries):
         if store.has(blob.digest):
