@@ -22,6 +22,7 @@ from sealift.ends.base import Sink, Source
 from sealift.ends.layout import LayoutSink, LayoutSource
 from sealift.errors import SealiftError, UsageError
 from sealift.inspection import describe
+from sealift.reference import Reference
 from sealift.transfer import CopyOptions, Selection, copy, verify
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.xz", ".tar.bz2")
@@ -194,7 +195,8 @@ def inspect(archive: str, as_json: bool) -> None:
 
 def _print_inspection(report: dict[str, Any]) -> None:
     for image in report["images"]:
-        names = ", ".join(image["tags"] or image["ref_names"]) or "<untagged>"
+        tags = [Reference.parse(tag).familiar for tag in image["tags"]]
+        names = ", ".join(tags or image["ref_names"]) or "<untagged>"
         click.echo(f"{names}")
         click.echo(f"  id        {image['id']}")
         click.echo(f"  platform  {image['platform']}")
@@ -411,6 +413,13 @@ def load(
         else:
             for line in result.names:
                 click.echo(line)
+
+
+from sealift.cli_remote import agent, pull, push  # noqa: E402  (they import errors_to_exit)
+
+cli.add_command(push)
+cli.add_command(pull)
+cli.add_command(agent)
 
 
 def main() -> None:

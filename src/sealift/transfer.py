@@ -264,11 +264,11 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
     entries = source.entries()
     report = VerifyReport()
     layers: dict[Digest, Layer] = {}
-    for entry in entries:
-        for image in entry.images():
-            report.images += 1
-            for layer in image.layers:
-                layers.setdefault(layer.digest, layer)
+    images = {image.id: image for entry in entries for image in entry.images()}
+    report.images = len(images)
+    for image in images.values():
+        for layer in image.layers:
+            layers.setdefault(layer.digest, layer)
     report.layers = len(layers)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for size in pool.map(verify_layer, layers.values()):
