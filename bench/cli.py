@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -197,6 +198,7 @@ def trial(ctx: Ctx, c: Contender, timeout: float) -> Measurement:
         except Exception as exc:
             return Measurement(wall=0.0, returncode=-1, error=f"prepare failed: {exc}"[:300])
     os.sync()  # earlier trials' dirty pages should not be written back during this one
+    info["loadavg_before"] = _loadavg()
     logfile = ctx.work.parent / "logs" / (c.key.replace("/", "_").replace(" ", "_") + ".log")
     m = run_measured(
         "set -e\n" + script,
@@ -225,14 +227,21 @@ def _versions(src: DockerDaemon) -> str:
             out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
         except OSError:
             return "missing"
-        text = (out.stdout or out.stderr).strip().splitlines()
-        return text[0] if text else "?"
+        found = re.search(r"\d+\.\d+(\.\d+)?", out.stdout or out.stderr)
+        return f"{cmd[0]} {found.group(0) if found else '?'}"
 
     server = src.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     return (
         f"dockerd {server}, {first(['skopeo', '--version'])}, {first(['zstd', '--version'])}, "
         f"{first(['pv', '--version'])}, Python {platform.python_version()}"
     )
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def _meta(argv: list[str] | None, rounds: int, started: dt.datetime) -> dict[str, Any]:
@@ -258,6 +267,7 @@ def _meta(argv: list[str] | None, rounds: int, started: dt.datetime) -> dict[str
         "cores": os.cpu_count(),
         "memory_gib": round(mem, 1),
         "kernel": platform.release(),
+        "loadavg_start": _loadavg(),
     }
 
 
@@ -285,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(src)
         stack.enter_context(dst)
         log(f"building {', '.join(IMAGES)} (cache {args.build_dir})")
-        setup["make-images.sh"] = (
-            f"{build_images(src, work / 'make-images.log', args.build_dir):.1f}s"
-        )
+        setup["bench images"] = build_images(src, work / "make-images.log", args.build_dir)
         result["meta"]["versions"] = _versions(src)
         ctx = Ctx(
             src=src,
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             del data
         log("stopping engines")
+    result["meta"]["loadavg_end"] = _loadavg()
     result["meta"]["finished"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
     result["facts"] = facts
     found = checks(rows, facts)

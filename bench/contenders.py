@@ -51,7 +51,7 @@ class Ctx:
         return env
 
     def sealift(self, *args: str) -> str:
-        return shlex.join([self.python, "-m", "sealift", *args])
+        return shlex.join([self.python, "-m", "sealift", *args, "-q"])
 
     def at_dst(self, command: str) -> str:
         return f"DOCKER_HOST={shlex.quote(self.dst.host)} {command}"

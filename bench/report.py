@@ -241,7 +241,8 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
         f"Run {meta['started']} → {meta['finished']} (UTC), {meta['rounds']} round(s), "
         f"commit `{meta['commit']}`, command `{meta['command']}`.",
         f"Machine: {meta['cpu']} x {meta['cores']} cores, {meta['memory_gib']} GiB; "
-        f"{meta['versions']}.",
+        f"{meta['versions']}. Load average at start {meta['loadavg_start']}, "
+        f"at end {meta.get('loadavg_end', '?')} (other work on the machine makes numbers noisy).",
         "",
         "Wall = median over rounds (min-max); MB = 10^6 bytes; "
         "RSS tree = peak of the summed VmRSS of the timed process tree (sampled every 50 ms), "
@@ -263,7 +264,8 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
         for row in stage_rows:
             c = row.contender
             base = rows.get(f"{c.stage}:{c.baseline}")
-            name = f"**{c.name}**" if c.is_baseline else c.name
+            label = c.name.replace("|", "\\|")
+            name = f"**{label}**" if c.is_baseline else label
             if row.error:
                 lines.append(f"| {name} | ERROR: {row.error.replace('|', '/')} | | | | | | |")
                 continue
@@ -296,7 +298,8 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
         ]
         for ch in found:
             m = f"{ch.measured:.3f}" if ch.measured is not None else "-"
-            lines.append(f"| {ch.target} | {ch.row} | {m} | {ch.limit} {ch.unit} | {ch.verdict} |")
+            cells = [ch.target, ch.row, m, f"{ch.limit} {ch.unit}", ch.verdict]
+            lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
         lines.append("")
     if result.get("limits"):
         lim = result["limits"]
