@@ -1,0 +1,296 @@
+"""``sealift push``, ``sealift pull`` and the hidden ``sealift agent``: images over SSH."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from sealift import compression, progress
+from sealift.cli import errors_to_exit
+from sealift.ends.ssh import SshTarget, is_ssh_url, ssh_command
+from sealift.errors import SealiftError, UsageError
+from sealift.reference import Reference
+from sealift.remote.hosts import HostResult, RemoteOptions, pull_host, push_many
+
+COMPRESSION = click.Choice(["auto", *compression.LAYER_CODECS])
+
+
+def _options(function: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--compression",
+                "codec",
+                type=COMPRESSION,
+                default="auto",
+                show_default=True,
+                help="Compression on the wire: auto is zstd with sealift on the remote, gzip "
+                "into a bare docker/podman load.",
+            ),
+            click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19)."),
+            click.option("--platform", help="Take one platform (os/arch[/variant])."),
+            click.option(
+                "--dry-run", is_flag=True, help="Show what would be sent, per host; send nothing."
+            ),
+            click.option(
+                "--ssh-command",
+                metavar="CMD",
+                help="The ssh client command (default: SEALIFT_SSH_COMMAND, else ssh).",
+            ),
+            click.option(
+                "-H",
+                "--host",
+                "engine_host",
+                metavar="HOST",
+                help="The local engine (default: DOCKER_HOST, the docker context, the socket).",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(["auto", "agent", "docker", "podman"]),
+                default="auto",
+                show_default=True,
+                help="How to reach the remote engine: sealift agent, or a bare docker/podman.",
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="No progress, no summary."),
+            click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _remote_options(
+    codec: str,
+    level: int | None,
+    platform: str | None,
+    dry_run: bool,
+    ssh: str | None,
+    mode: str,
+    parallel: int = 4,
+) -> RemoteOptions:
+    if parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    return RemoteOptions(
+        compression=compression.ZSTD if codec == "auto" else codec,
+        level=level,
+        dry_run=dry_run,
+        ssh_command=tuple(ssh_command(ssh)),
+        parallel=parallel,
+        platform=platform,
+        mode=mode,
+    )
+
+
+def _references(texts: list[str]) -> list[str]:
+    for text in texts:
+        if text.startswith("-"):
+            raise UsageError(f"invalid image reference {text!r}")
+        Reference.parse(text)
+    return texts
+
+
+@click.command()
+@click.argument(
+    "arguments", nargs=-1, required=True, metavar="IMAGE... ssh://[user@]host[:port]..."
+)
+@_options
+@click.option(
+    "--parallel",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Hosts served at once.",
+)
+def push(
+    arguments: tuple[str, ...],
+    codec: str,
+    level: int | None,
+    platform: str | None,
+    dry_run: bool,
+    ssh_command: str | None,
+    engine_host: str | None,
+    mode: str,
+    quiet: bool,
+    as_json: bool,
+    parallel: int,
+) -> None:
+    """Send IMAGEs from the local engine to the engines of one or more hosts over SSH.
+
+    Only what a host lacks crosses the wire: images it has are only tagged, layers it has are
+    not sent. With sealift on the remote PATH, layers travel zstd-compressed, are verified and
+    staged there, and a cut push resumes inside the layer where it stopped. Without it, a thin
+    archive goes into the remote's `docker load` (or `podman load`).
+
+    \b
+    Examples:
+      sealift push myapp:1.4 ssh://deploy@web1 ssh://deploy@web2
+      sealift push myapp:1.4 ssh://web1:2222 --dry-run
+    """
+    from sealift.ends.engine import Engine, EngineSource
+    from sealift.remote.sender import with_manifests
+    from sealift.transfer import Selection
+
+    with errors_to_exit():
+        refs = _references([a for a in arguments if not is_ssh_url(a)])
+        targets = [SshTarget.parse(a) for a in arguments if is_ssh_url(a)]
+        if not refs:
+            raise UsageError("name at least one image to push")
+        if not targets:
+            raise UsageError("name at least one destination ssh://[user@]host[:port]")
+        options = _remote_options(codec, level, platform, dry_run, ssh_command, mode, parallel)
+        source = EngineSource(Engine(engine_host), refs)
+        try:
+            entries = with_manifests(Selection((), platform).apply(source.entries()))
+            with _host_progress([str(t) for t in targets], show=progress.enabled(quiet)) as count:
+                results = push_many(entries, targets, options, count)
+        finally:
+            source.close()
+        _report(results, as_json=as_json, quiet=quiet, dry_run=dry_run, verb="push")
+
+
+@click.command()
+@click.argument("arguments", nargs=-1, required=True, metavar="ssh://[user@]host[:port] IMAGE...")
+@_options
+def pull(
+    arguments: tuple[str, ...],
+    codec: str,
+    level: int | None,
+    platform: str | None,
+    dry_run: bool,
+    ssh_command: str | None,
+    engine_host: str | None,
+    mode: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Bring IMAGEs from a remote host's engine into the local one over SSH.
+
+    The remote needs sealift on its PATH. Only the layers the local engine lacks cross the
+    wire, compressed; they are verified and staged locally and loaded once every digest checks.
+    """
+    from sealift.ends.engine import Engine
+    from sealift.remote.receiver import Receiver
+    from sealift.remote.staging import Staging
+
+    with errors_to_exit():
+        if not arguments or not is_ssh_url(arguments[0]):
+            raise UsageError("name the source first: sealift pull ssh://[user@]host IMAGE...")
+        target = SshTarget.parse(arguments[0])
+        refs = _references(list(arguments[1:]))
+        if not refs:
+            raise UsageError("name at least one image to pull")
+        if any(is_ssh_url(a) for a in refs):
+            raise UsageError("pull takes one ssh:// source")
+        if mode not in ("auto", "agent"):
+            raise UsageError("pull works only with sealift on the remote (--mode agent)")
+        options = _remote_options(codec, level, platform, dry_run, ssh_command, mode)
+        receiver = Receiver(Engine(engine_host), Staging())
+        result = pull_host(target, refs, receiver, options)
+        _report([result], as_json=as_json, quiet=quiet, dry_run=dry_run, verb="pull")
+
+
+@click.command(hidden=True)
+def agent() -> None:
+    """The remote end of push and pull: speaks sealift's protocol on stdin/stdout."""
+    from sealift.remote.agent import main
+
+    sys.exit(main())
+
+
+@contextmanager
+def _host_progress(hosts: list[str], *, show: bool) -> Iterator[Any]:
+    counts = dict.fromkeys(hosts, 0)
+    lock = threading.Lock()
+
+    def count(host: str, n: int) -> None:
+        with lock:
+            counts[host] = counts.get(host, 0) + n
+
+    if not show:
+        yield count
+        return
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks = {host: bar.add_task(host, total=None) for host in hosts}
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(0.2):
+            with lock:
+                snapshot = dict(counts)
+            for host, task in tasks.items():
+                bar.update(task, completed=snapshot.get(host, 0))
+
+    thread = threading.Thread(target=refresh, daemon=True)
+    with bar:
+        thread.start()
+        try:
+            yield count
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _report(
+    results: list[HostResult], *, as_json: bool, quiet: bool, dry_run: bool, verb: str
+) -> None:
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        click.echo(
+            json.dumps({"dry_run": dry_run, "hosts": [r.to_json() for r in results]}, indent=2)
+        )
+    elif not quiet:
+        for result in results:
+            click.echo(_summary(result, dry_run))
+    if failed:
+        reasons = "; ".join(f"{r.host}: {_strip_host(r)}" for r in failed)
+        if len(results) == 1:
+            raise SealiftError(f"{verb} failed: {reasons}")
+        raise SealiftError(f"{verb} failed for {len(failed)} of {len(results)} hosts: {reasons}")
+
+
+def _strip_host(result: HostResult) -> str:
+    error = result.error or "unknown error"
+    return error.removeprefix(f"{result.host}: ")
+
+
+def _summary(result: HostResult, dry_run: bool) -> str:
+    if not result.ok:
+        return f"{result.host}: FAILED: {_strip_host(result)}"
+    images = ", ".join(
+        f"{item.get('ref') or item.get('id')} ({item.get('status')})" for item in result.images
+    )
+    if dry_run:
+        return (
+            f"{result.host} [{result.mode}]: would send {result.layers_sent} layers "
+            f"(up to {_human(result.bytes_to_send)} before compression), skip "
+            f"{result.layers_skipped}; images: {images or 'none'}"
+        )
+    return (
+        f"{result.host} [{result.mode}]: {images or 'no images'}; "
+        f"{result.layers_sent} layers sent, {result.layers_skipped} skipped, "
+        f"{_human(result.bytes_sent)} on the wire, {result.seconds:.1f}s"
+    )

@@ -1,0 +1,115 @@
+"""``sealift agent``: the remote end of push and pull, speaking the protocol on stdin/stdout.
+
+It talks to the engine its user reaches (DOCKER_HOST, the docker context, the default socket) and
+keeps received layers under its cache directory (see :mod:`sealift.remote.staging`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from types import FrameType
+from typing import IO, Any
+
+from sealift import __version__
+from sealift.ends.engine import Engine, EngineSource
+from sealift.errors import SealiftError, TransportError
+from sealift.remote import protocol
+from sealift.remote.protocol import BANNER, Channel, Need, parse_offer
+from sealift.remote.receiver import Receiver
+from sealift.remote.sender import offer_of, send_layers, with_manifests
+from sealift.remote.staging import Staging
+from sealift.transfer import Selection
+
+
+def _hang_up(signum: int, frame: FrameType | None) -> None:
+    raise TransportError(f"stopped by signal {signum}")
+
+
+def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) -> int:
+    """Answer one client; return the exit status."""
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, _hang_up)
+    channel = Channel(reader, writer, "the client")
+    writer.write(BANNER + f" {__version__}\n".encode())
+    writer.flush()
+    try:
+        version = protocol.choose_protocol(channel.expect("hello"))
+        engine = Engine(engine_host)
+        channel.send(
+            {"t": "hello", "protocol": version, "sealift": __version__, "engine": engine.host}
+        )
+        channel.flush()
+        request, _ = channel.recv()
+        if request["t"] == "offer":
+            _receive(channel, engine, request)
+        elif request["t"] == "pull":
+            _send(channel, engine, request)
+        elif request["t"] != "bye":
+            raise protocol.ProtocolError(f"unknown request {request['t']!r}")
+    except protocol.RemoteError:
+        return 1
+    except SealiftError as exc:
+        _report(channel, str(exc))
+        return 1
+    except (OSError, MemoryError) as exc:
+        _report(channel, f"agent failed: {exc}")
+        return 1
+    return 0
+
+
+def _report(channel: Channel, message: str) -> None:
+    with contextlib.suppress(SealiftError, OSError):
+        channel.error(message)
+
+
+def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
+    images = parse_offer(request)
+    receiver = Receiver(engine, Staging())
+    channel.send(receiver.plan(images).to_json())
+    channel.flush()
+    while True:
+        message, _ = channel.recv()
+        kind = message["t"]
+        if kind == "layer":
+            receiver.receive(channel, message)
+        elif kind == "commit":
+            results = receiver.commit(images)
+            channel.send({"t": "done", "images": results})
+            channel.flush()
+        elif kind == "bye":
+            return
+        else:
+            raise protocol.ProtocolError(f"unexpected {kind!r} while receiving")
+
+
+def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
+    from sealift.reference import Reference
+
+    refs = request.get("refs")
+    platform = request.get("platform")
+    if not isinstance(refs, list) or not refs:
+        raise protocol.ProtocolError("pull without image references")
+    names = [Reference.parse(str(ref), default_tag=False).familiar for ref in refs]
+    if platform is not None and not isinstance(platform, str):
+        raise protocol.ProtocolError("pull: invalid platform")
+    source = EngineSource(engine, names)
+    try:
+        entries = Selection((), platform).apply(source.entries())
+        entries = with_manifests(entries)
+        channel.send(protocol.offer_message(offer_of(entries)))
+        channel.flush()
+        need = Need.parse(channel.expect("need"))
+        codec = str(request.get("codec") or "zstd")
+        level = request.get("level")
+        send_layers(channel, entries, need, codec, level if isinstance(level, int) else None)
+        channel.send({"t": "sent"})
+        channel.flush()
+        channel.expect("bye")
+    finally:
+        source.close()
+
+
+def main() -> int:
+    return serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,502 @@
+"""Push to and pull from hosts over SSH: pick the remote mode, run it, report per host.
+
+One ssh connection starts with a small fixed shell line: if ``sealift`` is on the remote PATH it
+becomes ``sealift agent`` (mode 1, the protocol); otherwise it lists which of ``docker`` and
+``podman`` the remote has (mode 2: a thin archive into ``docker load`` / ``podman load``).
+Many hosts are served by a thread each (``parallel`` at a time), from one spool of the source;
+one host failing does not stop the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, cast
+
+from sealift import compression
+from sealift.digest import Digest
+from sealift.ends.engine import chain_ids
+from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command
+from sealift.errors import EngineError, SealiftError, TransportError, UsageError
+from sealift.formats.write import write_archive
+from sealift.model import Entry
+from sealift.remote import protocol
+from sealift.remote.protocol import NO_AGENT, Channel, Need, ProtocolError, RemoteError
+from sealift.remote.receiver import Receiver
+from sealift.remote.sender import layers_by_diff_id, offer_of, send_layers, single_images
+
+TOOLS_PROBE = "for t in docker podman; do command -v $t >/dev/null 2>&1 && echo tool $t; done; true"
+BOOTSTRAP = (
+    "if command -v sealift >/dev/null 2>&1; then exec sealift agent; fi; "
+    f"echo {NO_AGENT.decode()}; {TOOLS_PROBE}"
+)
+"""The fixed remote line: nothing user-typed reaches it."""
+NOT_RUNNABLE = (126, 127)
+"""Shell exit statuses for a command found but not runnable, or not found."""
+
+CLI_TOOLS = ("docker", "podman")
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    compression: str = compression.ZSTD
+    """Wire compression for mode 1 (zstd, gzip, none); mode 2 uses gzip unless none."""
+    level: int | None = None
+    dry_run: bool = False
+    ssh_command: tuple[str, ...] | None = None
+    parallel: int = 4
+    platform: str | None = None
+    mode: str = "auto"
+    """auto, agent, docker or podman."""
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: bool = False
+    mode: str = ""
+    error: str | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    layers_sent: int = 0
+    layers_skipped: int = 0
+    layers_resumed: int = 0
+    bytes_to_send: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ByteCounter = Callable[[str, int], None]
+
+
+# ----------------------------------------------------------------------------------- sessions
+class _Session:
+    """One ssh process running the bootstrap line, with stderr drained in the background."""
+
+    def __init__(self, ssh: Ssh) -> None:
+        self.ssh = ssh
+        self.proc = ssh.popen(BOOTSTRAP)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.channel = Channel(self.proc.stdout, self.proc.stdin, str(ssh.target))
+        self._stderr = b""
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self._stderr = self.proc.stderr.read()
+
+    def start(self) -> tuple[bool, list[str]]:
+        """(agent?, tools): the agent's banner, or the tools a remote without sealift has."""
+        try:
+            words = self.channel.read_banner()
+        except ProtocolError as exc:
+            if self.wait(10) not in NOT_RUNNABLE:
+                raise self.failure(exc) from exc
+            # a `sealift` on the PATH that does not run (a stale shim): treat as absent
+            answer = self.ssh.run(TOOLS_PROBE, timeout=60)
+            return False, _tools(answer.stdout.decode(errors="replace").splitlines())
+        if words[0] == protocol.BANNER:
+            return True, []
+        tools = _tools(self.channel.lines_until_eof())
+        self.close()
+        return False, tools
+
+    def failure(self, exc: BaseException | None = None) -> SealiftError:
+        """The most telling error: ssh's own words when ssh failed, else ``exc``."""
+        code = self.wait(10)
+        if isinstance(exc, ProtocolError) and code != 255:
+            reported = self._reported_error()
+            if reported is not None:
+                return reported
+        if code == 255 or (code not in (None, 0) and not isinstance(exc, RemoteError)):
+            return TransportError(self.ssh.failure(self._stderr, code))
+        if isinstance(exc, SealiftError):
+            return exc
+        return TransportError(f"{self.ssh.target}: connection lost ({exc})")
+
+    def _reported_error(self) -> RemoteError | None:
+        """The error the other side sent before it hung up, if it sent one."""
+        for _ in range(1000):
+            try:
+                self.channel.recv()
+            except RemoteError as exc:
+                return exc
+            except (SealiftError, OSError, ValueError):
+                return None
+        return None
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._drain.join(5)
+        return code
+
+    def close(self) -> None:
+        self.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _tools(lines: list[str]) -> list[str]:
+    found = [
+        line.split()[1] for line in lines if line.startswith("tool ") and len(line.split()) == 2
+    ]
+    return [tool for tool in found if tool in CLI_TOOLS]
+
+
+def _hello(channel: Channel) -> None:
+    channel.send(protocol.hello())
+    channel.flush()
+    answer = channel.expect("hello")
+    if answer.get("protocol") not in protocol.PROTOCOLS:
+        raise RemoteError(
+            f"{channel.peer}: protocol mismatch: the agent chose {answer.get('protocol')!r}, "
+            f"this sealift speaks {list(protocol.PROTOCOLS)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------- push
+def push_host(
+    entries: list[Entry], target: SshTarget, options: RemoteOptions, on_bytes: ByteCounter
+) -> HostResult:
+    result = HostResult(str(target))
+    start = time.monotonic()
+    try:
+        ssh = Ssh(target, options.ssh_command)
+        session = _Session(ssh)
+        agent, tools = session.start()
+        if agent and options.mode in ("auto", "agent"):
+            result.mode = "agent"
+            _push_agent(session, entries, options, result, on_bytes)
+        else:
+            if agent:
+                session.close()
+                tools = [options.mode]
+            tool = _pick_tool(tools, options.mode, target)
+            result.mode = tool
+            _push_cli(ssh, tool, entries, options, result, on_bytes)
+        result.ok = True
+    except SealiftError as exc:
+        result.error = str(exc)
+    except OSError as exc:
+        result.error = f"{target}: {exc.strerror or exc}"
+    result.seconds = round(time.monotonic() - start, 3)
+    return result
+
+
+def _pick_tool(tools: list[str], mode: str, target: SshTarget) -> str:
+    if mode in CLI_TOOLS:
+        if mode not in tools:
+            raise EngineError(f"{target}: no {mode} on the remote PATH")
+        return mode
+    if mode == "agent":
+        raise EngineError(f"{target}: no sealift on the remote PATH")
+    if not tools:
+        raise EngineError(f"{target}: neither sealift, docker nor podman on the remote PATH")
+    return tools[0]
+
+
+def _push_agent(
+    session: _Session,
+    entries: list[Entry],
+    options: RemoteOptions,
+    result: HostResult,
+    on_bytes: ByteCounter,
+) -> None:
+    channel = session.channel
+    try:
+        _hello(channel)
+        channel.send(protocol.offer_message(offer_of(entries)))
+        channel.flush()
+        need = Need.parse(channel.expect("need"))
+        _tally(result, entries, need)
+        if options.dry_run:
+            channel.send({"t": "bye"})
+            channel.flush()
+        else:
+            send_layers(
+                channel,
+                entries,
+                need,
+                options.compression,
+                options.level,
+                lambda n: on_bytes(result.host, n),
+            )
+            channel.send({"t": "commit"})
+            channel.flush()
+            done = channel.expect("done")
+            result.images = list(done.get("images") or [])
+            channel.send({"t": "bye"})
+            channel.flush()
+    except (SealiftError, OSError) as exc:
+        raise session.failure(exc) from exc
+    finally:
+        result.bytes_sent = channel.bytes_out
+        result.bytes_received = channel.bytes_in
+    session.close()
+
+
+def _tally(result: HostResult, entries: list[Entry], need: Need) -> None:
+    layers = layers_by_diff_id(entries)
+    result.layers_sent = len(need.layers)
+    result.layers_skipped = need.skipped_layers
+    result.layers_resumed = sum(1 for offset in need.layers.values() if offset)
+    result.bytes_to_send = sum(
+        max(0, layers[d].size - o) if layers[d].codec == compression.NONE else layers[d].size
+        for d, o in need.layers.items()
+        if d in layers
+    )
+    present = set(need.present_images)
+    for image, entry in single_images(entries):
+        status = "present" if str(image.id) in present else "send"
+        for tag in entry.tags or ():
+            result.images.append({"ref": tag.familiar, "id": str(image.id), "status": status})
+
+
+# ----------------------------------------------------------------------------- mode 2: a CLI
+def _inventory(ssh: Ssh, tool: str) -> dict[str, list[Digest]]:
+    """Image ID -> diff_ids of every image the remote's docker/podman holds."""
+    script = (
+        f"ids=$({tool} images -aq --no-trunc) || exit 3; "
+        f'if [ -n "$ids" ]; then {tool} image inspect $ids; else echo "[]"; fi'
+    )
+    answer = ssh.run(script, timeout=300)
+    if answer.returncode != 0:
+        raise EngineError(f"{ssh.target}: {tool} failed: {last_line(answer.stderr)}")
+    try:
+        items = json.loads(answer.stdout or b"[]")
+        return {
+            _prefixed(str(item["Id"])): [
+                Digest.parse(d) for d in (item.get("RootFS") or {}).get("Layers") or []
+            ]
+            for item in items
+        }
+    except (ValueError, KeyError, TypeError, SealiftError) as exc:
+        raise EngineError(f"{ssh.target}: cannot read `{tool} image inspect`: {exc}") from exc
+
+
+def _prefixed(image_id: str) -> str:
+    return image_id if ":" in image_id else f"sha256:{image_id}"
+
+
+def _tag_name(tool: str, tag: Any) -> str:
+    return str(tag.familiar if tool == "docker" else str(tag))
+
+
+class _CountingWriter:
+    def __init__(self, out: IO[bytes], count: Callable[[int], None]) -> None:
+        self._out = out
+        self._count = count
+        self.total = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self.total += len(data)
+        self._count(len(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def _push_cli(
+    ssh: Ssh,
+    tool: str,
+    entries: list[Entry],
+    options: RemoteOptions,
+    result: HostResult,
+    on_bytes: ByteCounter,
+) -> None:
+    have = _inventory(ssh, tool)
+    chains = {chain for diff_ids in have.values() for chain in chain_ids(diff_ids)}
+    pairs = single_images(entries)
+    send = [entry for image, entry in pairs if str(image.id) not in have]
+    present: set[Digest] = set()
+    needed: set[Digest] = set()
+    for image, entry in pairs:
+        if entry not in send:
+            continue
+        stacks = chain_ids([layer.diff_id for layer in image.layers])
+        for layer, chain in zip(image.layers, stacks, strict=True):
+            (present if chain in chains else needed).add(layer.digest)
+    omit = present - needed
+    layers = {layer.digest: layer for image, _ in pairs for layer in image.layers}
+    result.layers_sent = len(needed)
+    result.layers_skipped = len(omit)
+    result.bytes_to_send = sum(layers[d].size for d in needed)
+    for image, entry in pairs:
+        status = "send" if entry in send else "present"
+        for tag in entry.tags:
+            result.images.append({"ref": tag.familiar, "id": str(image.id), "status": status})
+    if options.dry_run:
+        return
+    if send:
+        try:
+            _load(ssh, tool, send, omit, options, result, on_bytes)
+        except EngineError:
+            if not omit:
+                raise
+            result.layers_sent, result.layers_skipped = len(needed | omit), 0
+            _load(ssh, tool, send, set(), options, result, on_bytes)
+    words: list[str] = []
+    for image, entry in pairs:
+        if entry not in send:
+            for tag in entry.tags:
+                words.append(remote_command([tool, "tag", str(image.id), _tag_name(tool, tag)]))
+    if words:
+        answer = ssh.run(" && ".join(words), timeout=120)
+        if answer.returncode != 0:
+            raise EngineError(f"{ssh.target}: {tool} tag failed: {last_line(answer.stderr)}")
+    _check_tags(ssh, tool, pairs, result)
+
+
+def _load(
+    ssh: Ssh,
+    tool: str,
+    entries: list[Entry],
+    omit: set[Digest],
+    options: RemoteOptions,
+    result: HostResult,
+    on_bytes: ByteCounter,
+) -> None:
+    proc = ssh.popen(remote_command([tool, "load"]))
+    assert proc.stdin is not None
+    stderr: list[bytes] = []
+    drain = threading.Thread(
+        target=lambda: stderr.append(proc.stderr.read() if proc.stderr else b""), daemon=True
+    )
+    drain.start()
+    out_thread = threading.Thread(
+        target=lambda: proc.stdout.read() if proc.stdout else None, daemon=True
+    )
+    out_thread.start()
+    counter = _CountingWriter(proc.stdin, lambda n: on_bytes(result.host, n))
+    codec = compression.NONE if options.compression == compression.NONE else compression.GZIP
+    error: BaseException | None = None
+    try:
+        writer = compression.open_compressor(cast(IO[bytes], counter), codec, options.level)
+        write_archive(entries, writer, omit=omit)
+        writer.close()
+        proc.stdin.close()
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        error = exc
+    finally:
+        result.bytes_sent += counter.total
+    code = proc.wait()
+    drain.join(5)
+    out_thread.join(5)
+    message = last_line(b"".join(stderr))
+    if code == 255:
+        raise TransportError(ssh.failure(b"".join(stderr), code))
+    if code != 0 or error is not None:
+        raise EngineError(f"{ssh.target}: {tool} load failed: {message or error}")
+
+
+def _check_tags(ssh: Ssh, tool: str, pairs: list[tuple[Any, Entry]], result: HostResult) -> None:
+    expected = [(str(image.id), tag) for image, entry in pairs for tag in entry.tags]
+    if not expected:
+        return
+    names = [_tag_name(tool, tag) for _, tag in expected]
+    answer = ssh.run(
+        remote_command([tool, "image", "inspect", "--format", "{{.Id}}", *names]), timeout=120
+    )
+    shown = answer.stdout.decode(errors="replace").split()
+    if answer.returncode != 0 or len(shown) != len(expected):
+        raise EngineError(
+            f"{ssh.target}: after loading, {tool} cannot show the images: "
+            f"{last_line(answer.stderr)}"
+        )
+    for (image_id, tag), actual in zip(expected, shown, strict=True):
+        if _prefixed(actual) != image_id:
+            raise EngineError(
+                f"{ssh.target}: after loading, {tag.familiar} is {actual}, expected {image_id}"
+            )
+    for item in result.images:
+        item["status"] = "loaded" if item["status"] == "send" else "tagged"
+
+
+# ---------------------------------------------------------------------------------------- pull
+def pull_host(
+    target: SshTarget,
+    refs: Sequence[str],
+    receiver: Receiver,
+    options: RemoteOptions,
+) -> HostResult:
+    result = HostResult(str(target), mode="agent")
+    start = time.monotonic()
+    try:
+        ssh = Ssh(target, options.ssh_command)
+        session = _Session(ssh)
+        agent, _ = session.start()
+        if not agent:
+            raise UsageError(f"{target}: pull needs sealift on the remote PATH")
+        channel = session.channel
+        try:
+            _hello(channel)
+            channel.send(
+                {
+                    "t": "pull",
+                    "refs": list(refs),
+                    "platform": options.platform,
+                    "codec": options.compression,
+                    "level": options.level,
+                }
+            )
+            channel.flush()
+            images = protocol.parse_offer(channel.expect("offer"))
+            need = receiver.plan(images)
+            result.layers_sent = len(need.layers)
+            result.layers_skipped = need.skipped_layers
+            result.layers_resumed = sum(1 for o in need.layers.values() if o)
+            if options.dry_run:
+                need = Need({}, need.present_images, need.skipped_layers)
+            channel.send(need.to_json())
+            channel.flush()
+            for _ in need.layers:
+                receiver.receive(channel, channel.expect("layer"))
+            channel.expect("sent")
+            channel.send({"t": "bye"})
+            channel.flush()
+            if not options.dry_run:
+                result.images = receiver.commit(images)
+        except (SealiftError, OSError) as exc:
+            raise session.failure(exc) from exc
+        finally:
+            result.bytes_sent = channel.bytes_out
+            result.bytes_received = channel.bytes_in
+        session.close()
+        result.ok = True
+    except SealiftError as exc:
+        result.error = str(exc)
+    result.seconds = round(time.monotonic() - start, 3)
+    return result
+
+
+# ------------------------------------------------------------------------------------ fan-out
+def push_many(
+    entries: list[Entry],
+    targets: Sequence[SshTarget],
+    options: RemoteOptions,
+    on_bytes: ByteCounter | None = None,
+) -> list[HostResult]:
+    """Push to every target, ``options.parallel`` at a time; one result per target, in order."""
+    count = on_bytes or (lambda host, n: None)
+    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+        futures = [pool.submit(push_host, entries, t, options, count) for t in targets]
+        return [future.result() for future in futures]

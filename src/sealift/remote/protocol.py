@@ -1,0 +1,309 @@
+"""The line protocol sealift speaks with ``sealift agent`` over an SSH channel.
+
+Every message is one line of compact JSON (an object with a ``t`` field naming its type),
+optionally followed by exactly ``n`` bytes of binary payload when the header carries ``n``. A
+layer travels as a ``layer`` header, ``c`` (chunk) frames whose payloads together form one
+compressed stream of the layer's uncompressed bytes from ``offset`` on, and an ``end`` frame.
+Either side may send ``error`` instead of what was expected; the other side raises it.
+
+Before the first message the agent prints a banner line (``SEALIFT-AGENT``); anything the remote
+login scripts print before it is skipped. See docs/protocol.md for the whole conversation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sealift import __version__
+from sealift.digest import Digest
+from sealift.errors import InvalidArchiveError, SealiftError, TransportError
+
+PROTOCOLS = (1,)
+"""Protocol versions this sealift speaks, oldest first."""
+
+BANNER = b"SEALIFT-AGENT"
+NO_AGENT = b"SEALIFT-NO-AGENT"
+MAX_LINE = 64 * 1024 * 1024
+MAX_FRAME = 16 * 1024 * 1024
+MAX_BANNER_LINES = 200
+
+
+class RemoteError(SealiftError):
+    """The other side reported an error (its own one-line message)."""
+
+
+class ProtocolError(TransportError):
+    """The stream does not follow the protocol, or ended where it must not."""
+
+
+Message = dict[str, Any]
+
+
+class Channel:
+    """Framed messages over a pair of byte streams (an ssh process's stdout and stdin)."""
+
+    def __init__(self, reader: IO[bytes], writer: IO[bytes], peer: str = "the remote") -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------------ writing
+    def send(self, message: Message, payload: bytes | memoryview | None = None) -> None:
+        if payload is not None:
+            message = {**message, "n": len(payload)}
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._writer.write(line)
+            if payload is not None:
+                self._writer.write(payload)
+            self.bytes_out += len(line) + (len(payload) if payload is not None else 0)
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
+            raise ProtocolError(f"connection to {self.peer} closed") from exc
+
+    def flush(self) -> None:
+        try:
+            self._writer.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
+            raise ProtocolError(f"connection to {self.peer} closed") from exc
+
+    def error(self, message: str) -> None:
+        self.send({"t": "error", "message": message})
+        self.flush()
+
+    # ------------------------------------------------------------------ reading
+    def _line(self) -> bytes:
+        line = self._reader.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise ProtocolError(f"{self.peer} sent a line longer than {MAX_LINE} bytes")
+        self.bytes_in += len(line)
+        return line
+
+    def read_banner(self) -> list[bytes]:
+        """Skip login noise up to the agent's banner; return the banner line's words.
+
+        Raises ProtocolError at EOF (the caller then looks at ssh's stderr and exit status).
+        """
+        for _ in range(MAX_BANNER_LINES):
+            line = self._line()
+            if not line:
+                raise ProtocolError(f"{self.peer} closed the connection before answering")
+            if line.startswith((BANNER, NO_AGENT)):
+                return line.split()
+        raise ProtocolError(f"{self.peer} did not answer with a sealift banner")
+
+    def lines_until_eof(self) -> list[str]:
+        """The rest of the stream as text lines (used after a NO_AGENT banner)."""
+        data = self._reader.read(1024 * 1024)
+        self.bytes_in += len(data)
+        return data.decode(errors="replace").splitlines()
+
+    def recv(self) -> tuple[Message, bytes | None]:
+        line = self._line()
+        if not line:
+            raise ProtocolError(f"{self.peer} closed the connection")
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"{self.peer} sent garbage: {line[:80]!r}") from exc
+        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+            raise ProtocolError(f"{self.peer} sent a message without a type: {line[:80]!r}")
+        if message["t"] == "error":
+            raise RemoteError(f"{self.peer}: {message.get('message', 'unknown error')}")
+        size = message.get("n")
+        if size is None:
+            return message, None
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FRAME:
+            raise ProtocolError(f"{self.peer} sent a frame of invalid size {size!r}")
+        payload = self._reader.read(size)
+        self.bytes_in += len(payload)
+        if len(payload) != size:
+            raise ProtocolError(f"{self.peer} closed the connection inside a frame")
+        return message, payload
+
+    def expect(self, kind: str) -> Message:
+        message, _ = self.recv()
+        if message["t"] != kind:
+            raise ProtocolError(f"{self.peer} sent {message['t']!r} where {kind!r} was expected")
+        return message
+
+
+def hello() -> Message:
+    return {"t": "hello", "protocols": list(PROTOCOLS), "sealift": __version__}
+
+
+def choose_protocol(message: Message) -> int:
+    """The newest version both sides speak; RemoteError naming both versions if none."""
+    offered = message.get("protocols")
+    theirs = {p for p in offered if isinstance(p, int)} if isinstance(offered, list) else set()
+    common = theirs & set(PROTOCOLS)
+    if not common:
+        raise RemoteError(
+            f"protocol mismatch: this sealift {__version__} speaks {list(PROTOCOLS)}, the other "
+            f"side (sealift {message.get('sealift', '?')}) speaks {sorted(theirs)}: "
+            "install the same sealift version on both hosts"
+        )
+    return max(common)
+
+
+class LayerStream(io.RawIOBase):
+    """The payload of ``c`` frames up to the ``end`` frame, as one readable stream."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._buffer = b""
+        self._pos = 0
+        self.end: Message | None = None
+        self.wire_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while self._pos >= len(self._buffer):
+            if self.end is not None:
+                return 0
+            message, payload = self._channel.recv()
+            if message["t"] == "end":
+                self.end = message
+                return 0
+            if message["t"] != "c" or payload is None:
+                raise ProtocolError(
+                    f"{self._channel.peer} sent {message['t']!r} inside a layer stream"
+                )
+            self._buffer, self._pos = payload, 0
+            self.wire_bytes += len(payload)
+        n = min(len(buffer), len(self._buffer) - self._pos)
+        buffer[:n] = self._buffer[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def finish(self) -> Message:
+        """Read up to the ``end`` frame (nothing but empty chunks may remain)."""
+        while self.end is None:
+            if self.read(1):
+                raise ProtocolError(f"{self._channel.peer} sent data after the layer's stream")
+        return self.end
+
+
+# ---------------------------------------------------------------------------------- documents
+@dataclass(frozen=True)
+class OfferedLayer:
+    diff_id: Digest
+    digest: Digest
+    size: int
+    media_type: str
+
+    def to_json(self) -> Message:
+        return {
+            "diff_id": str(self.diff_id),
+            "digest": str(self.digest),
+            "size": self.size,
+            "media_type": self.media_type,
+        }
+
+
+@dataclass(frozen=True)
+class OfferedImage:
+    """One image as offered: its exact config bytes, its layers and the tags to give it."""
+
+    config: bytes
+    layers: tuple[OfferedLayer, ...]
+    tags: tuple[str, ...]
+
+    def to_json(self) -> Message:
+        return {
+            "config": base64.b64encode(self.config).decode(),
+            "layers": [layer.to_json() for layer in self.layers],
+            "tags": list(self.tags),
+        }
+
+
+def offer_message(images: Iterable[OfferedImage]) -> Message:
+    return {"t": "offer", "images": [image.to_json() for image in images]}
+
+
+def parse_offer(message: Message) -> list[OfferedImage]:
+    """Validate an ``offer`` strictly: every field typed, every digest and tag well formed."""
+    from sealift.reference import Reference
+
+    images = message.get("images")
+    if not isinstance(images, list):
+        raise ProtocolError("offer without images")
+    result = []
+    for item in images:
+        if not isinstance(item, dict):
+            raise ProtocolError("offer: image is not an object")
+        try:
+            config = base64.b64decode(str(item.get("config", "")), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError("offer: config is not base64") from exc
+        tags = item.get("tags")
+        layers = item.get("layers")
+        if not isinstance(tags, list) or not isinstance(layers, list):
+            raise ProtocolError("offer: tags and layers must be lists")
+        try:
+            parsed_tags = tuple(str(Reference.parse(str(tag))) for tag in tags)
+            parsed_layers = tuple(_offered_layer(layer) for layer in layers)
+        except (SealiftError, KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"offer: {exc}") from exc
+        result.append(OfferedImage(config, parsed_layers, parsed_tags))
+    return result
+
+
+def _offered_layer(value: Any) -> OfferedLayer:
+    if not isinstance(value, dict):
+        raise InvalidArchiveError("layer is not an object")
+    size = value["size"]
+    media_type = value["media_type"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidArchiveError(f"invalid layer size {size!r}")
+    if not isinstance(media_type, str) or len(media_type) > 255:
+        raise InvalidArchiveError("invalid media type")
+    return OfferedLayer(
+        Digest.parse(value["diff_id"]), Digest.parse(value["digest"]), size, media_type
+    )
+
+
+@dataclass(frozen=True)
+class Need:
+    """What the receiving side lacks: layers (diff_id -> bytes it already holds) and a tally."""
+
+    layers: dict[Digest, int]
+    present_images: tuple[str, ...] = ()
+    skipped_layers: int = 0
+
+    def to_json(self) -> Message:
+        return {
+            "t": "need",
+            "layers": [{"diff_id": str(d), "offset": o} for d, o in self.layers.items()],
+            "present": list(self.present_images),
+            "skipped": self.skipped_layers,
+        }
+
+    @classmethod
+    def parse(cls, message: Message) -> Need:
+        items = message.get("layers")
+        if not isinstance(items, list):
+            raise ProtocolError("need without layers")
+        layers: dict[Digest, int] = {}
+        try:
+            for item in items:
+                offset = item["offset"]
+                if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                    raise ProtocolError(f"need: invalid offset {offset!r}")
+                layers[Digest.parse(item["diff_id"])] = offset
+        except (KeyError, TypeError, InvalidArchiveError) as exc:
+            raise ProtocolError(f"need: {exc}") from exc
+        present = message.get("present") or []
+        skipped = message.get("skipped") or 0
+        if not isinstance(present, list) or not isinstance(skipped, int):
+            raise ProtocolError("need: invalid present/skipped")
+        return cls(layers, tuple(str(p) for p in present), skipped)

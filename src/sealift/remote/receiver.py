@@ -1,0 +1,169 @@
+"""The receiving side: say what the engine lacks, stage what arrives, load once it all checks.
+
+Used by ``sealift agent`` on the remote for ``push`` and by the local side for ``pull``. What the
+engine has is judged by image IDs and layer diff_ids (chain IDs), which classic and
+containerd-store engines both report. The images are built from staging and loaded with
+:class:`~sealift.ends.engine.EngineSink` (thin: layers the engine has are left out), and success
+means the engine shows the expected image ID under every tag.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, cast
+
+from sealift import compression, media
+from sealift.digest import Digest
+from sealift.ends.engine import Engine, EngineSink, chain_ids
+from sealift.errors import EngineError, SealiftError
+from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest
+from sealift.reference import Reference
+from sealift.remote.protocol import (
+    Channel,
+    LayerStream,
+    Need,
+    OfferedImage,
+    ProtocolError,
+)
+from sealift.remote.staging import Staging
+
+
+@dataclass
+class Received:
+    layers: int = 0
+    bytes_appended: int = 0
+    wire_bytes: int = 0
+    seconds: float = 0.0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Receiver:
+    def __init__(self, engine: Engine, staging: Staging) -> None:
+        self.engine = engine
+        self.staging = staging
+        self.received = Received()
+        self._containerd: bool | None = None
+
+    @property
+    def containerd_store(self) -> bool:
+        if self._containerd is None:
+            self._containerd = self.engine.containerd_store
+        return self._containerd
+
+    def plan(self, images: list[OfferedImage]) -> Need:
+        """The layers to send (with the offset staging already holds), images to tag only."""
+        self.staging.expire()
+        present = set(self.engine.image_ids())
+        missing = [image for image in images if str(_image_id(image)) not in present]
+        chains = self.engine.layer_chains() if missing and not self.containerd_store else set()
+        needed: dict[Digest, int] = {}
+        skipped: set[Digest] = set()
+        for image in missing:
+            config = _config(image)
+            for diff_id, chain in zip(
+                config.diff_ids, chain_ids(list(config.diff_ids)), strict=True
+            ):
+                if chain in chains:
+                    skipped.add(diff_id)
+                elif not self.staging.has(diff_id):
+                    needed[diff_id] = self.staging.offset(diff_id)
+        return Need(
+            needed,
+            tuple(sorted(str(_image_id(i)) for i in images if str(_image_id(i)) in present)),
+            len(skipped - set(needed)),
+        )
+
+    def receive(self, channel: Channel, header: dict[str, Any]) -> None:
+        """Stage one layer from a ``layer`` header and the frames after it."""
+        try:
+            diff_id = Digest.parse(header.get("diff_id"))
+            offset = header.get("offset")
+            codec = compression.check_layer_codec(str(header.get("codec")))
+        except SealiftError as exc:
+            raise ProtocolError(f"invalid layer header: {exc}") from exc
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ProtocolError(f"invalid layer offset {offset!r}")
+        stream = LayerStream(channel)
+        appended = self.staging.receive(diff_id, offset, codec, cast(IO[bytes], stream))
+        stream.finish()
+        self.received.layers += 1
+        self.received.bytes_appended += appended
+        self.received.wire_bytes += stream.wire_bytes
+
+    def commit(self, images: list[OfferedImage]) -> list[dict[str, Any]]:
+        """Load the images from staging into the engine; check every tag shows its image ID."""
+        start = time.monotonic()
+        entries = [self._entry(image) for image in images]
+        present = set(self.engine.image_ids())
+        EngineSink(self.engine).write(entries)
+        results: list[dict[str, Any]] = []
+        for image, entry in zip(images, entries, strict=True):
+            image_id = str(_image_id(image))
+            status = "present" if image_id in present else "loaded"
+            for tag in entry.tags:
+                shown = self.engine.inspect(tag.familiar).get("Id")
+                if shown != image_id:
+                    raise EngineError(
+                        f"after loading, {tag.familiar} is {shown}, expected {image_id}"
+                    )
+                results.append({"ref": tag.familiar, "id": image_id, "status": status})
+            if not entry.tags:
+                if image_id not in set(self.engine.image_ids()):
+                    raise EngineError(f"after loading, the engine has no image {image_id}")
+                results.append({"ref": None, "id": image_id, "status": status})
+        self.staging.discard([diff_id for image in images for diff_id in _config(image).diff_ids])
+        self.received.seconds += time.monotonic() - start
+        self.received.results = results
+        return results
+
+    def _entry(self, image: OfferedImage) -> Entry:
+        config = _config(image)
+        if len(config.diff_ids) != len(image.layers):
+            raise ProtocolError(
+                f"image {config.digest}: {len(image.layers)} layers offered for "
+                f"{len(config.diff_ids)} diff_ids"
+            )
+        layers = []
+        for offered, diff_id in zip(image.layers, config.diff_ids, strict=True):
+            if self.staging.has(diff_id):
+                descriptor = Descriptor(media.OCI_LAYER, diff_id, self.staging.size(diff_id))
+                layers.append(
+                    Layer(
+                        descriptor,
+                        diff_id,
+                        compression.NONE,
+                        _opener(self.staging, diff_id),
+                        verified=True,
+                    )
+                )
+            else:
+                codec = media.layer_codec(offered.media_type) or compression.GZIP
+                descriptor = Descriptor(offered.media_type, offered.digest, offered.size)
+                layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
+        config_descriptor = Descriptor(media.OCI_CONFIG, config.digest, len(config.raw))
+        manifest = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
+        tags = tuple(Reference.parse(tag) for tag in image.tags)
+        return Entry(Image(config, tuple(layers), manifest), tags)
+
+
+def _config(image: OfferedImage) -> ImageConfig:
+    return ImageConfig.parse(image.config, "offered image config")
+
+
+def _image_id(image: OfferedImage) -> Digest:
+    return _config(image).digest
+
+
+def _opener(staging: Staging, diff_id: Digest) -> Any:
+    return lambda: staging.open(diff_id)
+
+
+def _absent(diff_id: Digest) -> Any:
+    def fail() -> IO[bytes]:
+        raise EngineError(
+            f"layer {diff_id} was neither received nor found in the engine (did it change "
+            "while sealift ran?)"
+        )
+
+    return fail

@@ -1,0 +1,186 @@
+"""The sending side: offer images, then stream the layers the other side asks for.
+
+A layer is sent from the offset the receiver already holds: the sender reads the layer's
+uncompressed content, skips that many bytes, and compresses the rest as one new stream (a new
+zstd frame), so a resumed layer costs only what had not arrived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, cast
+
+import zstandard
+
+from sealift import compression
+from sealift.blobs import BlobStore, make_spool_dir
+from sealift.digest import Digest
+from sealift.ends.base import WriteResult
+from sealift.errors import InvalidArchiveError, UsageError
+from sealift.model import Entry, Image, Layer
+from sealift.remote.protocol import Channel, Need, OfferedImage, OfferedLayer
+from sealift.transfer import CopyOptions, prepare
+from sealift.verify import CHUNK
+
+WIRE_CHUNK = 1024 * 1024
+WIRE_CODECS = (compression.ZSTD, compression.GZIP, compression.NONE)
+
+
+def single_images(entries: list[Entry]) -> list[tuple[Image, Entry]]:
+    """Each entry's one image (multi-platform entries must be narrowed with --platform)."""
+    result = []
+    for entry in entries:
+        images = list(entry.images())
+        if len(images) != 1:
+            names = ", ".join(tag.familiar for tag in entry.tags) or "an image"
+            raise UsageError(
+                f"{names} has {len(images)} platforms: choose one with --platform os/arch"
+            )
+        result.append((images[0], entry))
+    return result
+
+
+def offer_of(entries: list[Entry]) -> list[OfferedImage]:
+    return [
+        OfferedImage(
+            image.config.raw,
+            tuple(
+                OfferedLayer(layer.diff_id, layer.digest, layer.size, layer.descriptor.media_type)
+                for layer in image.layers
+            ),
+            tuple(str(tag) for tag in entry.tags),
+        )
+        for image, entry in single_images(entries)
+    ]
+
+
+def layers_by_diff_id(entries: list[Entry]) -> dict[Digest, Layer]:
+    return {layer.diff_id: layer for image, _ in single_images(entries) for layer in image.layers}
+
+
+class _KeepCodecs:
+    """A stand-in sink that takes every codec, so :func:`prepare` transcodes nothing."""
+
+    def accepts_codec(self, codec: str) -> bool:
+        return True
+
+    def write(self, entries: list[Entry]) -> WriteResult:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+def with_manifests(entries: list[Entry]) -> list[Entry]:
+    """The entries with final manifests (as a source that stored none needs), layers as they are."""
+    with make_spool_dir() as spool:
+        return prepare(
+            entries, _KeepCodecs(), BlobStore(Path(spool)), CopyOptions(compression=None)
+        )
+
+
+def uncompressed_size(layer: Layer) -> int | None:
+    """The layer's uncompressed size when it is stored uncompressed (else unknown)."""
+    return layer.size if layer.codec == compression.NONE else None
+
+
+def send_layers(
+    channel: Channel,
+    entries: list[Entry],
+    need: Need,
+    codec: str,
+    level: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> int:
+    """Stream every needed layer; return how many were sent."""
+    layers = layers_by_diff_id(entries)
+    for diff_id, offset in need.layers.items():
+        layer = layers.get(diff_id)
+        if layer is None:
+            raise InvalidArchiveError(f"the receiver asked for layer {diff_id}, never offered")
+        send_layer(channel, layer, offset, codec, level, on_bytes)
+    return len(need.layers)
+
+
+def send_layer(
+    channel: Channel,
+    layer: Layer,
+    offset: int,
+    codec: str,
+    level: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    channel.send({"t": "layer", "diff_id": str(layer.diff_id), "offset": offset, "codec": codec})
+    total = offset
+    with _uncompressed(layer, offset) as content:
+        for frame in _compressed_frames(content, codec, level):
+            channel.send({"t": "c"}, frame)
+            if on_bytes is not None:
+                on_bytes(len(frame))
+        total += content.count
+    channel.send({"t": "end", "size": total})
+    channel.flush()
+
+
+class _Counted(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+
+@contextlib.contextmanager
+def _uncompressed(layer: Layer, offset: int) -> Iterator[_Counted]:
+    """The layer's uncompressed bytes from ``offset`` on."""
+    what = layer.label or f"layer {layer.diff_id}"
+    with layer.open() as stored:
+        stream: IO[bytes]
+        if layer.codec == compression.NONE:
+            stream = stored
+            if offset and stored.seekable():
+                stored.seek(offset)
+                offset = 0
+        else:
+            stream = compression.open_decompressed(stored, layer.codec, what)
+        while offset > 0:
+            skipped = stream.read(min(CHUNK, offset))
+            if not skipped:
+                raise InvalidArchiveError(f"{what} is shorter than the receiver's staged copy")
+            offset -= len(skipped)
+        yield _Counted(stream)
+
+
+def _compressed_frames(content: _Counted, codec: str, level: int | None) -> Iterator[bytes]:
+    compressor: zstandard.ZstdCompressionObj | zlib._Compress | None
+    if codec == compression.ZSTD:
+        compressor = zstandard.ZstdCompressor(
+            level=level or compression.DEFAULT_LEVEL[codec], threads=-1, write_checksum=True
+        ).compressobj()
+    elif codec == compression.GZIP:
+        compressor = zlib.compressobj(level or compression.DEFAULT_LEVEL[codec], wbits=31)
+    elif codec == compression.NONE:
+        compressor = None
+    else:
+        raise UsageError(f"unknown wire compression {codec!r}")
+    pending = bytearray()
+    reader = cast(IO[bytes], content)
+    while data := reader.read(CHUNK):
+        pending += compressor.compress(data) if compressor is not None else data
+        while len(pending) >= WIRE_CHUNK:
+            yield bytes(pending[:WIRE_CHUNK])
+            del pending[:WIRE_CHUNK]
+    if compressor is not None:
+        pending += compressor.flush()
+    while pending:
+        yield bytes(pending[:WIRE_CHUNK])
+        del pending[:WIRE_CHUNK]

@@ -1,0 +1,132 @@
+"""The staging directory: layers received, kept uncompressed until every digest checks.
+
+``$XDG_CACHE_HOME/sealift/staging`` (``~/.cache/sealift/staging``) holds, per layer diff_id:
+
+* ``<hex>.partial``: the uncompressed bytes received so far (its length is the resume offset);
+* ``<hex>``: a complete layer whose content hashed to the diff_id.
+
+A receiver locks a ``.partial`` file while it appends to it. Files untouched for longer than
+SEALIFT_STAGING_TTL seconds (default a week) are removed when a receiver starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import IO, cast
+
+from sealift import compression
+from sealift.digest import Digest, Hasher
+from sealift.errors import DigestMismatchError, SealiftError, TransportError
+from sealift.verify import CHUNK
+
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+def default_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sealift" / "staging"
+
+
+class Staging:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else default_root()
+
+    def ensure(self) -> Staging:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise SealiftError(f"cannot create staging directory {self.root}: {exc}") from exc
+        return self
+
+    def complete_path(self, diff_id: Digest) -> Path:
+        return self.root / diff_id.hex
+
+    def partial_path(self, diff_id: Digest) -> Path:
+        return self.root / f"{diff_id.hex}.partial"
+
+    def has(self, diff_id: Digest) -> bool:
+        return self.complete_path(diff_id).is_file()
+
+    def offset(self, diff_id: Digest) -> int:
+        try:
+            return self.partial_path(diff_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def size(self, diff_id: Digest) -> int:
+        return self.complete_path(diff_id).stat().st_size
+
+    def expire(self, ttl: float | None = None) -> int:
+        """Remove staging files older than ``ttl`` seconds; return how many."""
+        if ttl is None:
+            ttl = float(os.environ.get("SEALIFT_STAGING_TTL", DEFAULT_TTL))
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - ttl
+        removed = 0
+        for path in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def discard(self, diff_ids: list[Digest]) -> None:
+        for diff_id in diff_ids:
+            self.complete_path(diff_id).unlink(missing_ok=True)
+            self.partial_path(diff_id).unlink(missing_ok=True)
+
+    def receive(self, diff_id: Digest, offset: int, codec: str, stream: IO[bytes]) -> int:
+        """Append the layer bytes from ``offset`` on (``stream``, compressed with ``codec``).
+
+        The whole layer is hashed; when it matches ``diff_id`` it becomes complete, otherwise
+        the partial file is removed and DigestMismatchError raised. If ``stream`` breaks, what
+        arrived stays in the partial file for the next attempt. Returns bytes appended.
+        """
+        self.ensure()
+        what = f"layer {diff_id}"
+        path = self.partial_path(diff_id)
+        with path.open("ab") as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                raise TransportError(f"{what} is being received by another sealift") from exc
+            have = file.seek(0, os.SEEK_END)
+            if have != offset:
+                raise TransportError(
+                    f"{what}: staging holds {have} bytes but the sender resumed at {offset}"
+                )
+            hasher = _hash_prefix(path, offset)
+            reader = compression.open_decompressed(stream, codec, what)
+            appended = 0
+            while chunk := reader.read(CHUNK):
+                file.write(chunk)
+                hasher.update(chunk)
+                appended += len(chunk)
+            file.flush()
+            actual = hasher.digest()
+        if actual != diff_id:
+            path.unlink(missing_ok=True)
+            raise DigestMismatchError(f"{what}: uncompressed content is {actual}")
+        path.replace(self.complete_path(diff_id))
+        return appended
+
+    def open(self, diff_id: Digest) -> IO[bytes]:
+        return cast(IO[bytes], self.complete_path(diff_id).open("rb"))
+
+
+def _hash_prefix(path: Path, size: int) -> Hasher:
+    hasher = Hasher()
+    with path.open("rb") as file:
+        remaining = size
+        while remaining > 0:
+            chunk = file.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            hasher.update(chunk)
+            remaining -= len(chunk)
+    return hasher

@@ -1,0 +1,380 @@
+"""``sealift push`` / ``pull`` over a real sshd into real engines, bytes counted on the wire.
+
+Each "host" is an OpenSSH server on 127.0.0.1 whose sessions get ``DOCKER_HOST`` (their own
+dockerd), ``PATH`` (with or without sealift) and ``XDG_CACHE_HOME`` (their own staging) through
+``SetEnv``. ssh reaches them through a ProxyCommand relay (tests/support/ssh_relay.py) that counts
+every byte crossing and can cut a connection at a fixed byte count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import procs
+from tests.support.cli import REPO_ROOT, SealiftResult, run_sealift
+from tests.support.dockerd import DOCKER_CLI, DockerDaemon
+from tests.support.images import ImageSet
+from tests.support.peers import Podman, Sshd
+from tests.support.ssh_relay import read_counts, relay_command, total_bytes
+
+pytestmark = [pytest.mark.ssh, pytest.mark.engine]
+
+SLACK = 48 * 1024
+"""Fixed cost of a push: ssh handshakes, the offer (configs), the answers."""
+
+
+@dataclass
+class Host:
+    sshd: Sshd
+    alias: str
+    cache: Path
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.alias}"
+
+
+def _bin_dir(directory: Path, tools: tuple[str, ...], podman: Podman | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        path = directory / tool
+        if tool == "sealift":
+            path.write_text(
+                f'#!/bin/sh\nPYTHONPATH={REPO_ROOT / "src"} exec {sys.executable} -m sealift "$@"\n'
+            )
+        elif tool == "docker":
+            path.write_text(f'#!/bin/sh\nexec {DOCKER_CLI} "$@"\n')
+        elif tool == "podman":
+            assert podman is not None
+            flags = (
+                f"--root {podman.root} --runroot {podman.runroot} --storage-driver vfs "
+                f"--tmpdir {podman.tmpdir} --events-backend none --cgroup-manager cgroupfs"
+            )
+            path.write_text(f'#!/bin/sh\nexec /usr/bin/podman {flags} "$@"\n')
+        path.chmod(0o755)
+    return directory
+
+
+@pytest.fixture
+def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..., Host]:
+    counter = iter(range(100))
+
+    def start(
+        engine: DockerDaemon | None, tools: tuple[str, ...], podman: Podman | None = None
+    ) -> Host:
+        index = next(counter)
+        alias = f"host{index}"
+        root = tmp_path / alias
+        bin_dir = _bin_dir(root / "bin", tools, podman)
+        # sealift hosts also need /usr/bin:/bin (the login shell's pyenv shims run on bash);
+        # docker- or podman-only hosts see only their tool.
+        path = f"{bin_dir}:/usr/bin:/bin" if "sealift" in tools else str(bin_dir)
+        env = {"PATH": path, "XDG_CACHE_HOME": str(root / "cache")}
+        if engine is not None:
+            env["DOCKER_HOST"] = engine.host
+            env["DOCKER_CONFIG"] = str(engine.client_config_dir)
+        else:
+            env["DOCKER_HOST"] = "unix:///nonexistent.sock"
+        sshd = sshd_factory(env, alias=alias)
+        return Host(sshd, alias, root / "cache")
+
+    return start
+
+
+class Wire:
+    """An ssh_config for a set of hosts, every connection through the counting relay."""
+
+    def __init__(self, directory: Path, hosts: list[Host], extra: str = "") -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.hosts = hosts
+        self.extra = extra
+        self.runs = 0
+        self.log = directory / "none.log"
+
+    def env(self, engine: DockerDaemon, cut_after: int | None = None) -> dict[str, str]:
+        self.runs += 1
+        self.log = self.directory / f"wire-{self.runs}.log"
+        config = self.directory / f"ssh_config-{self.runs}"
+        blocks = []
+        for host in self.hosts:
+            lines = host.sshd.ssh_config.read_text().splitlines()
+            blocks.append(
+                "\n".join(
+                    [lines[0], f"  ProxyCommand {relay_command(self.log, cut_after)}", *lines[1:]]
+                )
+            )
+        config.write_text("\n".join(blocks) + "\n" + self.extra)
+        env = engine.env()
+        env["SEALIFT_SSH_COMMAND"] = f"ssh -F {config}"
+        return env
+
+    @property
+    def bytes(self) -> int:
+        return total_bytes(self.log)
+
+    @property
+    def connections(self) -> int:
+        return len(read_counts(self.log))
+
+
+def push(
+    wire: Wire, source: DockerDaemon, *args: str, cut_after: int | None = None
+) -> SealiftResult:
+    return run_sealift("push", *args, env=wire.env(source, cut_after), timeout=300)
+
+
+def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") -> list[int]:
+    """Compressed sizes of ``ref``'s layers (as sealift compresses them with ``codec``)."""
+    archive = tmp / f"sizes-{codec}.tar"
+    run_sealift("save", ref, "-o", archive, "--compression", codec, env=engine.env()).assert_ok()
+    report = run_sealift("inspect", "--json", archive).assert_ok().json()
+    archive.unlink()
+    return [layer["size"] for layer in report["images"][0]["layers"]]
+
+
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    from tests.conftest import _start_engine
+
+    daemon = _start_engine("dst2", tmp_path_factory)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+# ------------------------------------------------------------------------------- mode 1: agent
+def test_first_push_update_and_noop(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    dest = empty_dest_engine
+    host = start_host(dest, ("sealift", "docker"))
+    wire = Wire(tmp_path / "wire", [host])
+
+    # first push: everything arrives, compressed, same image ID, the image runs
+    result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
+    summary = result.json()["hosts"][0]
+    assert summary["ok"] and summary["mode"] == "agent", summary
+    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    assert dest.run(test_images.app1.ref) == test_images.app1.expected_output
+    zstd_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path)
+    raw_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path, "none")
+    assert wire.bytes <= 1.1 * sum(zstd_sizes) + SLACK, (wire.bytes, zstd_sizes)
+    assert wire.bytes < sum(raw_sizes), "the wire must carry compressed bytes"
+    assert not any(host.cache.glob("sealift/staging/*")), "staging is cleaned after success"
+
+    # update: only the changed top layer crosses
+    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
+    result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
+    summary = result.json()["hosts"][0]
+    assert summary["layers_sent"] == 1 and summary["layers_skipped"] == 2, summary
+    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
+    assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
+
+    # nothing to send: an image the remote has, and a new tag for it
+    source_engine.docker("tag", test_images.app2.ref, "sealift-test/app:stable")
+    try:
+        result = push(
+            wire, source_engine, test_images.app2.ref, "sealift-test/app:stable", host.url
+        ).assert_ok()
+    finally:
+        source_engine.docker("rmi", "sealift-test/app:stable")
+    assert wire.bytes <= 16 * 1024, wire.bytes
+    assert dest.inspect("sealift-test/app:stable")["Id"] == test_images.app2.id
+    assert "present" in result.stdout
+
+
+def test_cut_mid_layer_then_resume(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    dest = empty_dest_engine
+    host = start_host(dest, ("sealift", "docker"))
+    wire = Wire(tmp_path / "wire", [host])
+    large = test_images.large
+    push(wire, source_engine, test_images.base.ref, host.url).assert_ok()
+    big = layer_sizes(source_engine, large.ref, tmp_path)[-1]
+    cut = 8 * 1024 * 1024
+
+    cut_result = push(wire, source_engine, large.ref, host.url, cut_after=cut)
+    cut_result.assert_one_line_error()
+    assert not dest.has_image(large.ref), "a cut push leaves no tag"
+    assert large.id not in dest.image_ids(), "a cut push leaves no half image"
+    partial = list(host.cache.glob("sealift/staging/*.partial"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 4 * 1024 * 1024, partial
+
+    result = push(wire, source_engine, large.ref, host.url, "--json").assert_ok()
+    assert result.json()["hosts"][0]["layers_resumed"] == 1
+    # the second push sends little more than what had not arrived
+    assert wire.bytes <= big - cut + 4 * 1024 * 1024, (wire.bytes, big)
+    assert dest.inspect(large.ref)["Id"] == large.id
+    assert dest.run(large.ref) == large.expected_output
+    assert not any(host.cache.glob("sealift/staging/*"))
+
+
+def test_two_hosts_and_a_dead_one(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    second_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    second_engine.remove_all_images()
+    one = start_host(empty_dest_engine, ("sealift", "docker"))
+    two = start_host(second_engine, ("sealift", "docker"))
+    dead_port = procs.free_port()
+    dead = (
+        "Host deadhost\n  HostName 127.0.0.1\n"
+        f"  Port {dead_port}\n  BatchMode yes\n  ConnectTimeout 5\n"
+    )
+    wire = Wire(tmp_path / "wire", [one, two], extra=dead)
+    started = time.monotonic()
+    result = push(
+        wire,
+        source_engine,
+        test_images.app1.ref,
+        one.url,
+        "ssh://deadhost",
+        two.url,
+        "--json",
+    )
+    assert time.monotonic() - started < 120
+    line = result.assert_one_line_error()
+    assert "deadhost" in line and "1 of 3" in line, line
+    hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+    assert hosts[one.alias]["ok"] and hosts[two.alias]["ok"], hosts
+    assert not hosts["deadhost"]["ok"] and hosts["deadhost"]["error"]
+    for engine in (empty_dest_engine, second_engine):
+        assert engine.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+
+
+def test_pull_sends_only_missing_layers(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    dest = empty_dest_engine
+    remote = start_host(source_engine, ("sealift", "docker"))
+    wire = Wire(tmp_path / "wire", [remote])
+
+    def pull(ref: str) -> SealiftResult:
+        env = wire.env(dest)
+        env["XDG_CACHE_HOME"] = str(tmp_path / "local-cache")
+        return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
+
+    pull(test_images.app1.ref).assert_ok()
+    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
+    result = pull(test_images.app2.ref).assert_ok()
+    assert result.json()["hosts"][0]["layers_sent"] == 1
+    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
+    assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
+
+
+# ----------------------------------------------------------------------- mode 2: bare engines
+def test_docker_only_remote_first_push_and_update(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    dest = empty_dest_engine
+    host = start_host(dest, ("docker",))
+    wire = Wire(tmp_path / "wire", [host])
+    result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
+    assert result.json()["hosts"][0]["mode"] == "docker"
+    gzip_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path, "gzip")
+    assert wire.bytes <= 1.1 * sum(gzip_sizes) + SLACK, (wire.bytes, gzip_sizes)
+    assert dest.run(test_images.app1.ref) == test_images.app1.expected_output
+
+    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path, "gzip")[-1]
+    result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
+    assert result.json()["hosts"][0]["layers_skipped"] == 2
+    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
+    assert dest.inspect(test_images.app2.ref)["Id"] == test_images.app2.id
+    assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
+
+
+def test_podman_only_remote(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    podman: Podman,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    host = start_host(None, ("podman",), podman)
+    wire = Wire(tmp_path / "wire", [host])
+    for image in (test_images.app1, test_images.app2):
+        result = push(wire, source_engine, image.ref, host.url, "--json").assert_ok()
+        assert result.json()["hosts"][0]["mode"] == "podman"
+        assert podman.image_id(image.ref) == image.id
+
+
+# ------------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sealift-test/app:1;touch /tmp/PWNED", "ssh://host0"),
+        ("$(touch /tmp/PWNED)", "ssh://host0"),
+        ("sealift-test/app:1", "ssh://-oProxyCommand=touch${IFS}/tmp/PWNED"),
+        ("sealift-test/app:1", "ssh://host0;touch /tmp/PWNED"),
+        ("sealift-test/app:1", "ssh://us er@host0"),
+        ("sealift-test/app:1", "ssh://host0:99999"),
+        ("--help;x", "ssh://host0"),
+    ],
+)
+def test_hostile_names_are_refused(args: tuple[str, ...], tmp_path: Path) -> None:
+    marker = Path("/tmp/PWNED")
+    marker.unlink(missing_ok=True)
+    log = tmp_path / "ssh-ran"
+    env = dict(os.environ)
+    # an ssh that records being run: nothing may run at all
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(f"#!/bin/sh\necho ran >> {log}\nexit 255\n")
+    fake.chmod(0o755)
+    env["SEALIFT_SSH_COMMAND"] = str(fake)
+    env["DOCKER_HOST"] = "unix:///nonexistent.sock"
+    result = run_sealift("push", "--", *args, env=env)
+    assert result.returncode == 2, str(result)
+    assert not log.exists() and not marker.exists()
+
+
+def test_wrong_host_key_is_a_clear_error(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    host = start_host(None, ("docker",))
+    known = host.sshd.known_hosts
+    other = tmp_path / "other_key"
+    procs_run = __import__("subprocess").run
+    procs_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    known.write_text(f"{host.alias} {key}\n")
+    wire = Wire(tmp_path / "wire", [host])
+    started = time.monotonic()
+    result = push(wire, source_engine, test_images.base.ref, host.url)
+    assert time.monotonic() - started < 30
+    line = result.assert_one_line_error()
+    assert host.alias in line and "Host key verification failed" in line, line
