@@ -241,18 +241,19 @@ def _zstd_block_header(size: int, block_type: int, last: bool) -> bytes:
     return ((size << 3) | (block_type << 1) | int(last)).to_bytes(3, "little")
 
 
-def zstd_zeros_bomb(n_bytes: int, prefix: bytes = b"") -> bytes:
-    """A single zstd frame decoding to ``prefix`` + ``n_bytes`` zeros; no declared size."""
+def zstd_zeros_bomb(n_bytes: int, prefix: bytes = b"", fill: bytes = b"\x00") -> bytes:
+    """A single zstd frame decoding to ``prefix`` + ``n_bytes`` x ``fill``; no declared size."""
+    assert len(fill) == 1
     assert n_bytes % _ZSTD_BLOCK == 0
     assert len(prefix) <= _ZSTD_BLOCK
     # frame header: descriptor 0 (no FCS, not single segment), window 128 KiB
     out = bytearray(_ZSTD_MAGIC + b"\x00\x38")
     if prefix:
         out += _zstd_block_header(len(prefix), 0, False) + prefix  # raw block
-    rle = _zstd_block_header(_ZSTD_BLOCK, 1, False) + b"\x00"
+    rle = _zstd_block_header(_ZSTD_BLOCK, 1, False) + fill
     n = n_bytes // _ZSTD_BLOCK
     out += rle * (n - 1)
-    out += _zstd_block_header(_ZSTD_BLOCK, 1, True) + b"\x00"
+    out += _zstd_block_header(_ZSTD_BLOCK, 1, True) + fill
     return bytes(out)
 
 
@@ -1725,6 +1726,61 @@ def _(ws: Workspace) -> Input:
     return Input(_write(ws, data))
 
 
+# ---- link cycles, deeply nested JSON
+
+
+@case(
+    "symlink-cycle",
+    "docker",
+    metadata=True,
+    why="manifest.json -> config.json -> manifest.json (ggcr TestSymlinkCycle): 'link cycle'",
+)
+def _(ws: Workspace) -> Input:
+    b = build_docker()
+    b.replace_member("manifest.json", type=tarfile.SYMTYPE, linkname="config.json", data=b"")
+    b.members.insert(0, Member("config.json", type=tarfile.SYMTYPE, linkname="manifest.json"))
+    return _archive(ws, b)
+
+
+@case("symlink-self", "oci", metadata=False, why="blobs/sha256/<layer> is a symlink to itself")
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    name = b.layer_names[0]
+    return _oci_link(ws, "layer", tarfile.SYMTYPE, name.rsplit("/", 1)[1])[1]
+
+
+DEEP = 200_000  # far beyond Python's recursion limit: json.loads raises RecursionError
+
+
+@case(
+    "json-deep-docker-manifest",
+    "docker",
+    metadata=True,
+    why="manifest.json is 200 000 nested arrays (RecursionError in a naive parser)",
+)
+def _(ws: Workspace) -> Input:
+    return _archive(ws, build_docker(manifest_bytes=b"[" * DEEP + b"]" * DEEP))
+
+
+@case("json-deep-oci-index", "oci", metadata=True, why="index.json is 200 000 nested objects")
+def _(ws: Workspace) -> Input:
+    raw = b'{"a":' * DEEP + b"1" + b"}" * DEEP
+    return _archive(ws, build_oci(index_bytes=raw))
+
+
+@case(
+    "json-deep-oci-config",
+    "oci",
+    metadata=True,
+    why="config.history is 200 000 nested arrays (descriptor correct)",
+)
+def _(ws: Workspace) -> Input:
+    good = json.loads(build_oci().config)
+    head, tail = canonical_json(good).rsplit(b"}", 1)
+    raw = head + b',"x":' + b"[" * DEEP + b"]" * DEEP + b"}" + tail
+    return _archive(ws, build_oci(config_bytes=raw))
+
+
 # ---- decompression bombs
 
 GZIP_BOMB_MIB = 16 * 1024  # 16 GiB of zeros in ~16 MiB of gzip
@@ -1804,6 +1860,22 @@ def _(ws: Workspace) -> Input:
     head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]
     head += _huge_member_header(ws, GZIP_BOMB_MIB * MIB)
     return Input(_write(ws, gzip_zeros_bomb(GZIP_BOMB_MIB, prefix=head), "input.tar.gz"))
+
+
+@case(
+    "bomb-metadata-json",
+    "docker",
+    metadata=True,
+    bomb=True,
+    stdin=True,
+    why="a .tar.zst whose manifest.json member is 8 GiB of spaces: metadata must be capped",
+)
+def _(ws: Workspace) -> Input:
+    info = tarfile.TarInfo("manifest.json")
+    info.size = 8 * GIB
+    info.mtime = 0
+    head = info.tobuf(tarfile.GNU_FORMAT)
+    return Input(_write(ws, zstd_zeros_bomb(8 * GIB, prefix=head, fill=b" "), "input.tar.zst"))
 
 
 del _
