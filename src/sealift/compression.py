@@ -170,7 +170,7 @@ def open_compressor(out: IO[bytes], codec: str, level: int | None = None) -> IO[
     """
     level = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
     if codec == ZSTD:
-        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=False)
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
         return cast(IO[bytes], compressor.stream_writer(out, closefd=False))
     if codec == GZIP:
         return cast(IO[bytes], _GzipWriter(out, level))

@@ -58,6 +58,7 @@ class ArchiveSource:
         self.outer_codec = compression.sniff(head)
         if self.outer_codec == compression.NONE and _is_regular_file(raw):
             assert isinstance(self._path, str | Path)
+            self._stack.close()  # read in place by TarFiles, through its own descriptors
             return TarFiles(Path(self._path))
         stream = compression.open_decompressed(
             cast(IO[bytes], buffered),
@@ -97,6 +98,12 @@ class ArchiveSource:
 
     def close(self) -> None:
         self._stack.close()
+
+    def __enter__(self) -> ArchiveSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class _Counter(io.RawIOBase):

@@ -1,0 +1,115 @@
+"""Compression codecs and the layer pipeline: round trips, detection, caps."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sealift import compression
+from sealift.digest import sha256_of
+from sealift.errors import DigestMismatchError, InvalidArchiveError, LimitExceededError
+from sealift.layers import LayerDigester, check_layer
+
+CODECS = list(compression.LAYER_CODECS)
+
+
+def compress(data: bytes, codec: str, level: int | None = None) -> bytes:
+    out = io.BytesIO()
+    writer = compression.open_compressor(out, codec, level)
+    writer.write(data)
+    writer.close()
+    return out.getvalue()
+
+
+def decompress(data: bytes, codec: str) -> bytes:
+    return compression.open_decompressed(io.BytesIO(data), codec, "test").read()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=200_000), codec=st.sampled_from(CODECS))
+def test_compressed_data_decompresses_to_the_original(data: bytes, codec: str) -> None:
+    assert decompress(compress(data, codec), codec) == data
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.binary(min_size=1, max_size=50_000), codec=st.sampled_from(["gzip", "zstd"]))
+def test_compressed_data_is_detected_by_its_magic(data: bytes, codec: str) -> None:
+    assert compression.sniff(compress(data, codec)[:8]) == codec
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_compression_is_deterministic(codec: str) -> None:
+    data = b"sealift " * 100_000
+    assert compress(data, codec) == compress(data, codec)
+
+
+def test_plain_tar_is_not_mistaken_for_compressed_data() -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("empty"))
+    assert compression.sniff(buffer.getvalue()[:8]) == compression.NONE
+
+
+def test_concatenated_zstd_frames_are_read_as_one_stream() -> None:
+    assert decompress(compress(b"first ", "zstd") + compress(b"second", "zstd"), "zstd") == (
+        b"first second"
+    )
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_decompression_bomb_is_refused_early(codec: str) -> None:
+    bomb = compress(b"\0" * (64 * 1024 * 1024), codec)
+    guard = compression.ExpansionGuard("bomb", ratio=100, floor=1024 * 1024)
+    reader = compression.open_decompressed(io.BytesIO(bomb), codec, "bomb", guard)
+    with pytest.raises(LimitExceededError, match="expands more than 100:1"):
+        while reader.read(1024 * 1024):
+            pass
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_corrupt_compressed_data_is_an_archive_error(codec: str) -> None:
+    data = bytearray(compress(bytes(range(256)) * 4000, codec))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(InvalidArchiveError):
+        decompress(bytes(data), codec)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.binary(max_size=100_000),
+    stored=st.sampled_from(CODECS),
+    target=st.sampled_from(CODECS),
+)
+def test_layer_digester_gives_blob_digest_and_diff_id_in_one_pass(
+    data: bytes, stored: str, target: str
+) -> None:
+    blob = compress(data, stored)
+    out = io.BytesIO()
+    digester = LayerDigester(stored, "layer", target=target)
+    digester.run(io.BytesIO(blob), out)
+    assert digester.raw_digest == sha256_of(blob)
+    assert digester.diff_id == sha256_of(data)
+    assert decompress(out.getvalue(), target) == data
+    if target == stored:
+        assert out.getvalue() == blob
+
+
+def test_layer_check_names_both_digests_on_mismatch() -> None:
+    digester = LayerDigester("none", "layer")
+    digester.run(io.BytesIO(b"actual"), None)
+    with pytest.raises(DigestMismatchError) as error:
+        check_layer(
+            what="app:1 layer 2/3",
+            expected_digest=None,
+            expected_size=None,
+            expected_diff_id=sha256_of(b"expected"),
+            digester=digester,
+        )
+    message = str(error.value)
+    assert "app:1 layer 2/3" in message
+    assert str(sha256_of(b"actual")) in message
+    assert str(sha256_of(b"expected")) in message
