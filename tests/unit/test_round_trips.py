@@ -160,7 +160,7 @@ def test_random_images_round_trip_through_an_archive(
 
 
 def test_memory_ends_compose_with_copy() -> None:
-    entry = image_from_layers([b"not really a tar but opaque bytes"], ["mem/image:1"])
+    entry = image_from_layers([b"not really a tar but opaque bytes"], ("mem/image:1",))
     sink = MemorySink()
     copy(MemorySource([entry]), sink, CopyOptions(None))
     assert summary(sink.written) == summary([entry])

@@ -1,4 +1,4 @@
-"""Images held in memory: a source and a sink for tests and for library users composing pipelines."""
+"""Images held in memory: a source and a sink for tests and for composing pipelines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sealift import compression, media
 from sealift.digest import sha256_of
 from sealift.ends.base import WriteResult
-from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest
+from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest, canonical_json
 from sealift.reference import Reference
 
 
@@ -46,14 +46,18 @@ class MemorySink:
 
 
 def image_from_layers(
-    layer_tars: list[bytes], tags: list[str] = [], architecture: str = "amd64"
+    layer_tars: list[bytes], tags: tuple[str, ...] = (), architecture: str = "amd64"
 ) -> Entry:
     """An uncompressed single-platform image built from layer tars, for tests and examples."""
     diff_ids = [str(sha256_of(data)) for data in layer_tars]
-    raw_config = (
-        '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%s]}}'
-        % (architecture, ",".join(f'"{d}"' for d in diff_ids))
-    ).encode()
+    raw_config = canonical_json(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    )
     config = ImageConfig.parse(raw_config)
     layers = tuple(
         Layer(
