@@ -1978,3 +1978,36 @@ def assert_ok(r: Result) -> None:
     assert "Traceback" not in r.stderr, str(r)
     assert r.returncode == 0, str(r)
     assert ERROR_PREFIX not in r.stderr, str(r)
+
+
+_HEX64 = set("0123456789abcdef")
+
+
+def _is_digest(value: object) -> bool:
+    if not isinstance(value, str) or not value.startswith("sha256:"):
+        return False
+    hexpart = value[len("sha256:") :]
+    return len(hexpart) == 64 and set(hexpart) <= _HEX64
+
+
+def check_inspect_shape(report: Any) -> None:
+    """``inspect --json`` has the documented shape (extra keys are allowed)."""
+    assert isinstance(report, dict) and isinstance(report.get("images"), list), report
+    for img in report["images"]:
+        assert _is_digest(img["id"]), img["id"]
+        assert isinstance(img["tags"], list) and all(isinstance(t, str) for t in img["tags"])
+        for t in img["tags"]:
+            # normalised like docker: a domain, a path, and a tag or digest
+            assert "/" in t and (":" in t.rsplit("/", 1)[1] or "@" in t), t
+        assert isinstance(img["ref_names"], list)
+        assert all(isinstance(r, str) for r in img["ref_names"])
+        assert isinstance(img["platform"], str) and img["platform"].count("/") >= 1
+        assert img["manifest_digest"] is None or _is_digest(img["manifest_digest"]), img
+        assert isinstance(img["layers"], list)
+        for layer in img["layers"]:
+            assert _is_digest(layer["digest"]), layer
+            assert _is_digest(layer["diff_id"]), layer
+            assert isinstance(layer["size"], int) and not isinstance(layer["size"], bool)
+            assert layer["size"] >= 0
+            assert isinstance(layer["media_type"], str) and layer["media_type"], layer
+            assert isinstance(layer["shared"], bool), layer

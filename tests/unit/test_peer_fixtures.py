@@ -38,6 +38,7 @@ from tests.unit.hostile import (
     Result,
     assert_clean_error,
     assert_ok,
+    check_inspect_shape,
     run_sealift,
 )
 
@@ -425,6 +426,7 @@ def test_verify(row: Row, work: Path) -> None:
 def test_inspect(row: Row, work: Path) -> None:
     r = sealift(work, "inspect", "--json", str(PEER_FIXTURES / row.path))
     if check_outcome(r, row.inspect):
+        check_inspect_shape(r.json())
         check_images(r.json(), row)
     else:
         assert r.stdout == b""

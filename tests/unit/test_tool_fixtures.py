@@ -27,6 +27,7 @@ from tests.unit.hostile import (
     Result,
     assert_clean_error,
     assert_ok,
+    check_inspect_shape,
     run_sealift,
 )
 
@@ -97,6 +98,7 @@ def inspect(work: Path, path: Path | str) -> dict[str, Any]:
     r = sealift(work, "inspect", "--json", str(path))
     assert_ok(r)
     report: dict[str, Any] = r.json()
+    check_inspect_shape(report)
     return report
 
 
@@ -142,6 +144,46 @@ def test_inspect(name: str, work: Path) -> None:
             assert got["platform"] == exp.platform, got
         else:
             assert got["platform"] == "linux/amd64", got
+
+
+def test_layout_descriptors_reported(work: Path) -> None:
+    """skopeo-oci-layout: manifest digests and layer sizes are the descriptors' own."""
+    images = by_id(inspect(work, TOOL_FIXTURES / "skopeo-oci-layout"))
+    app, base = images[APP_OCI_ID], images[BASE_OCI_ID]
+    assert app["manifest_digest"] == (
+        "sha256:a8d5fb6047d34c28d834aa8337d0023b18af3ded5db4d4b120de46a6cd032734"
+    )
+    assert base["manifest_digest"] == (
+        "sha256:d1594434ceac137ee807a2d81d8894eb8082409e2086d50d0ec20912dbdef48d"
+    )
+    assert [x["digest"] for x in app["layers"]] == [
+        "sha256:0df2add21a5add7d2086408586d7819cf2e0cf3d13a727f8c943055360c249a2",
+        "sha256:c2f20c805b1b8f39e6c374ee34d38bc32bb19881c28af9f0315ed1f8b62dd994",
+        "sha256:5852a8cf24ced8adcaf9b93c865a1abc04e0fca405828469c266877220cf50ec",
+    ]
+    assert [x["size"] for x in app["layers"]] == [1083610, 133, 120]
+    assert [x["shared"] for x in app["layers"]] == [True, True, False]
+    assert [x["media_type"] for x in base["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    ] * 2
+
+
+def test_same_image_from_any_container_gives_the_same_bytes(work: Path) -> None:
+    """docker20-save-app.tar.{gz,zst,xz} hold the same tar: the outputs are identical."""
+    outs = []
+    for name in [
+        "docker20-save-app.tar.gz",
+        "docker20-save-app.tar.zst",
+        "docker20-save-app.tar.xz",
+    ]:
+        out = work / "dst" / (name + ".out.tar")
+        assert_ok(sealift(work, "convert", "-q", str(TOOL_FIXTURES / name), f"archive:{out}"))
+        outs.append(out.read_bytes())
+    piped = work / "dst" / "stdin.out.tar"
+    data = (TOOL_FIXTURES / "docker20-save-app.tar.zst").read_bytes()
+    assert_ok(sealift(work, "convert", "-q", "-", f"archive:{piped}", stdin=data))
+    outs.append(piped.read_bytes())
+    assert all(o == outs[0] for o in outs)
 
 
 def test_shared_layers_in_multi_archive(work: Path) -> None:
