@@ -111,6 +111,7 @@ class _Sampler(threading.Thread):
         self.peak_proc = 0
         self.peak_sealift: int | None = None
         self.peak_engine = 0
+        self.root_is_sealift = False
 
     def sample(self) -> None:
         total = 0
@@ -121,8 +122,9 @@ class _Sampler(threading.Thread):
             rss, hwm = st
             total += rss
             self.peak_proc = max(self.peak_proc, hwm)
-            if pid != self.root and _is_sealift(pid):
+            if _is_sealift(pid):  # the bash root itself never is; exec'd into python it is
                 self.peak_sealift = max(self.peak_sealift or 0, hwm)
+                self.root_is_sealift |= pid == self.root
         self.peak_tree = max(self.peak_tree, total)
         engine = 0
         for root in self.engine_roots:
@@ -187,12 +189,15 @@ def run_measured(
         # Anything the pipeline left behind in its session (it should leave nothing).
         _kill_group_quietly(proc.pid)
     tail = _tail(log)
+    peak_sealift = sampler.peak_sealift
+    if sampler.root_is_sealift:  # bash exec'd the lone command: wait4 saw sealift itself
+        peak_sealift = max(peak_sealift or 0, rusage.ru_maxrss * _KIB)
     m = Measurement(
         wall=wall,
         returncode=proc.returncode,
         peak_rss_tree=sampler.peak_tree,
         peak_rss_proc=max(sampler.peak_proc, rusage.ru_maxrss * _KIB),
-        peak_rss_sealift=sampler.peak_sealift,
+        peak_rss_sealift=peak_sealift,
         engine_peak_rss=sampler.peak_engine,
         stderr_tail=tail,
     )
