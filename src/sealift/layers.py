@@ -19,10 +19,10 @@ from sealift.verify import CHUNK
 class _Tee(io.RawIOBase):
     """Reads ``source``, hashing every byte and copying it to ``copy`` when given."""
 
-    def __init__(self, source: IO[bytes], copy: IO[bytes] | None) -> None:
+    def __init__(self, source: IO[bytes], copy: IO[bytes] | None, hasher: Hasher | None) -> None:
         self._source = source
         self._copy = copy
-        self.hasher = Hasher()
+        self.hasher = hasher
 
     def readable(self) -> bool:
         return True
@@ -32,7 +32,8 @@ class _Tee(io.RawIOBase):
         n = len(data)
         if n:
             buffer[:n] = data
-            self.hasher.update(data)
+            if self.hasher is not None:
+                self.hasher.update(data)
             if self._copy is not None:
                 self._copy.write(data)
         return n
@@ -58,13 +59,15 @@ class LayerDigester:
         self.uncompressed_size = 0
 
     def run(self, stream: IO[bytes], out: IO[bytes] | None) -> None:
-        tee = _Tee(stream, out if self.target is None else None)
+        diff = Hasher()
+        # an uncompressed layer's blob digest is its diff_id: hash it once
+        raw = diff if self.codec == compression.NONE else Hasher()
+        tee = _Tee(stream, out if self.target is None else None, None if raw is diff else raw)
         compressor = (
             compression.open_compressor(out, self.target, self.level)
             if self.target is not None and out is not None
             else None
         )
-        diff = Hasher()
         try:
             if self.codec == compression.NONE:
                 self._pump(tee, diff, compressor)
@@ -78,7 +81,7 @@ class LayerDigester:
             if compressor is not None:
                 compressor.close()
         finally:
-            self.raw_digest, self.raw_size = tee.hasher.digest(), tee.hasher.size
+            self.raw_digest, self.raw_size = raw.digest(), raw.size
         self.diff_id, self.uncompressed_size = diff.digest(), diff.size
 
     @staticmethod
