@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import threading
@@ -98,13 +99,20 @@ def main() -> None:
             pass
         done.set()
 
+    def finish(*_: object) -> None:
+        # ssh sends SIGHUP to its ProxyCommand when it is done: count then, too
+        with open(args.log, "a") as log:
+            log.write(f"{counts[0]} {counts[1]}\n")
+        os._exit(0)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, finish)
     for target in (upstream, downstream):
         threading.Thread(target=target, daemon=True).start()
-    done.wait()
-    with open(args.log, "a") as log:
-        log.write(f"{counts[0]} {counts[1]}\n")
+    while not done.wait(0.05):
+        pass
     sock.close()
-    os._exit(0)
+    finish()
 
 
 if __name__ == "__main__":

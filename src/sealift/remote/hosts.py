@@ -346,24 +346,34 @@ def _push_cli(
             result.images.append({"ref": tag.familiar, "id": str(image.id), "status": status})
     if options.dry_run:
         return
-    if send:
-        try:
-            _load(ssh, tool, send, omit, options, result, on_bytes)
-        except EngineError:
-            if not omit:
-                raise
-            result.layers_sent, result.layers_skipped = len(needed | omit), 0
-            _load(ssh, tool, send, set(), options, result, on_bytes)
     words: list[str] = []
     for image, entry in pairs:
         if entry not in send:
             for tag in entry.tags:
                 words.append(remote_command([tool, "tag", str(image.id), _tag_name(tool, tag)]))
-    if words:
-        answer = ssh.run(" && ".join(words), timeout=120)
+    expected = [(str(image.id), tag) for image, entry in pairs for tag in entry.tags]
+    if expected:
+        names = [_tag_name(tool, tag) for _, tag in expected]
+        words.append(remote_command([tool, "image", "inspect", "--format", "{{.Id}}", *names]))
+    after = " && ".join(words)
+    if send:
+        try:
+            shown = _load(ssh, tool, send, omit, options, result, on_bytes, after)
+        except EngineError:
+            if not omit:
+                raise
+            result.layers_sent, result.layers_skipped = len(needed | omit), 0
+            shown = _load(ssh, tool, send, set(), options, result, on_bytes, after)
+    elif after:
+        answer = ssh.run(after, timeout=120)
         if answer.returncode != 0:
-            raise EngineError(f"{ssh.target}: {tool} tag failed: {last_line(answer.stderr)}")
-    _check_tags(ssh, tool, pairs, result)
+            raise EngineError(f"{ssh.target}: {tool} failed: {last_line(answer.stderr)}")
+        shown = answer.stdout.decode(errors="replace")
+    else:
+        return
+    _check_tags(ssh, tool, expected, shown.split()[-len(expected) :] if expected else [])
+    for item in result.images:
+        item["status"] = "loaded" if item["status"] == "send" else "tagged"
 
 
 def _load(
@@ -374,16 +384,20 @@ def _load(
     options: RemoteOptions,
     result: HostResult,
     on_bytes: ByteCounter,
-) -> None:
-    proc = ssh.popen(remote_command([tool, "load"]))
+    after: str,
+) -> str:
+    """Pipe the archive into ``tool load`` then run ``after``; return what ``after`` printed."""
+    command = remote_command([tool, "load", "--quiet"])
+    proc = ssh.popen(f"{command} && {after}" if after else command)
     assert proc.stdin is not None
     stderr: list[bytes] = []
+    stdout: list[bytes] = []
     drain = threading.Thread(
         target=lambda: stderr.append(proc.stderr.read() if proc.stderr else b""), daemon=True
     )
     drain.start()
     out_thread = threading.Thread(
-        target=lambda: proc.stdout.read() if proc.stdout else None, daemon=True
+        target=lambda: stdout.append(proc.stdout.read() if proc.stdout else b""), daemon=True
     )
     out_thread.start()
     counter = _CountingWriter(proc.stdin, lambda n: on_bytes(result.host, n))
@@ -406,29 +420,18 @@ def _load(
         raise TransportError(ssh.failure(b"".join(stderr), code))
     if code != 0 or error is not None:
         raise EngineError(f"{ssh.target}: {tool} load failed: {message or error}")
+    return b"".join(stdout).decode(errors="replace")
 
 
-def _check_tags(ssh: Ssh, tool: str, pairs: list[tuple[Any, Entry]], result: HostResult) -> None:
-    expected = [(str(image.id), tag) for image, entry in pairs for tag in entry.tags]
-    if not expected:
-        return
-    names = [_tag_name(tool, tag) for _, tag in expected]
-    answer = ssh.run(
-        remote_command([tool, "image", "inspect", "--format", "{{.Id}}", *names]), timeout=120
-    )
-    shown = answer.stdout.decode(errors="replace").split()
-    if answer.returncode != 0 or len(shown) != len(expected):
-        raise EngineError(
-            f"{ssh.target}: after loading, {tool} cannot show the images: "
-            f"{last_line(answer.stderr)}"
-        )
+def _check_tags(ssh: Ssh, tool: str, expected: list[tuple[str, Any]], shown: list[str]) -> None:
+    """Every tag must show its image's ID: success is what the remote engine says."""
+    if len(shown) != len(expected):
+        raise EngineError(f"{ssh.target}: after loading, {tool} does not show every image")
     for (image_id, tag), actual in zip(expected, shown, strict=True):
         if _prefixed(actual) != image_id:
             raise EngineError(
                 f"{ssh.target}: after loading, {tag.familiar} is {actual}, expected {image_id}"
             )
-    for item in result.images:
-        item["status"] = "loaded" if item["status"] == "send" else "tagged"
 
 
 # ---------------------------------------------------------------------------------------- pull

@@ -15,12 +15,16 @@ import contextlib
 import fcntl
 import os
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
+import zstandard
+
 from sealift import compression
 from sealift.digest import Digest, Hasher
-from sealift.errors import DigestMismatchError, SealiftError, TransportError
+from sealift.errors import DigestMismatchError, InvalidArchiveError, SealiftError, TransportError
 from sealift.verify import CHUNK
 
 DEFAULT_TTL = 7 * 24 * 3600
@@ -101,9 +105,8 @@ class Staging:
                     f"{what}: staging holds {have} bytes but the sender resumed at {offset}"
                 )
             hasher = _hash_prefix(path, offset)
-            reader = compression.open_decompressed(stream, codec, what)
             appended = 0
-            while chunk := reader.read(CHUNK):
+            for chunk in decoded(stream, codec, what):
                 file.write(chunk)
                 hasher.update(chunk)
                 appended += len(chunk)
@@ -130,3 +133,60 @@ def _hash_prefix(path: Path, size: int) -> Hasher:
             hasher.update(chunk)
             remaining -= len(chunk)
     return hasher
+
+
+def decoded(stream: IO[bytes], codec: str, what: str) -> Iterator[bytes]:
+    """``stream`` decompressed, each piece yielded as soon as it is decoded.
+
+    Unlike a buffered reader, nothing decoded is held back when ``stream`` breaks: every byte
+    that arrived intact reaches the staging file. Output is capped against decompression bombs.
+    """
+    guard = compression.ExpansionGuard(what)
+    counted = _Counting(stream)
+    expanded = 0
+    try:
+        if codec == compression.NONE:
+            while data := counted.read(CHUNK):
+                yield data
+            return
+        if codec == compression.ZSTD:
+            reader = zstandard.ZstdDecompressor().stream_reader(
+                cast(IO[bytes], counted), read_size=_PIECE, read_across_frames=True, closefd=False
+            )
+            while data := reader.read1(CHUNK):
+                expanded += len(data)
+                guard.check(counted.count, expanded)
+                yield data
+            return
+        if codec == compression.GZIP:
+            inflater = zlib.decompressobj(wbits=31)
+            while piece := counted.read(_PIECE):
+                while piece:
+                    data = inflater.decompress(piece, CHUNK)
+                    piece = inflater.unconsumed_tail
+                    expanded += len(data)
+                    guard.check(counted.count, expanded)
+                    yield data
+            tail = inflater.flush()
+            if tail:
+                yield tail
+            if not inflater.eof:
+                raise InvalidArchiveError(f"{what}: gzip stream ends early")
+            return
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise InvalidArchiveError(f"{what}: corrupt {codec} data ({exc})") from exc
+    raise InvalidArchiveError(f"{what}: unknown wire compression {codec!r}")
+
+
+_PIECE = 128 * 1024
+
+
+class _Counting:
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.count += len(data)
+        return data

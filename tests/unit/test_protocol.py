@@ -1,0 +1,259 @@
+"""The SSH push protocol without ssh or engines: framing, negotiation, staging and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+from pathlib import Path
+from typing import IO, cast
+
+import pytest
+
+from sealift import compression, media
+from sealift.digest import Digest
+from sealift.ends.ssh import Ssh, SshTarget, remote_command, ssh_command
+from sealift.errors import DigestMismatchError, UsageError
+from sealift.model import Descriptor, Layer
+from sealift.remote import protocol
+from sealift.remote.protocol import Channel, LayerStream, Need, ProtocolError, RemoteError
+from sealift.remote.sender import send_layer
+from sealift.remote.staging import Staging
+
+
+# ------------------------------------------------------------------------------- destinations
+@pytest.mark.parametrize(
+    ("text", "user", "host", "port"),
+    [
+        ("ssh://web1", None, "web1", None),
+        ("ssh://deploy@web1.example.com:2222", "deploy", "web1.example.com", 2222),
+        ("ssh://root@127.0.0.1", "root", "127.0.0.1", None),
+        ("ssh://[::1]:22", None, "::1", 22),
+        ("ssh://web1/", None, "web1", None),
+    ],
+)
+def test_parse_destinations(text: str, user: str | None, host: str, port: int | None) -> None:
+    target = SshTarget.parse(text)
+    assert (target.user, target.host, target.port) == (user, host, port)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "web1",
+        "ssh://",
+        "ssh://-oProxyCommand=sh",
+        "ssh://web1;reboot",
+        "ssh://web 1",
+        "ssh://we$(id)b1",
+        "ssh://-l@web1",
+        "ssh://a@b@web1",
+        "ssh://web1:0",
+        "ssh://web1:65536",
+        "ssh://web1:22x",
+        "ssh://web1\n",
+        "ssh://[::1",
+        "ssh://user name@web1",
+    ],
+)
+def test_hostile_destinations_are_refused(text: str) -> None:
+    with pytest.raises(UsageError):
+        SshTarget.parse(text)
+
+
+def test_ssh_argv_never_lets_the_destination_be_an_option() -> None:
+    ssh = Ssh(SshTarget.parse("ssh://me@web1:2200"), ["ssh", "-F", "cfg"], batch=True)
+    argv = ssh.argv(remote_command(["docker", "tag", "a;b", "$(x)"]))
+    assert argv == [
+        "ssh",
+        "-F",
+        "cfg",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        "2200",
+        "--",
+        "me@web1",
+        "docker tag 'a;b' '$(x)'",
+    ]
+
+
+def test_ssh_command_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEALIFT_SSH_COMMAND", "ssh -F '/my dir/config' -v")
+    assert ssh_command() == ["ssh", "-F", "/my dir/config", "-v"]
+    assert ssh_command("myssh -x") == ["myssh", "-x"]
+    monkeypatch.delenv("SEALIFT_SSH_COMMAND")
+    assert ssh_command() == ["ssh"]
+    with pytest.raises(UsageError):
+        ssh_command("ssh 'unclosed")
+
+
+# ------------------------------------------------------------------------------------ framing
+def _pair() -> tuple[Channel, io.BytesIO]:
+    out = io.BytesIO()
+    return Channel(io.BytesIO(), out), out
+
+
+def _reader(data: bytes) -> Channel:
+    return Channel(io.BytesIO(data), io.BytesIO(), "peer")
+
+
+def test_messages_and_frames_round_trip() -> None:
+    sender, out = _pair()
+    sender.send({"t": "x", "a": 1})
+    sender.send({"t": "c"}, b"\n\x00binary\n")
+    receiver = _reader(out.getvalue())
+    assert receiver.recv() == ({"t": "x", "a": 1}, None)
+    message, payload = receiver.recv()
+    assert message["t"] == "c" and payload == b"\n\x00binary\n"
+    assert receiver.bytes_in == sender.bytes_out
+    with pytest.raises(ProtocolError, match="closed"):
+        receiver.recv()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json\n",
+        b'["list"]\n',
+        b'{"no":"type"}\n',
+        b'{"t":"c","n":-1}\n',
+        b'{"t":"c","n":99999999999}\n',
+        b'{"t":"c","n":10}\nshort',
+    ],
+)
+def test_garbage_is_a_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        _reader(data).recv()
+
+
+def test_error_messages_are_raised() -> None:
+    with pytest.raises(RemoteError, match="peer: disk full"):
+        _reader(b'{"t":"error","message":"disk full"}\n').recv()
+
+
+def test_banner_skips_login_noise() -> None:
+    channel = _reader(b"Welcome!\nlast login\nSEALIFT-AGENT 0.1.0\n")
+    assert channel.read_banner()[0] == protocol.BANNER
+    with pytest.raises(ProtocolError):
+        _reader(b"motd only\n").read_banner()
+
+
+def test_version_negotiation() -> None:
+    assert protocol.choose_protocol(protocol.hello()) == max(protocol.PROTOCOLS)
+    with pytest.raises(RemoteError, match="protocol mismatch"):
+        protocol.choose_protocol({"t": "hello", "protocols": [99], "sealift": "9.0"})
+    with pytest.raises(RemoteError):
+        protocol.choose_protocol({"t": "hello"})
+
+
+def test_need_round_trip_and_validation() -> None:
+    digest = Digest.parse("sha256:" + "a" * 64)
+    need = Need({digest: 5}, ("sha256:" + "b" * 64,), 2)
+    assert Need.parse(need.to_json()) == need
+    with pytest.raises(ProtocolError):
+        Need.parse({"t": "need", "layers": [{"diff_id": str(digest), "offset": -1}]})
+    with pytest.raises(ProtocolError):
+        Need.parse({"t": "need", "layers": [{"diff_id": "sha256:zz", "offset": 0}]})
+
+
+def test_offer_refuses_hostile_tags() -> None:
+    offer = {
+        "t": "offer",
+        "images": [{"config": "e30=", "layers": [], "tags": ["app:1;rm -rf /"]}],
+    }
+    with pytest.raises(ProtocolError):
+        protocol.parse_offer(offer)
+
+
+# ---------------------------------------------------------------------------- staging, resume
+def _layer(data: bytes) -> Layer:
+    diff_id = Digest.from_hex(hashlib.sha256(data).hexdigest())
+    return Layer(
+        Descriptor(media.OCI_LAYER, diff_id, len(data)),
+        diff_id,
+        compression.NONE,
+        lambda: io.BytesIO(data),
+        verified=True,
+    )
+
+
+def _payload() -> bytes:
+    rng = random.Random(7)
+    return rng.randbytes(3 * 1024 * 1024) + b"text " * 400_000
+
+
+def _wire(layer: Layer, offset: int, codec: str) -> bytes:
+    sender, out = _pair()
+    send_layer(sender, layer, offset, codec)
+    return out.getvalue()
+
+
+def _receive(staging: Staging, wire: bytes) -> int:
+    channel = _reader(wire)
+    header = channel.expect("layer")
+    stream = LayerStream(channel)
+    appended = staging.receive(
+        Digest.parse(header["diff_id"]), header["offset"], header["codec"], cast(IO[bytes], stream)
+    )
+    stream.finish()
+    return appended
+
+
+@pytest.mark.parametrize("codec", [compression.ZSTD, compression.GZIP, compression.NONE])
+def test_layer_arrives_whole(tmp_path: Path, codec: str) -> None:
+    data = _payload()
+    layer = _layer(data)
+    staging = Staging(tmp_path)
+    wire = _wire(layer, 0, codec)
+    if codec != compression.NONE:
+        assert len(wire) < len(data)
+    assert _receive(staging, wire) == len(data)
+    assert staging.has(layer.diff_id)
+    assert staging.complete_path(layer.diff_id).read_bytes() == data
+
+
+def test_cut_mid_layer_resumes_from_the_bytes_that_arrived(tmp_path: Path) -> None:
+    data = _payload()
+    layer = _layer(data)
+    staging = Staging(tmp_path)
+    full = _wire(layer, 0, compression.ZSTD)
+    with pytest.raises(ProtocolError):
+        _receive(staging, full[: len(full) // 2])
+    offset = staging.offset(layer.diff_id)
+    assert 0 < offset < len(data)
+    assert not staging.has(layer.diff_id)
+    resumed = _wire(layer, offset, compression.ZSTD)
+    assert len(resumed) < len(full)
+    assert _receive(staging, resumed) == len(data) - offset
+    assert staging.complete_path(layer.diff_id).read_bytes() == data
+
+
+def test_wrong_content_is_refused_and_forgotten(tmp_path: Path) -> None:
+    data = _payload()
+    layer = _layer(data)
+    liar = Layer(layer.descriptor, layer.diff_id, compression.NONE, lambda: io.BytesIO(b"x" * 99))
+    staging = Staging(tmp_path)
+    with pytest.raises(DigestMismatchError):
+        _receive(staging, _wire(liar, 0, compression.ZSTD))
+    assert staging.offset(layer.diff_id) == 0 and not staging.has(layer.diff_id)
+
+
+def test_resume_offset_must_match_staging(tmp_path: Path) -> None:
+    data = _payload()
+    layer = _layer(data)
+    staging = Staging(tmp_path)
+    with pytest.raises(Exception, match="resumed at 10"):
+        _receive(staging, _wire(layer, 10, compression.ZSTD))
+
+
+def test_stale_staging_expires(tmp_path: Path) -> None:
+    staging = Staging(tmp_path)
+    old = tmp_path / ("a" * 64 + ".partial")
+    new = tmp_path / ("b" * 64)
+    old.write_bytes(b"old")
+    new.write_bytes(b"new")
+    os.utime(old, (1, 1))
+    assert staging.expire(3600) == 1
+    assert not old.exists() and new.exists()
