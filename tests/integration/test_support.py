@@ -14,7 +14,7 @@ import pytest
 from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.fixtures import TOOL_FIXTURE_IMAGES
 from tests.support.images import ImageSet
-from tests.support.peers import Containerd, Podman, Skopeo, Sshd
+from tests.support.peers import Containerd, Podman, Registry, Skopeo, Sshd
 
 
 @pytest.mark.engine
@@ -147,3 +147,17 @@ def test_fixture_table_matches_archives(tool_fixtures: Path) -> None:
                 manifest = json.load(member)
             configs = {"sha256:" + entry["Config"].removesuffix(".json") for entry in manifest}
             assert configs == set(spec.ids.values()), name
+
+
+@pytest.mark.interop
+def test_registry_accepts_a_push(registry: Registry, skopeo: Skopeo, tool_fixtures: Path) -> None:
+    target = f"docker://{registry.address}/fixture/app:1"
+    skopeo.copy(
+        f"docker-archive:{tool_fixtures}/docker20-save-multi.tar:fixture/app:1",
+        target,
+        "--dest-tls-verify=false",
+    )
+    assert (
+        skopeo.copy_config_digest(target, "--src-tls-verify=false")
+        == TOOL_FIXTURE_IMAGES["docker20-save-multi.tar"].ids["fixture/app:1"]
+    )
