@@ -22,6 +22,7 @@ import io
 import json
 import os
 import resource
+import stat
 import subprocess
 import sys
 import tarfile
@@ -1216,6 +1217,54 @@ def _(ws: Workspace) -> Input:
     p = root / b.layer_names[0]
     p.unlink()
     os.mkfifo(p)
+    return Input(root)
+
+
+@case(
+    "layout-index-fifo",
+    "layout",
+    metadata=True,
+    why="layout dir: index.json is a FIFO; opening it blocks forever",
+)
+def _(ws: Workspace) -> Input:
+    root = write_layout(build_oci(), ws.inp / "layout")
+    (root / "index.json").unlink()
+    os.mkfifo(root / "index.json")
+    return Input(root)
+
+
+@case(
+    "layout-layer-is-directory",
+    "layout",
+    metadata=False,
+    why="layout dir: blobs/sha256/<layer> is a directory",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    root = write_layout(b, ws.inp / "layout")
+    p = root / b.layer_names[0]
+    p.unlink()
+    p.mkdir()
+    return Input(root)
+
+
+@case(
+    "layout-layer-dev-zero",
+    "layout",
+    metadata=False,
+    why="layout dir: blobs/sha256/<layer> is /dev/zero (a char device): endless zeros",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    root = write_layout(b, ws.inp / "layout")
+    p = root / b.layer_names[0]
+    p.unlink()
+    try:
+        os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        import pytest
+
+        pytest.skip("creating a device node needs root")
     return Input(root)
 
 
