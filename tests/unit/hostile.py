@@ -830,6 +830,25 @@ def _(ws: Workspace) -> Input:
 
 
 @case(
+    "flip-oci-layer-gzip-header",
+    "oci",
+    metadata=False,
+    why="gzip header mtime byte changed: decompresses to the same tar, only the digest differs",
+)
+def _(ws: Workspace) -> Input:
+    b = build_oci()
+    blob = b.layer_blobs[0]
+    bad = blob[:4] + bytes([blob[4] ^ 0x01]) + blob[5:]  # MTIME, not covered by the CRC
+    b.replace_member(b.layer_names[0], data=bad)
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(b.layer_digests[0])[:12], sha256_hex(bad)[:12]),
+        image_names=_oci_names(b),
+    )
+
+
+@case(
     "flip-oci-config",
     "oci",
     metadata=True,
