@@ -28,10 +28,9 @@ class _Tee(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._source.read(len(buffer))
-        n = len(data)
+        n: int = self._source.readinto(buffer)  # type: ignore[attr-defined]
         if n:
-            buffer[:n] = data
+            data = buffer[:n]
             if self.hasher is not None:
                 self.hasher.update(data)
             if self._copy is not None:

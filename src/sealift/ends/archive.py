@@ -19,6 +19,7 @@ from sealift.formats.files import Files, StreamFiles, TarFiles
 from sealift.formats.read import read_entries
 from sealift.formats.write import write_archive
 from sealift.model import Entry
+from sealift.prefetch import PrefetchReader
 
 STDIO = "-"
 
@@ -60,6 +61,10 @@ class ArchiveSource:
             assert isinstance(self._path, str | Path)
             self._stack.close()  # read in place by TarFiles, through its own descriptors
             return TarFiles(Path(self._path))
+        if not _is_regular_file(raw):
+            buffered = io.BufferedReader(
+                PrefetchReader(cast(IO[bytes], buffered)), compression.CHUNK
+            )
         stream = compression.open_decompressed(
             cast(IO[bytes], buffered),
             self.outer_codec,

@@ -274,7 +274,8 @@ class StreamFiles:
         self._keep = keep
         self._level = level
         self._progress = on_progress
-        with _tar_errors(what), tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+        forward = cast(IO[bytes], _ForwardOnly(stream))
+        with _tar_errors(what), tarfile.open(fileobj=forward, mode="r:") as tar:
             for info in tar:
                 self._add(tar, info)
 
@@ -303,7 +304,8 @@ class StreamFiles:
         return _spool_large(
             name,
             size,
-            cast(IO[bytes], _Prefixed(head, source)),
+            head,
+            source,
             self._store,
             self._transcode_to,
             self._keep,
@@ -343,6 +345,7 @@ def _looks_like_layer(head: bytes) -> bool:
 def _spool_large(
     name: str,
     size: int,
+    head: bytes,
     source: IO[bytes],
     store: BlobStore,
     transcode_to: str | None,
@@ -351,10 +354,9 @@ def _spool_large(
 ) -> Member:
     from sealift.layers import LayerDigester  # the layer pipeline lives beside the model
 
-    prefix = source.read(compression.SNIFF_SIZE + _TAR_MAGIC_OFFSET + 5)
-    stream = cast(IO[bytes], _Prefixed(prefix, source))
-    codec = compression.sniff(prefix)
-    if not _looks_like_layer(prefix):
+    stream = cast(IO[bytes], _Prefixed(head, source))
+    codec = compression.sniff(head)
+    if not _looks_like_layer(head):
         digest, _ = store.add(lambda out: _copy(stream, out))
         return Member(name, size, lambda: store.open(digest), digest=digest)
     digester = LayerDigester(codec, f"member {name!r}", target=transcode_to, level=level)
@@ -391,6 +393,43 @@ def _copy(source: IO[bytes], out: IO[bytes]) -> None:
         out.write(chunk)
 
 
+class _ForwardOnly(io.RawIOBase):
+    """A stream that ``tarfile`` may treat as seekable, as long as it only seeks forward.
+
+    tarfile's own stream mode copies every byte several times through its buffers; reading
+    members straight from the stream, and skipping forward by reading, avoids that.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self._position:
+            raise io.UnsupportedOperation("a tar stream can only be read forward")
+        while self._position < target:
+            skipped = len(self._raw.read(min(CHUNK, target - self._position)))
+            if not skipped:
+                break  # tarfile notices the missing data when it reads
+            self._position += skipped
+        return self._position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self._position += n
+        return n
+
+
 class _Prefixed(io.RawIOBase):
     """``prefix`` followed by the rest of ``rest``."""
 
@@ -407,9 +446,7 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return self._rest.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
 
 
 class DirFiles:
