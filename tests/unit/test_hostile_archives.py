@@ -168,7 +168,7 @@ def test_inspect_rejects_damaged_metadata(case: Case, ws: Workspace) -> None:
 def test_convert_rejects(case: Case, target: str, ws: Workspace) -> None:
     inp, before = build(case, ws)
     out = ws.dst / ("out.tar" if target == "archive" else "out-layout")
-    r = run(ws, case, "convert", "-q", str(inp.path), f"{target}:{out}")
+    r = run(ws, case, "convert", str(inp.path), f"{target}:{out}")
     assert_clean_error(r)
     assert not out.exists() and not out.is_symlink(), f"{out} left behind\n{r}"
     assert_no_side_effects(ws, before, inp)
@@ -178,7 +178,7 @@ def test_convert_rejects(case: Case, target: str, ws: Workspace) -> None:
 def test_convert_from_stdin_rejects(case: Case, ws: Workspace) -> None:
     inp, before = build(case, ws)
     out = ws.dst / "out.tar"
-    r = run(ws, case, "convert", "-q", "-", f"archive:{out}", stdin=inp.path.read_bytes())
+    r = run(ws, case, "convert", "-", f"archive:{out}", stdin=inp.path.read_bytes())
     assert_clean_error(r)
     assert not out.exists(), f"{out} left behind\n{r}"
     assert_no_side_effects(ws, before, inp)
@@ -190,7 +190,7 @@ def test_existing_destination_survives_a_failed_convert(ws: Workspace) -> None:
     inp = case.build(ws)
     out = ws.dst / "out.tar"
     out.write_bytes(b"precious")
-    r = run(ws, case, "convert", "-q", str(inp.path), f"archive:{out}")
+    r = run(ws, case, "convert", str(inp.path), f"archive:{out}")
     assert_clean_error(r)
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in ws.dst.iterdir()) == ["out.tar"]
@@ -369,7 +369,7 @@ def test_valid_input_is_accepted(name: str, ws: Workspace) -> None:
         assert first["ref_names"] == [hostile.REF_NAME]
 
     out = ws.dst / "out.tar"
-    assert_ok(run_sealift("convert", "-q", str(path), f"archive:{out}", **kw))
+    assert_ok(run_sealift("convert", str(path), f"archive:{out}", **kw))
     assert out.is_file()
     assert_ok(run_sealift("verify", str(out), **kw))
     assert list(ws.cwd.iterdir()) == [] and list(ws.tmp.iterdir()) == []
@@ -385,5 +385,5 @@ def test_valid_layout_dir_is_accepted(ws: Workspace) -> None:
     assert_ok(r)
     assert [i["id"] for i in r.json()["images"]] == [b.config_digest]
     out = ws.dst / "out-layout"
-    assert_ok(run_sealift("convert", "-q", f"oci:{root}", f"oci:{out}", **kw))
+    assert_ok(run_sealift("convert", f"oci:{root}", f"oci:{out}", **kw))
     assert_ok(run_sealift("verify", str(out), **kw))

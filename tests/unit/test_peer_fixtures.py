@@ -437,7 +437,7 @@ def test_convert(row: Row, work: Path) -> None:
     src = PEER_FIXTURES / row.path
     out = work / "dst" / "out.tar"
     out.parent.mkdir()
-    r = sealift(work, "convert", "-q", str(src), f"archive:{out}")
+    r = sealift(work, "convert", str(src), f"archive:{out}")
     if not check_outcome(r, row.convert):
         assert list(out.parent.iterdir()) == [], "a failed convert leaves nothing"
         return
@@ -506,7 +506,7 @@ def test_select_by_tag(
     fixture: str, tag: str, image_id: str, diff_ids: tuple[str, ...], work: Path
 ) -> None:
     out = work / "out.tar"
-    r = sealift(work, "convert", "-q", str(PEER_FIXTURES / fixture), f"archive:{out}", "--tag", tag)
+    r = sealift(work, "convert", str(PEER_FIXTURES / fixture), f"archive:{out}", "--tag", tag)
     assert_ok(r)
     assert_ok(sealift(work, "verify", str(out)))
     inspected = sealift(work, "inspect", "--json", str(out))
@@ -519,7 +519,7 @@ def test_select_by_tag(
 def test_unknown_tag_is_rejected(work: Path) -> None:
     out = work / "out.tar"
     src = PEER_FIXTURES / GGCR / "tarball/testdata/test_bundle.tar"
-    r = sealift(work, "convert", "-q", str(src), f"archive:{out}", "--tag", "test_image_9")
+    r = sealift(work, "convert", str(src), f"archive:{out}", "--tag", "test_image_9")
     assert_clean_error(r)
     assert not out.exists()
 
@@ -570,7 +570,7 @@ def test_standalone_manifest_is_not_an_archive(name: str, command: str, work: Pa
     src = PEER_FIXTURES / CI / "internal/manifest/testdata" / name
     out = work / "out.tar"
     args = {"verify": ["verify", str(src)], "inspect": ["inspect", "--json", str(src)],
-            "convert": ["convert", "-q", str(src), f"archive:{out}"]}[command]  # fmt: skip
+            "convert": ["convert", str(src), f"archive:{out}"]}[command]  # fmt: skip
     assert_clean_error(sealift(work, *args))
     assert not out.exists()
 

@@ -177,11 +177,11 @@ def test_same_image_from_any_container_gives_the_same_bytes(work: Path) -> None:
         "docker20-save-app.tar.xz",
     ]:
         out = work / "dst" / (name + ".out.tar")
-        assert_ok(sealift(work, "convert", "-q", str(TOOL_FIXTURES / name), f"archive:{out}"))
+        assert_ok(sealift(work, "convert", str(TOOL_FIXTURES / name), f"archive:{out}"))
         outs.append(out.read_bytes())
     piped = work / "dst" / "stdin.out.tar"
     data = (TOOL_FIXTURES / "docker20-save-app.tar.zst").read_bytes()
-    assert_ok(sealift(work, "convert", "-q", "-", f"archive:{piped}", stdin=data))
+    assert_ok(sealift(work, "convert", "-", f"archive:{piped}", stdin=data))
     outs.append(piped.read_bytes())
     assert all(o == outs[0] for o in outs)
 
@@ -198,7 +198,7 @@ def test_shared_layers_in_multi_archive(work: Path) -> None:
 def test_convert_keeps_ids_and_tags(name: str, compression: str, work: Path) -> None:
     src = TOOL_FIXTURES / name
     out = work / "dst" / "out.tar"
-    r = sealift(work, "convert", "-q", "--compression", compression, str(src), f"archive:{out}")
+    r = sealift(work, "convert", "--compression", compression, str(src), f"archive:{out}")
     assert_ok(r)
     assert_ok(sealift(work, "verify", str(out)))
     before, after = by_id(inspect(work, src)), by_id(inspect(work, out))
@@ -215,7 +215,7 @@ def test_convert_layer_media_types(compression: str, work: Path) -> None:
     """--compression sets the layer compression inside the output."""
     out = work / "dst" / "out.tar"
     src = TOOL_FIXTURES / "docker20-save-multi.tar"
-    assert_ok(sealift(work, "convert", "-q", "--compression", compression, str(src), str(out)))
+    assert_ok(sealift(work, "convert", "--compression", compression, str(src), str(out)))
     for img in inspect(work, out)["images"]:
         for layer in img["layers"]:
             mt = layer["media_type"]
@@ -231,7 +231,7 @@ def test_convert_is_reproducible(name: str, compression: str, work: Path) -> Non
     src = TOOL_FIXTURES / name
     outs = [work / "dst" / "one.tar", work / "dst" / "two.tar"]
     for out in outs:
-        r = sealift(work, "convert", "-q", "--compression", compression, str(src), f"archive:{out}")
+        r = sealift(work, "convert", "--compression", compression, str(src), f"archive:{out}")
         assert_ok(r)
     assert outs[0].read_bytes() == outs[1].read_bytes()
 
@@ -240,7 +240,7 @@ def test_convert_is_reproducible(name: str, compression: str, work: Path) -> Non
 def test_convert_to_layout_and_back(name: str, work: Path) -> None:
     src = TOOL_FIXTURES / name
     layout = work / "dst" / "layout"
-    assert_ok(sealift(work, "convert", "-q", str(src), f"oci:{layout}"))
+    assert_ok(sealift(work, "convert", str(src), f"oci:{layout}"))
     assert_ok(sealift(work, "verify", str(layout)))
     assert set(by_id(inspect(work, layout))) == set(by_id(inspect(work, src)))
 
@@ -251,7 +251,7 @@ def test_convert_to_layout_and_back(name: str, work: Path) -> None:
 def test_convert_compressed_input_from_stdin(name: str, work: Path) -> None:
     out = work / "dst" / "out.tar"
     data = (TOOL_FIXTURES / name).read_bytes()
-    assert_ok(sealift(work, "convert", "-q", "-", f"archive:{out}", stdin=data))
+    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=data))
     assert_ok(sealift(work, "verify", str(out)))
     images = by_id(inspect(work, out))
     assert set(images) == {APP_ID}
@@ -260,7 +260,7 @@ def test_convert_compressed_input_from_stdin(name: str, work: Path) -> None:
 
 
 def test_convert_to_stdout(work: Path) -> None:
-    r = sealift(work, "convert", "-q", str(TOOL_FIXTURES / "docker20-save-multi.tar"), "-")
+    r = sealift(work, "convert", str(TOOL_FIXTURES / "docker20-save-multi.tar"), "-")
     assert_ok(r)
     out = work / "dst" / "from-stdout.tar"
     out.write_bytes(r.stdout)
@@ -298,7 +298,7 @@ def test_platform_selection(
     platform: str, expected: dict[str, tuple[str, ...]], work: Path
 ) -> None:
     out = work / "dst" / "out.tar"
-    assert_ok(sealift(work, "convert", "-q", "--platform", platform, str(MULTI), f"archive:{out}"))
+    assert_ok(sealift(work, "convert", "--platform", platform, str(MULTI), f"archive:{out}"))
     assert_ok(sealift(work, "verify", str(out)))
     images = by_id(inspect(work, out))
     assert {k: diff_ids(v) for k, v in images.items()} == expected
@@ -306,6 +306,6 @@ def test_platform_selection(
 
 def test_platform_not_present(work: Path) -> None:
     out = work / "dst" / "out.tar"
-    r = sealift(work, "convert", "-q", "--platform", "linux/s390x", str(MULTI), f"archive:{out}")
+    r = sealift(work, "convert", "--platform", "linux/s390x", str(MULTI), f"archive:{out}")
     assert_clean_error(r)
     assert list((work / "dst").iterdir()) == []
