@@ -94,12 +94,16 @@ def target_descriptor(target: Image | ImageIndex) -> Descriptor:
 
 
 def index_document(entries: list[Entry]) -> bytes:
-    """index.json: one descriptor per tag, annotated as containerd and the OCI spec expect."""
+    """index.json: one descriptor per tag, annotated as containerd and the OCI spec expect.
+
+    The OCI ref name is the full reference rather than the bare tag Docker 25 writes, so that two
+    repositories with the same tag stay distinct for tools that select by ref name (skopeo).
+    """
     descriptors = []
     for entry in entries:
         base = target_descriptor(entry.target)
         names = [
-            {CONTAINERD_NAME: str(tag), REF_NAME: tag.tag or str(tag)} for tag in entry.tags
+            {CONTAINERD_NAME: str(tag), REF_NAME: str(tag)} for tag in entry.tags
         ] + [{REF_NAME: ref} for ref in entry.ref_names]
         for labels in names or [{}]:
             descriptors.append(
