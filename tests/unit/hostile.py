@@ -1239,6 +1239,13 @@ def _(ws: Workspace) -> Input:
     return Input(root)
 
 
+@case("layout-empty-dir", "layout", metadata=True, why="an empty directory as the input")
+def _(ws: Workspace) -> Input:
+    root = ws.inp / "layout"
+    root.mkdir()
+    return Input(root)
+
+
 @case(
     "layout-index-fifo",
     "layout",
