@@ -21,6 +21,7 @@ import pytest
 from tests.support import procs
 from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe
 from tests.support.dockerd import DockerDaemon, image_id
+from tests.support.fixtures import APP_OUTPUT, DOCKER_APP_ID, OCI_APP_ID, TOOL_FIXTURE_IMAGES
 from tests.support.images import BuiltImage, ImageSet
 
 pytestmark = pytest.mark.engine
@@ -319,3 +320,27 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         run_sealift("save", "x:1", "-o", tmp_path / "x.tar", "--compression", "lz4").returncode == 2
     )
     assert run_sealift("load", "--no-such-option").returncode == 2
+
+
+# ------------------------------------------------------------- archives other tools wrote
+@pytest.mark.parametrize("name", sorted(TOOL_FIXTURE_IMAGES))
+def test_sealift_load_reads_tool_fixtures(
+    name: str, tool_fixtures: Path, empty_dest_engine: DockerDaemon
+) -> None:
+    """Every fixture (zstd ones too: Docker 20.10 cannot read those itself) loads with the
+    image IDs its configs carry; the app image runs."""
+    spec = TOOL_FIXTURE_IMAGES[name]
+    expected = {spec.platforms["linux/amd64"]} if spec.platforms else spec.image_ids
+    source = tool_fixtures / name
+    # load takes an OCI layout directory as oci:DIR (a bare directory is a usage error there).
+    result = load(
+        empty_dest_engine, Path(f"oci:{source}") if spec.kind == "oci-layout" else source
+    ).assert_ok()
+    assert set(empty_dest_engine.image_ids()) == expected, result
+    if spec.kind == "docker-archive":
+        tags = empty_dest_engine.tags()
+        for ref, ident in spec.ids.items():
+            assert tags.get(ref) == ident, (ref, tags)
+        assert set(result.loaded_refs()) == set(spec.ids)
+    for app_id in expected & {DOCKER_APP_ID, OCI_APP_ID}:
+        assert empty_dest_engine.run(app_id) == APP_OUTPUT
