@@ -302,10 +302,13 @@ class DockerDaemon:
         containers = self.docker("ps", "-a", "-q").stdout.split()
         if containers:
             self.docker("rm", "-f", *containers)
-        ids = self.image_ids()
-        if ids:
-            self.docker("rmi", "-f", *ids, check=False)
         leftover = self.image_ids()
+        for _attempt in range(3):
+            if not leftover:
+                break
+            # Dependent images can make one pass leave some behind: go round again.
+            self.docker("rmi", "-f", *leftover, check=False)
+            leftover = self.image_ids()
         if leftover:
             raise DockerDaemonError(f"could not empty engine {self.name}: {leftover}")
 
