@@ -266,6 +266,23 @@ def test_tampered_archive_is_refused_and_tags_nothing(
     assert test_images.app1.id not in empty_dest_engine.image_ids()
 
 
+def test_truncated_archive_is_refused_and_tags_nothing(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """Cut inside the biggest layer (a transfer that died): refused, nothing tagged."""
+    archive = save(source_engine, tmp_path / "app.tar", test_images.app1.ref)
+    biggest = layer_blobs(archive)[0]
+    with open(archive, "r+b") as handle:
+        handle.truncate(biggest.offset_data + biggest.size // 2)
+    result = load(empty_dest_engine, archive)
+    result.assert_one_line_error(1)
+    assert empty_dest_engine.tags() == {}
+    assert test_images.app1.id not in empty_dest_engine.image_ids()
+
+
 def test_missing_image_is_one_line_error(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
