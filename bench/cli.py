@@ -84,12 +84,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM / SIGHUP behave like Ctrl-C, so every ``with`` stops its engine."""
+    """SIGINT / SIGTERM / SIGHUP raise KeyboardInterrupt, so every ``with`` stops its engine.
+
+    SIGINT is set explicitly: a shell starts background jobs with it ignored, and Python keeps
+    an inherited SIG_IGN.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -272,6 +276,14 @@ def _meta(argv: list[str] | None, rounds: int, started: dt.datetime) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        print(f"bench: interrupted ({exc or 'Ctrl-C'}); engines stopped", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse(argv)
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
