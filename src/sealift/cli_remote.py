@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from sealift import compression, progress
-from sealift.cli import errors_to_exit
 from sealift.ends.ssh import SshTarget, is_ssh_url, ssh_command
 from sealift.errors import SealiftError, UsageError
 from sealift.reference import Reference
@@ -132,6 +131,7 @@ def push(
       sealift push myapp:1.4 ssh://deploy@web1 ssh://deploy@web2
       sealift push myapp:1.4 ssh://web1:2222 --dry-run
     """
+    from sealift.cli import errors_to_exit
     from sealift.ends.engine import Engine, EngineSource
     from sealift.remote.sender import with_manifests
     from sealift.transfer import Selection
@@ -174,6 +174,7 @@ def pull(
     The remote needs sealift on its PATH. Only the layers the local engine lacks cross the
     wire, compressed; they are verified and staged locally and loaded once every digest checks.
     """
+    from sealift.cli import errors_to_exit
     from sealift.ends.engine import Engine
     from sealift.remote.receiver import Receiver
     from sealift.remote.staging import Staging

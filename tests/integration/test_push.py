@@ -176,6 +176,12 @@ def test_first_push_update_and_noop(
     assert wire.bytes < sum(raw_sizes), "the wire must carry compressed bytes"
     assert not any(host.cache.glob("sealift/staging/*")), "staging is cleaned after success"
 
+    # --dry-run: says what it would send, sends no layer, changes nothing
+    result = push(wire, source_engine, test_images.app2.ref, host.url, "--dry-run").assert_ok()
+    assert "would send 1 layers" in result.stdout and "skip 2" in result.stdout, result.stdout
+    assert wire.bytes <= 16 * 1024, wire.bytes
+    assert not dest.has_image(test_images.app2.ref)
+
     # update: only the changed top layer crosses
     top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()

@@ -23,6 +23,7 @@ from typing import IO, Any
 from sealift import __version__
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, SealiftError, TransportError
+from sealift.model import check_media_type
 
 PROTOCOLS = (1,)
 """Protocol versions this sealift speaks, oldest first."""
@@ -265,8 +266,9 @@ def _offered_layer(value: Any) -> OfferedLayer:
     media_type = value["media_type"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidArchiveError(f"invalid layer size {size!r}")
-    if not isinstance(media_type, str) or len(media_type) > 255:
+    if not isinstance(media_type, str):
         raise InvalidArchiveError("invalid media type")
+    check_media_type(media_type, "offered layer")
     return OfferedLayer(
         Digest.parse(value["diff_id"]), Digest.parse(value["digest"]), size, media_type
     )
