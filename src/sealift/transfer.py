@@ -153,7 +153,11 @@ def prepare(
         for image in entry.images()
         for layer in image.layers
     }
-    converted = _convert_layers(list(layers.values()), sink, store, options)
+    # a sink that can tell which layers it will really send (an engine that has some) is asked,
+    # so that layers it skips are not recompressed for nothing
+    layers_needed = getattr(sink, "layers_needed", None)
+    needed = set(layers) if layers_needed is None else layers_needed(list(entries))
+    converted = _convert_layers(list(layers.values()), sink, store, options, needed)
     return [
         Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries
     ]
@@ -170,10 +174,12 @@ def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:
 
 
 def _convert_layers(
-    layers: list[Layer], sink: Sink, store: BlobStore, options: CopyOptions
+    layers: list[Layer], sink: Sink, store: BlobStore, options: CopyOptions, needed: set[Digest]
 ) -> dict[Digest, Layer]:
     targets = {layer.digest: _target_codec(layer, sink, options) for layer in layers}
-    todo = [layer for layer in layers if targets[layer.digest] != layer.codec]
+    todo = [
+        layer for layer in layers if targets[layer.digest] != layer.codec and layer.digest in needed
+    ]
     result = {layer.digest: layer for layer in layers}
     if not todo:
         return result

@@ -222,6 +222,7 @@ class EngineSink:
         self.engine = engine
         self.thin = thin
         self.bytes_sent = 0
+        self._state: tuple[set[str], set[Digest]] | None = None
 
     def accepts_codec(self, codec: str) -> bool:
         """Over a local socket, uncompressed layers: we decompress faster than the engine does,
@@ -234,7 +235,7 @@ class EngineSink:
         return codec in (compression.NONE, compression.GZIP)
 
     def plan(self, entries: list[Entry]) -> LoadPlan:
-        present = set(self.engine.image_ids())
+        present, chains = self._engine_state()
         plan = LoadPlan()
         for entry in entries:
             images = list(entry.images())
@@ -247,9 +248,24 @@ class EngineSink:
                 plan.tag_only.append((images[0], entry))
             else:
                 plan.send.append(entry)
-        if self.thin and plan.send and not self.engine.containerd_store:
-            plan.skip_layers = _layers_engine_has(plan.send, self.engine.layer_chains())
+        if chains:
+            plan.skip_layers = _layers_engine_has(plan.send, chains)
         return plan
+
+    def _engine_state(self) -> tuple[set[str], set[Digest]]:
+        """Image IDs the engine has, and (for thin loads) its layer chain IDs; asked once."""
+        if self._state is None:
+            thin = self.thin and not self.engine.containerd_store
+            self._state = (
+                set(self.engine.image_ids()),
+                self.engine.layer_chains() if thin else set(),
+            )
+        return self._state
+
+    def layers_needed(self, entries: list[Entry]) -> set[Digest]:
+        """The layers a load of ``entries`` will actually send (the copy prepares only these)."""
+        plan = self.plan(entries)
+        return set(_layers_of(plan.send)) - plan.skip_layers
 
     def write(self, entries: list[Entry]) -> WriteResult:
         plan = self.plan(entries)
