@@ -13,6 +13,7 @@ from typing import IO, cast
 from sealift import compression
 from sealift.digest import Digest, Hasher
 from sealift.errors import DigestMismatchError, InvalidArchiveError
+from sealift.model import Layer
 from sealift.verify import CHUNK
 
 
@@ -124,3 +125,17 @@ def sniff_codec(stream: IO[bytes], what: str) -> str:
     if codec not in compression.LAYER_CODECS:
         raise InvalidArchiveError(f"{what} is compressed with {codec}, which layers may not use")
     return codec
+
+
+def copy_verified(layer: Layer, source: IO[bytes], out: IO[bytes] | None, what: str) -> None:
+    """Read a stored layer from ``source`` (copying it to ``out`` if given) and check that it
+    matches its descriptor's digest and size and its diff_id."""
+    digester = LayerDigester(layer.codec, what)
+    digester.run(source, out)
+    check_layer(
+        what=what,
+        expected_digest=layer.digest,
+        expected_size=layer.size,
+        expected_diff_id=layer.diff_id,
+        digester=digester,
+    )

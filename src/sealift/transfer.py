@@ -19,7 +19,7 @@ from sealift.blobs import BlobStore, make_spool_dir
 from sealift.digest import Digest
 from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import NotFoundError, UsageError
-from sealift.layers import LayerDigester, check_layer
+from sealift.layers import LayerDigester, check_layer, copy_verified
 from sealift.model import (
     Descriptor,
     Entry,
@@ -286,15 +286,6 @@ def verify_layer(layer: Layer) -> int:
     """Read a layer once, checking its digest, size and diff_id; return its size."""
     if layer.verified:
         return layer.size
-    what = layer.label or f"layer {layer.digest}"
-    digester = LayerDigester(layer.codec, what)
     with layer.open() as stream:
-        digester.run(stream, None)
-    check_layer(
-        what=what,
-        expected_digest=layer.digest,
-        expected_size=layer.size,
-        expected_diff_id=layer.diff_id,
-        digester=digester,
-    )
+        copy_verified(layer, stream, None, layer.label or f"layer {layer.digest}")
     return layer.size

@@ -27,7 +27,7 @@ from sealift.blobs import BlobStore
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError
 from sealift.formats.read import CONTAINERD_NAME, REF_NAME
-from sealift.layers import LayerDigester, check_layer
+from sealift.layers import copy_verified
 from sealift.model import (
     Descriptor,
     Entry,
@@ -102,9 +102,9 @@ def index_document(entries: list[Entry]) -> bytes:
     descriptors = []
     for entry in entries:
         base = target_descriptor(entry.target)
-        names = [
-            {CONTAINERD_NAME: str(tag), REF_NAME: str(tag)} for tag in entry.tags
-        ] + [{REF_NAME: ref} for ref in entry.ref_names]
+        names = [{CONTAINERD_NAME: str(tag), REF_NAME: str(tag)} for tag in entry.tags] + [
+            {REF_NAME: ref} for ref in entry.ref_names
+        ]
         for labels in names or [{}]:
             descriptors.append(
                 Descriptor(base.media_type, base.digest, base.size, labels, base.platform).to_json()
@@ -185,15 +185,7 @@ def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
                 out.write(chunk)
                 remaining -= len(chunk)
             return
-        digester = LayerDigester(layer.codec, what)
-        digester.run(source, out)
-        check_layer(
-            what=what,
-            expected_digest=layer.digest,
-            expected_size=layer.size,
-            expected_diff_id=layer.diff_id,
-            digester=digester,
-        )
+        copy_verified(layer, source, out, what)
 
 
 def _copy_to(blob: PlannedBlob, out: IO[bytes]) -> None:
