@@ -17,6 +17,7 @@ import zstandard
 from isal import igzip, igzip_threaded
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
+from sealift.streams import CountingReader
 
 NONE: Final = "none"
 GZIP: Final = "gzip"
@@ -83,22 +84,6 @@ class ExpansionGuard:
             )
 
 
-class _CountingReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
-
-
 class DecompressingReader(io.RawIOBase):
     """A readable stream of ``raw`` decompressed with ``codec``, guarded against bombs.
 
@@ -108,7 +93,7 @@ class DecompressingReader(io.RawIOBase):
     def __init__(
         self, raw: IO[bytes], codec: str, what: str, guard: ExpansionGuard | None = None
     ) -> None:
-        self._counter = _CountingReader(raw)
+        self._counter = CountingReader(raw)
         self._codec = codec
         self._what = what
         self._guard = guard or ExpansionGuard(what)

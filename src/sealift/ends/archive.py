@@ -19,7 +19,7 @@ from sealift.formats.files import Files, StreamFiles, TarFiles
 from sealift.formats.read import read_entries
 from sealift.formats.write import write_archive
 from sealift.model import Entry
-from sealift.prefetch import PrefetchReader
+from sealift.streams import CountingReader, PrefetchReader
 
 STDIO = "-"
 
@@ -37,7 +37,7 @@ class ArchiveSource:
         self._stack = ExitStack()
         self._entries: list[Entry] | None = None
         self.outer_codec = compression.NONE
-        self.input_counter: _Counter | None = None
+        self.input_counter: CountingReader | None = None
 
     @property
     def what(self) -> str:
@@ -98,7 +98,7 @@ class ArchiveSource:
         return self._track(file)
 
     def _track(self, stream: IO[bytes]) -> IO[bytes]:
-        self.input_counter = _Counter(stream)
+        self.input_counter = CountingReader(stream)
         return self.input_counter  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -109,24 +109,6 @@ class ArchiveSource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Counter(io.RawIOBase):
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.count += len(data)
-        return len(data)
 
 
 def _is_regular_file(stream: IO[bytes]) -> bool:

@@ -1,8 +1,9 @@
-"""A reader that keeps reading ahead in a thread, so a slow consumer never stalls the producer.
+"""Small stream adapters shared by every format and transport.
 
-An engine's save stream or a pipe only moves while someone reads it. Hashing and compressing
-in the reading thread would stop the socket every time; with a bounded read-ahead the producer
-keeps running while the consumer works, and memory stays bounded (``depth`` x ``chunk``).
+``CountingReader`` counts what passes (progress, expansion caps). ``PrefetchReader`` keeps
+reading ahead in a thread, so a slow consumer never stalls the producer: an engine's save stream
+or a pipe only moves while someone reads it. With a bounded read-ahead the producer keeps running
+while the consumer hashes and compresses, and memory stays bounded (``depth`` x ``chunk``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,27 @@ import threading
 from typing import IO
 
 _DONE = b""
+
+
+class CountingReader(io.RawIOBase):
+    """Reads through to ``raw``, counting bytes in ``count``."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
 
 
 class PrefetchReader(io.RawIOBase):
