@@ -53,11 +53,13 @@ def errors_to_exit() -> Iterator[None]:
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
 
 
-def open_source(spec: str) -> Source:
+def open_source(spec: str, *, keep_layers: bool = True) -> Source:
+    """The source a SOURCE argument names; ``keep_layers=False`` for reading metadata or
+    verifying a stream without spooling its layers to disk."""
     kind, path = _split_spec(spec)
     if kind == "oci" or (kind is None and Path(path).is_dir()):
         return LayoutSource(path)
-    return ArchiveSource(path)
+    return ArchiveSource(path, keep_layers=keep_layers)
 
 
 def open_sink(spec: str) -> Sink:
@@ -182,7 +184,7 @@ def inspect(archive: str, as_json: bool) -> None:
     contents; use `sealift verify` for that.
     """
     with errors_to_exit():
-        source = open_source(archive)
+        source = open_source(archive, keep_layers=False)
         try:
             report = describe(source.entries())
         finally:
@@ -231,9 +233,7 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
     diff_id in its image config, and every referenced blob must be present.
     """
     with errors_to_exit():
-        source = open_source(archive)
-        if isinstance(source, ArchiveSource):
-            source = ArchiveSource(source._path, keep_layers=False)
+        source = open_source(archive, keep_layers=False)
         try:
             report = verify(source)
         finally:
