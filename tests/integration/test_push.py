@@ -334,6 +334,10 @@ def test_podman_only_remote(
         result = push(wire, source_engine, image.ref, host.url, "--json").assert_ok()
         assert result.json()["hosts"][0]["mode"] == "podman"
         assert podman.image_id(image.ref) == image.id
+    # podman takes the thin archive too: only app:2's top layer crossed
+    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path, "gzip")[-1]
+    assert result.json()["hosts"][0]["layers_skipped"] == 2
+    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
 
 
 # ------------------------------------------------------------------------------ refusals

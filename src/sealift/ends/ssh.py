@@ -17,6 +17,8 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,6 +113,19 @@ def remote_command(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
+_RUNNING: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Kill the ssh processes this sealift started that still run (on Ctrl-C)."""
+    with _LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        if proc.poll() is None:
+            proc.kill()
+
+
 class Ssh:
     """Runs commands on one target through the ssh client."""
 
@@ -132,19 +147,24 @@ class Ssh:
         return args
 
     def popen(self, remote: str) -> subprocess.Popen[bytes]:
+        """Start ``remote``; in batch mode ssh gets a session of its own (no terminal to ask
+        on), otherwise it keeps the terminal so it can ask for a passphrase or a host key."""
         try:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv(remote),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                start_new_session=True,
+                start_new_session=self.batch,
             )
         except FileNotFoundError as exc:
             raise TransportError(
                 f"cannot run the ssh client {self.command[0]!r}: not found "
                 f"(set {SSH_COMMAND_ENV} or --ssh-command)"
             ) from exc
+        with _LOCK:
+            _RUNNING.add(proc)
+        return proc
 
     def run(
         self, remote: str, *, input: bytes | None = None, timeout: float | None = None

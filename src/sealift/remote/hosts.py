@@ -22,7 +22,7 @@ from typing import IO, Any, cast
 from sealift import compression
 from sealift.digest import Digest
 from sealift.ends.engine import chain_ids
-from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command
+from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
 from sealift.model import Entry
@@ -500,6 +500,13 @@ def push_many(
 ) -> list[HostResult]:
     """Push to every target, ``options.parallel`` at a time; one result per target, in order."""
     count = on_bytes or (lambda host, n: None)
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
+    try:
         futures = [pool.submit(push_host, entries, t, options, count) for t in targets]
         return [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_all()
+        raise
+    finally:
+        pool.shutdown(wait=True)
