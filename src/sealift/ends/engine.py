@@ -147,7 +147,7 @@ class Engine:
         try:
             sock.connect(self.host.removeprefix("unix://"))
             sock.sendall(request.encode())
-            stream = sock.makefile("rb", buffering=_PIPE_CHUNK)
+            stream = cast(IO[bytes], sock.makefile("rb", buffering=_PIPE_CHUNK))
         except OSError as exc:
             raise EngineError(_unreachable(self.host, exc)) from exc
         finally:
@@ -164,7 +164,7 @@ class Engine:
         if "chunked" in headers.get("transfer-encoding", ""):
             stream.close()  # an HTTP/1.0 request never gets chunks; fall back if it does
             return self._save_stream_http(names)
-        return cast(IO[bytes], stream)
+        return stream
 
     def _save_stream_http(self, names: list[str]) -> IO[bytes]:
         url = f"{self.api.base_url}/v{self.api.api_version}/images/get"
