@@ -1,0 +1,97 @@
+"""The CLI: every command teaches with --help, usage errors exit 2, and it stays a thin layer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealift.cli import cli
+
+COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
+SRC = Path(__file__).resolve().parents[2] / "src" / "sealift"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_a_description(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 4
+
+
+def test_core_commands_exist() -> None:
+    assert {"save", "load", "convert", "inspect", "verify"} <= set(COMMANDS)
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sealift", "convert", "--no-such-option"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_platform_is_a_usage_error(tmp_path: Path) -> None:
+    from sealift.samples import write_demo_archive
+
+    archive = write_demo_archive(tmp_path / "in.tar")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sealift",
+            "convert",
+            str(archive),
+            str(tmp_path / "o.tar"),
+            "--platform",
+            "linux",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("sealift: error: invalid platform")
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_missing_input_file_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sealift", "verify", str(tmp_path / "absent.tar")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("sealift: error: no such file")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_format_code_knows_nothing_of_transports() -> None:
+    for path in (SRC / "formats").glob("*.py"):
+        imported = _imports(path)
+        assert not any(
+            name.startswith(("sealift.ends", "sealift.cli", "sealift.remote", "docker", "requests"))
+            for name in imported
+        ), path
+
+
+def test_the_cli_does_not_reach_into_format_internals() -> None:
+    imported = _imports(SRC / "cli.py")
+    assert not any(name.startswith("sealift.formats") for name in imported)
