@@ -315,16 +315,10 @@ def update_contenders() -> list[Contender]:
 
 
 def sealift_push_contenders() -> list[Contender]:
-    """HOOK for ``sealift push IMAGE ssh://host`` rows (issue 4): none until push exists.
+    """The rows over SSH (sealift push, docker save | ssh | docker load): see ssh_push.py."""
+    from bench.ssh_push import push_contenders
 
-    When it does, add a Contender per variant here, stage "update", baseline UPDATE_BASE, with
-    ``prepare=_dst_has_only_from``: an sshd on 127.0.0.1 whose login runs with
-    ``DOCKER_HOST=<dst.host>``, the link shaped with ``pv -L`` (e.g. ``ssh -o ProxyCommand='pv -q
-    -L 12500k | nc 127.0.0.1 PORT'``-style, or sealift's own rate-limit option), bytes counted on
-    the wire, and ``after=_update_after(...)``-style verification that the destination has
-    UPDATE_TO with the source's ID. No placeholder row is emitted meanwhile.
-    """
-    return []
+    return push_contenders()
 
 
 # ------------------------------------------------------------------------------------- convert

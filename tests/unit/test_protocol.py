@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import IO, cast
 
@@ -142,9 +145,9 @@ def test_banner_skips_login_noise() -> None:
 
 def test_version_negotiation() -> None:
     assert protocol.choose_protocol(protocol.hello()) == max(protocol.PROTOCOLS)
-    with pytest.raises(RemoteError, match="protocol mismatch"):
+    with pytest.raises(ProtocolError, match="protocol mismatch"):
         protocol.choose_protocol({"t": "hello", "protocols": [99], "sealift": "9.0"})
-    with pytest.raises(RemoteError):
+    with pytest.raises(ProtocolError):
         protocol.choose_protocol({"t": "hello"})
 
 
@@ -257,3 +260,32 @@ def test_stale_staging_expires(tmp_path: Path) -> None:
     os.utime(old, (1, 1))
     assert staging.expire(3600) == 1
     assert not old.exists() and new.exists()
+
+
+# ---------------------------------------------------------------------------------- the agent
+def _agent(stdin: bytes) -> list[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    env["DOCKER_HOST"] = "unix:///nonexistent-sealift.sock"
+    done = subprocess.run(
+        [sys.executable, "-m", "sealift", "agent"],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    return done.stdout.splitlines()
+
+
+def test_agent_reports_a_version_mismatch_instead_of_garbling() -> None:
+    lines = _agent(b'{"t":"hello","protocols":[99],"sealift":"9.9"}\n')
+    assert lines[0].startswith(protocol.BANNER)
+    error = json.loads(lines[1])
+    assert error["t"] == "error" and "protocol mismatch" in error["message"]
+    assert "9.9" in error["message"]
+
+
+def test_agent_refuses_garbage() -> None:
+    lines = _agent(b"GET / HTTP/1.0\n\n")
+    assert json.loads(lines[1])["t"] == "error"

@@ -196,6 +196,8 @@ def push_host(
         result.error = str(exc)
     except OSError as exc:
         result.error = f"{target}: {exc.strerror or exc}"
+    except Exception as exc:  # one host's bug must not take the other hosts down
+        result.error = f"{target}: internal error: {exc!r}"
     result.seconds = round(time.monotonic() - start, 3)
     return result
 

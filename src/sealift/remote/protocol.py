@@ -141,15 +141,15 @@ def hello() -> Message:
 
 
 def choose_protocol(message: Message) -> int:
-    """The newest version both sides speak; RemoteError naming both versions if none."""
+    """The newest version both sides speak; ProtocolError naming both versions if none."""
     offered = message.get("protocols")
     theirs = {p for p in offered if isinstance(p, int)} if isinstance(offered, list) else set()
     common = theirs & set(PROTOCOLS)
     if not common:
-        raise RemoteError(
-            f"protocol mismatch: this sealift {__version__} speaks {list(PROTOCOLS)}, the other "
-            f"side (sealift {message.get('sealift', '?')}) speaks {sorted(theirs)}: "
-            "install the same sealift version on both hosts"
+        raise ProtocolError(
+            f"protocol mismatch: the remote sealift {__version__} speaks protocol "
+            f"{list(PROTOCOLS)}, the local sealift {message.get('sealift', '?')} speaks "
+            f"{sorted(theirs)}: install the same sealift version on both hosts"
         )
     return max(common)
 
