@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import platform
 import re
@@ -133,6 +134,22 @@ def _ensure_artifact(ctx: Ctx, key: str, setup: dict[str, Any]) -> None:
         raise KeyError(key)
     ctx.artifacts[key] = path
     setup[f"make {key}"] = f"{time.perf_counter() - start:.1f}s"
+
+
+def _stage_setup(ctx: Ctx, stage: str, rows: list[Contender], setup: dict[str, Any]) -> None:
+    """Untimed inputs of a stage; raises if the stage cannot run."""
+    if stage == "load":
+        _ensure_artifact(ctx, "docker-tar", setup)
+        if any(c.tool == "sealift" for c in rows):
+            _ensure_artifact(ctx, "sealift-zstd", setup)
+            _ensure_artifact(ctx, "sealift-gzip", setup)
+    if stage == "update":
+        _ensure_artifact(ctx, "from-tar", setup)
+        _ensure_artifact(ctx, "to-tar", setup)
+        ctx.facts["changed_layer"] = _changed_layer(ctx)
+        setup["empty destination before update"] = f"{reset_engine(ctx.dst):.1f}s"
+    if stage == "convert":
+        _ensure_artifact(ctx, "to-tar", setup)
 
 
 def _changed_layer(ctx: Ctx) -> dict[str, Any]:
@@ -292,6 +309,13 @@ def _main(argv: list[str] | None) -> int:
     started = dt.datetime.now(dt.UTC)
     chosen = select(all_contenders(), args.only)
     work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    lock = open(work / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"bench: another run is using {work}; wait, or pass --workdir", file=sys.stderr)
+        return 2
     arts = work / "artifacts"
     shutil.rmtree(arts, ignore_errors=True)
     arts.mkdir(parents=True)
@@ -326,30 +350,32 @@ def _main(argv: list[str] | None) -> int:
             if not stage_rows:
                 continue
             log(f"stage {stage}: {len(stage_rows)} contenders x {args.rounds} rounds")
-            if stage == "load":
-                _ensure_artifact(ctx, "docker-tar", setup)
-                if any(c.tool == "sealift" for c in stage_rows):
-                    _ensure_artifact(ctx, "sealift-zstd", setup)
-                    _ensure_artifact(ctx, "sealift-gzip", setup)
-            if stage == "update":
-                _ensure_artifact(ctx, "from-tar", setup)
-                _ensure_artifact(ctx, "to-tar", setup)
-                facts["changed_layer"] = _changed_layer(ctx)
-                setup["empty destination before update"] = f"{reset_engine(dst):.1f}s"
-            if stage == "convert":
-                _ensure_artifact(ctx, "to-tar", setup)
+            dead = [d.name for d in (src, dst) if not d.running]
+            try:
+                if dead:
+                    raise RuntimeError(f"engine(s) {dead} died (see their dockerd.log)")
+                _stage_setup(ctx, stage, stage_rows, setup)
+            except Exception as exc:
+                why = f"stage setup failed: {type(exc).__name__}: {exc}"[:400]
+                log(f"{stage}: {why}")
+                for c in stage_rows:
+                    rows[c.key] = Row(c, [Measurement(wall=0.0, returncode=-1, error=why)])
+                continue
             run_stage(ctx, stage, stage_rows, args.rounds, args.timeout, rows)
         if not args.no_limits:
             log(f"machine limits on {args.limits_mib} MiB")
             sources = [p for p in (ctx.artifacts.get("docker-tar"),) if p is not None]
             sources.append(args.build_dir / "base" / "rootfs.tar")
-            data, source = limits.sample_data(sources, args.limits_mib * 2**20)
-            result["limits"] = {
-                "source": Path(source).name,
-                "bytes": len(data),
-                "rows": limits.measure(data),
-            }
-            del data
+            try:
+                data, source = limits.sample_data(sources, args.limits_mib * 2**20)
+                result["limits"] = {
+                    "source": Path(source).name,
+                    "bytes": len(data),
+                    "rows": limits.measure(data),
+                }
+                del data
+            except Exception as exc:
+                setup["machine limits"] = f"FAILED: {type(exc).__name__}: {exc}"[:300]
         log("stopping engines")
     result["meta"]["loadavg_end"] = _loadavg()
     result["meta"]["finished"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"

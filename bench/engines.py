@@ -11,6 +11,7 @@ runs again).
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -73,7 +74,7 @@ def build_images(daemon: DockerDaemon, log: Path, build_dir: Path = BUILD_DIR) -
             cache.unlink(missing_ok=True)
     _make_images(daemon, log, build_dir)
     if not cache.exists():
-        partial = cache.with_suffix(".partial")
+        partial = cache.with_suffix(f".{os.getpid()}.partial")
         daemon.docker("save", "-o", str(partial), *IMAGES, timeout=1800)
         partial.rename(cache)
     return f"{how} by make-images.sh in {time.perf_counter() - start:.1f}s"
