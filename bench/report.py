@@ -281,6 +281,10 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
                 f"| {_mb(row.rss_tree())} | {_mb(row.rss_proc())} |"
             )
         lines.append("")
+        notes = [r.contender for r in stage_rows if r.contender.note]
+        lines += [f"- {c.name}: {c.note}" for c in notes]
+        if notes:
+            lines.append("")
     facts = result.get("facts", {})
     if facts.get("changed_layer"):
         cl = facts["changed_layer"]
