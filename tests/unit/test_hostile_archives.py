@@ -163,6 +163,20 @@ def test_inspect_rejects_damaged_metadata(case: Case, ws: Workspace) -> None:
     assert_no_side_effects(ws, before, inp)
 
 
+@pytest.mark.parametrize("case", case_params(lambda c: not c.metadata))
+def test_inspect_is_clean_when_metadata_is_intact(case: Case, ws: Workspace) -> None:
+    """inspect need not read layers, so it may succeed here; but it must not crash or hang
+    (a FIFO or /dev/zero where a layer belongs), nor write anything."""
+    inp, before = build(case, ws)
+    r = run(ws, case, "inspect", "--json", str(inp.path))
+    if r.returncode == 0:
+        assert_ok(r)
+        hostile.check_inspect_shape(r.json())
+    else:
+        assert_clean_error(r)
+    assert_no_side_effects(ws, before, inp)
+
+
 @pytest.mark.parametrize("target", ["archive", "oci"])
 @pytest.mark.parametrize("case", case_params())
 def test_convert_rejects(case: Case, target: str, ws: Workspace) -> None:
