@@ -1997,11 +1997,14 @@ def run_sealift(
     *args: str,
     cwd: Path,
     tmp: Path | None = None,
-    stdin: bytes | None = None,
+    stdin: bytes | Path | None = None,
     timeout: float = 60,
     limited: bool = False,
 ) -> Result:
-    """Run ``python -m sealift ARGS`` in a subprocess (``stdin`` piped, not a file).
+    """Run ``python -m sealift ARGS`` in a subprocess.
+
+    ``stdin`` bytes are piped; a ``stdin`` path is opened and given as the file itself
+    (as ``sealift ... - < file`` does).
 
     ``limited`` caps each written file at 1 GiB and the address space at 4 GiB, so a tool
     without its own caps cannot fill the disk or the memory of the test machine.
@@ -2015,13 +2018,15 @@ def run_sealift(
         env["TMPDIR"] = str(tmp)
     env.pop("SEALIFT_DEBUG", None)
     start = time.monotonic()
+    stdin_file = stdin.open("rb") if isinstance(stdin, Path) else None
+    piped = stdin if isinstance(stdin, bytes) else None
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "sealift", *args],
             cwd=cwd,
             env=env,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
+            input=piped,
+            stdin=stdin_file if stdin_file else (None if piped is not None else subprocess.DEVNULL),
             capture_output=True,
             timeout=timeout,
             preexec_fn=_limits(GIB, 4 * GIB) if limited else None,
@@ -2030,6 +2035,9 @@ def run_sealift(
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if exc.stderr else ""
         return Result(tuple(args), -9, exc.stdout or b"", stderr + "\n<killed: timeout>", timeout)
+    finally:
+        if stdin_file:
+            stdin_file.close()
     return Result(
         tuple(args),
         proc.returncode,

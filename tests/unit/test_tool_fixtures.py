@@ -90,7 +90,7 @@ def work(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def sealift(work: Path, *args: str, stdin: bytes | None = None) -> Result:
+def sealift(work: Path, *args: str, stdin: bytes | Path | None = None) -> Result:
     return run_sealift(*args, cwd=work / "cwd", tmp=work / "tmp", stdin=stdin, timeout=120)
 
 
@@ -309,3 +309,42 @@ def test_platform_not_present(work: Path) -> None:
     r = sealift(work, "convert", "--platform", "linux/s390x", str(MULTI), f"archive:{out}")
     assert_clean_error(r)
     assert list((work / "dst").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["docker20-save-multi.tar", "skopeo-oci-archive-zstd.tar", "podman-save-multi.tar"]
+)
+def test_convert_uncompressed_archive_from_stdin(name: str, work: Path) -> None:
+    """Piped archives whose metadata comes after the blobs still convert."""
+    out = work / "dst" / "out.tar"
+    data = (TOOL_FIXTURES / name).read_bytes()
+    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=data))
+    assert_ok(sealift(work, "verify", str(out)))
+    assert set(by_id(inspect(work, out))) == {i.id for i in FIXTURES[name]}
+    assert_clean_workdirs(work)
+
+
+@pytest.mark.parametrize(
+    ("tag", "image_id"),
+    [
+        ("fixture/app:1", APP_ID),
+        ("docker.io/fixture/base:latest", BASE_ID),
+        ("fixture/base:1", BASE_ID),
+    ],
+)
+def test_convert_one_tag(tag: str, image_id: str, work: Path) -> None:
+    out = work / "dst" / "out.tar"
+    src = TOOL_FIXTURES / "docker20-save-multi.tar"
+    assert_ok(sealift(work, "convert", str(src), f"archive:{out}", "--tag", tag))
+    images = by_id(inspect(work, out))
+    assert set(images) == {image_id}
+    assert f"docker.io/{tag.removeprefix('docker.io/')}" in images[image_id]["tags"]
+
+
+@pytest.mark.parametrize("name", ["docker20-save-app.tar.zst", "skopeo-oci-archive-gzip.tar"])
+def test_convert_stdin_redirected_from_a_file(name: str, work: Path) -> None:
+    """``sealift convert - OUT < file``: '-' is stdin whether it is a pipe or a file."""
+    out = work / "dst" / "out.tar"
+    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=TOOL_FIXTURES / name))
+    assert_ok(sealift(work, "verify", str(out)))
+    assert set(by_id(inspect(work, out))) == {i.id for i in FIXTURES[name]}
