@@ -12,7 +12,7 @@ from typing import IO, cast
 
 from sealift import compression
 from sealift.digest import Digest, Hasher
-from sealift.errors import DigestMismatchError, InvalidArchiveError
+from sealift.errors import DigestMismatchError, InvalidArchiveError, LimitExceededError
 from sealift.model import Layer
 from sealift.verify import CHUNK
 
@@ -47,10 +47,17 @@ class LayerDigester:
     """
 
     def __init__(
-        self, codec: str, what: str, *, target: str | None = None, level: int | None = None
+        self,
+        codec: str,
+        what: str,
+        *,
+        target: str | None = None,
+        level: int | None = None,
+        expected_digest: Digest | None = None,
     ) -> None:
         self.codec = codec
         self.what = what
+        self.expected_digest = expected_digest
         self.target = target if target != codec else None
         self.level = level
         self.raw_digest: Digest | None = None
@@ -75,7 +82,13 @@ class LayerDigester:
                 reader = compression.DecompressingReader(
                     cast(IO[bytes], tee), self.codec, self.what
                 )
-                self._pump(reader, diff, compressor)
+                try:
+                    self._pump(reader, diff, compressor)
+                except LimitExceededError:
+                    raise
+                except InvalidArchiveError as exc:
+                    self._explain_corruption(tee, raw, exc)
+                    raise
                 while tee.read(CHUNK):  # trailing bytes after the compressed stream still count
                     pass
             if compressor is not None:
@@ -83,6 +96,19 @@ class LayerDigester:
         finally:
             self.raw_digest, self.raw_size = raw.digest(), raw.size
         self.diff_id, self.uncompressed_size = diff.digest(), diff.size
+
+    def _explain_corruption(self, tee: _Tee, raw: Hasher, error: InvalidArchiveError) -> None:
+        """Data that does not decompress is usually a blob that is not what its digest says:
+        finish hashing it and report that, naming both digests, rather than the codec's error."""
+        if self.expected_digest is None:
+            return
+        while tee.read(CHUNK):
+            pass
+        actual = raw.digest()
+        if actual != self.expected_digest:
+            raise DigestMismatchError(
+                f"{self.what}: blob digest is {actual}, expected {self.expected_digest}"
+            ) from error
 
     @staticmethod
     def _pump(reader: io.RawIOBase, diff: Hasher, compressor: IO[bytes] | None) -> None:
@@ -130,7 +156,7 @@ def sniff_codec(stream: IO[bytes], what: str) -> str:
 def copy_verified(layer: Layer, source: IO[bytes], out: IO[bytes] | None, what: str) -> None:
     """Read a stored layer from ``source`` (copying it to ``out`` if given) and check that it
     matches its descriptor's digest and size and its diff_id."""
-    digester = LayerDigester(layer.codec, what)
+    digester = LayerDigester(layer.codec, what, expected_digest=layer.digest)
     digester.run(source, out)
     check_layer(
         what=what,

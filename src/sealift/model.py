@@ -318,6 +318,9 @@ class Index:
         check_media_type(media_type, where)
         if media.is_manifest(media_type) or "layers" in fields.value:
             raise InvalidArchiveError(f"{where} is an image manifest where an index was expected")
+        if "manifests" not in fields.value:
+            raise InvalidArchiveError(f"{where}: missing 'manifests'")
+        # Docker 25 writes "manifests": null for an archive of untagged images; read it as empty
         manifests = tuple(
             Descriptor.from_json(v, f"{where}.manifests[{i}]")
             for i, v in enumerate(fields.items("manifests") or [])

@@ -196,7 +196,13 @@ def _convert_layers(
 def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = None) -> Layer:
     """The layer recompressed with ``codec`` into ``store``, verified on the way."""
     what = layer.label or f"layer {layer.digest}"
-    digester = LayerDigester(layer.codec, what, target=codec, level=level)
+    digester = LayerDigester(
+        layer.codec,
+        what,
+        target=codec,
+        level=level,
+        expected_digest=None if layer.verified else layer.digest,
+    )
 
     def write(out: IO[bytes]) -> None:
         with layer.open() as stream:

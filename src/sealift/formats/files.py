@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,7 @@ MAX_MEMBERS = 100_000
 _LINK_DEPTH = 16
 _INLINE_LIMIT = 256 * 1024
 _TAR_MAGIC_OFFSET = 257
+_BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 
 
 @dataclass
@@ -359,7 +361,14 @@ def _spool_large(
     if not _looks_like_layer(head):
         digest, _ = store.add(lambda out: _copy(stream, out))
         return Member(name, size, lambda: store.open(digest), digest=digest)
-    digester = LayerDigester(codec, f"member {name!r}", target=transcode_to, level=level)
+    named = _BLOB_NAME.fullmatch(name)
+    digester = LayerDigester(
+        codec,
+        f"member {name!r}",
+        target=transcode_to,
+        level=level,
+        expected_digest=Digest("sha256", named.group(1)) if named else None,
+    )
     member = Member(name, size, _never, codec=codec)
     try:
         if digester.target is not None or keep:

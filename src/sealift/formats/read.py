@@ -47,11 +47,12 @@ def read_entries(files: Files, what: str) -> list[Entry]:
             f"{what} is not an image archive: "
             "it has neither index.json (OCI) nor manifest.json (docker save)"
         )
-    if has_index:
-        entries = _OciReader(files, what).entries()
-        if entries or not has_manifest:
-            return entries
-    return _DockerSaveReader(files, what).entries()
+    entries = _OciReader(files, what).entries() if has_index else []
+    if not entries and has_manifest:
+        entries = _DockerSaveReader(files, what).entries()
+    if not entries:
+        raise InvalidArchiveError(f"{what} holds no images")
+    return entries
 
 
 def _read_json_member(files: Files, name: str, what: str) -> Any:
