@@ -198,7 +198,8 @@ def test_first_push_update_and_noop(
         ).assert_ok()
     finally:
         source_engine.docker("rmi", "sealift-test/app:stable")
-    assert wire.bytes <= 16 * 1024, wire.bytes
+    # one ssh handshake (~7 KiB with OpenSSH 9's post-quantum key exchange) and ~2 KiB of talk
+    assert wire.bytes <= 12 * 1024, wire.bytes
     assert dest.inspect("sealift-test/app:stable")["Id"] == test_images.app2.id
     assert "present" in result.stdout
 

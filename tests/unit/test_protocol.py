@@ -161,13 +161,49 @@ def test_need_round_trip_and_validation() -> None:
         Need.parse({"t": "need", "layers": [{"diff_id": "sha256:zz", "offset": 0}]})
 
 
-def test_offer_refuses_hostile_tags() -> None:
-    offer = {
+def _offer(tags: list[str], diff_ids: list[str] | None = None) -> dict[str, object]:
+    diff = "sha256:" + "c" * 64
+    layer = {"diff_id": diff, "digest": diff, "size": 3, "media_type": media.OCI_LAYER}
+    return {
         "t": "offer",
-        "images": [{"config": "e30=", "layers": [], "tags": ["app:1;rm -rf /"]}],
+        "images": [
+            {
+                "id": "sha256:" + "d" * 64,
+                "diff_ids": diff_ids if diff_ids is not None else [diff],
+                "layers": [layer],
+                "tags": tags,
+            }
+        ],
     }
+
+
+def test_offer_round_trip() -> None:
+    (image,) = protocol.parse_offer(_offer(["app:1"]))
+    assert image.tags == ("docker.io/library/app:1",)
+    assert protocol.parse_offer(protocol.offer_message([image])) == [image]
+
+
+@pytest.mark.parametrize("tag", ["app:1;rm -rf /", "$(id)", "-oops", "app:1 app:2", ""])
+def test_offer_refuses_hostile_tags(tag: str) -> None:
     with pytest.raises(ProtocolError):
-        protocol.parse_offer(offer)
+        protocol.parse_offer(_offer([tag]))
+
+
+def test_offer_refuses_layers_that_do_not_match_diff_ids() -> None:
+    with pytest.raises(ProtocolError, match="do not match"):
+        protocol.parse_offer(_offer(["app:1"], ["sha256:" + "e" * 64]))
+
+
+def test_configs_are_checked_against_their_ids() -> None:
+    raw = b'{"real":"config"}'
+    good = str(Digest.from_hex(hashlib.sha256(raw).hexdigest()))
+    message = {"t": "commit", "configs": protocol.configs_json({Digest.parse(good): raw})}
+    assert protocol.parse_configs(message, [good]) == {Digest.parse(good): raw}
+    forged = "sha256:" + "f" * 64
+    with pytest.raises(ProtocolError, match="hashes to"):
+        protocol.parse_configs({"t": "commit", "configs": {forged: "e30="}}, [forged])
+    with pytest.raises(ProtocolError, match="did not arrive"):
+        protocol.parse_configs({"t": "commit"}, [good])
 
 
 # ---------------------------------------------------------------------------- staging, resume

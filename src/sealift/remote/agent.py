@@ -18,7 +18,7 @@ from sealift.errors import SealiftError, TransportError
 from sealift.remote import protocol
 from sealift.remote.protocol import BANNER, Channel, Need, parse_offer
 from sealift.remote.receiver import Receiver
-from sealift.remote.sender import offer_of, send_layers, with_manifests
+from sealift.remote.sender import configs_for, offer_of, send_layers, with_manifests
 from sealift.remote.staging import Staging
 from sealift.transfer import Selection
 
@@ -67,7 +67,8 @@ def _report(channel: Channel, message: str) -> None:
 def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
     images = parse_offer(request)
     receiver = Receiver(engine, Staging())
-    channel.send(receiver.plan(images).to_json())
+    need = receiver.plan(images)
+    channel.send(need.to_json())
     channel.flush()
     while True:
         message, _ = channel.recv()
@@ -75,7 +76,7 @@ def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
         if kind == "layer":
             receiver.receive(channel, message)
         elif kind == "commit":
-            results = receiver.commit(images)
+            results = receiver.commit(images, protocol.parse_configs(message, need.configs))
             channel.send({"t": "done", "images": results})
             channel.flush()
         elif kind == "bye":
@@ -104,7 +105,7 @@ def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
         codec = str(request.get("codec") or "zstd")
         level = request.get("level")
         send_layers(channel, entries, need, codec, level if isinstance(level, int) else None)
-        channel.send({"t": "sent"})
+        channel.send({"t": "sent", "configs": configs_for(entries, need)})
         channel.flush()
         channel.expect("bye")
     finally:

@@ -29,7 +29,13 @@ from sealift.model import Entry
 from sealift.remote import protocol
 from sealift.remote.protocol import NO_AGENT, Channel, Need, ProtocolError, RemoteError
 from sealift.remote.receiver import Receiver
-from sealift.remote.sender import layers_by_diff_id, offer_of, send_layers, single_images
+from sealift.remote.sender import (
+    configs_for,
+    layers_by_diff_id,
+    offer_of,
+    send_layers,
+    single_images,
+)
 
 TOOLS_PROBE = "for t in docker podman; do command -v $t >/dev/null 2>&1 && echo tool $t; done; true"
 BOOTSTRAP = (
@@ -240,7 +246,7 @@ def _push_agent(
                 options.level,
                 lambda n: on_bytes(result.host, n),
             )
-            channel.send({"t": "commit"})
+            channel.send({"t": "commit", "configs": configs_for(entries, need)})
             channel.flush()
             done = channel.expect("done")
             result.images = list(done.get("images") or [])
@@ -470,16 +476,17 @@ def pull_host(
             result.layers_skipped = need.skipped_layers
             result.layers_resumed = sum(1 for o in need.layers.values() if o)
             if options.dry_run:
-                need = Need({}, need.present_images, need.skipped_layers)
+                need = Need({}, need.present_images, need.skipped_layers, need.configs)
             channel.send(need.to_json())
             channel.flush()
             for _ in need.layers:
                 receiver.receive(channel, channel.expect("layer"))
-            channel.expect("sent")
+            sent = channel.expect("sent")
+            configs = protocol.parse_configs(sent, need.configs)
             channel.send({"t": "bye"})
             channel.flush()
             if not options.dry_run:
-                result.images = receiver.commit(images)
+                result.images = receiver.commit(images, configs)
         except (SealiftError, OSError) as exc:
             raise session.failure(exc) from exc
         finally:

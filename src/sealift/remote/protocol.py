@@ -213,15 +213,20 @@ class OfferedLayer:
 
 @dataclass(frozen=True)
 class OfferedImage:
-    """One image as offered: its exact config bytes, its layers and the tags to give it."""
+    """One image as offered: its ID (config digest), diff_ids, layers and the tags to give it.
 
-    config: bytes
+    The config bytes themselves travel later, only for images the receiver lacks.
+    """
+
+    id: Digest
+    diff_ids: tuple[Digest, ...]
     layers: tuple[OfferedLayer, ...]
     tags: tuple[str, ...]
 
     def to_json(self) -> Message:
         return {
-            "config": base64.b64encode(self.config).decode(),
+            "id": str(self.id),
+            "diff_ids": [str(d) for d in self.diff_ids],
             "layers": [layer.to_json() for layer in self.layers],
             "tags": list(self.tags),
         }
@@ -242,21 +247,50 @@ def parse_offer(message: Message) -> list[OfferedImage]:
     for item in images:
         if not isinstance(item, dict):
             raise ProtocolError("offer: image is not an object")
-        try:
-            config = base64.b64decode(str(item.get("config", "")), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError("offer: config is not base64") from exc
         tags = item.get("tags")
         layers = item.get("layers")
-        if not isinstance(tags, list) or not isinstance(layers, list):
-            raise ProtocolError("offer: tags and layers must be lists")
+        diff_ids = item.get("diff_ids")
+        if not all(isinstance(v, list) for v in (tags, layers, diff_ids)):
+            raise ProtocolError("offer: tags, layers and diff_ids must be lists")
+        assert isinstance(tags, list) and isinstance(layers, list) and isinstance(diff_ids, list)
         try:
+            image_id = Digest.parse(item.get("id"))
+            parsed_diff_ids = tuple(Digest.parse(d) for d in diff_ids)
             parsed_tags = tuple(str(Reference.parse(str(tag))) for tag in tags)
             parsed_layers = tuple(_offered_layer(layer) for layer in layers)
         except (SealiftError, KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"offer: {exc}") from exc
-        result.append(OfferedImage(config, parsed_layers, parsed_tags))
+        if [layer.diff_id for layer in parsed_layers] != list(parsed_diff_ids):
+            raise ProtocolError(f"offer: image {image_id}: layers do not match its diff_ids")
+        result.append(OfferedImage(image_id, parsed_diff_ids, parsed_layers, parsed_tags))
     return result
+
+
+def configs_json(configs: dict[Digest, bytes]) -> dict[str, str]:
+    return {str(d): base64.b64encode(raw).decode() for d, raw in configs.items()}
+
+
+def parse_configs(message: Message, wanted: Iterable[str]) -> dict[Digest, bytes]:
+    """The config bytes a ``commit``/``sent`` message carries, each checked against its ID."""
+    from sealift.digest import sha256_of
+
+    value = message.get("configs") or {}
+    if not isinstance(value, dict):
+        raise ProtocolError("configs must be an object")
+    configs: dict[Digest, bytes] = {}
+    for wanted_id in wanted:
+        text = value.get(wanted_id)
+        if not isinstance(text, str):
+            raise ProtocolError(f"the config of image {wanted_id} did not arrive")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"the config of image {wanted_id} is not base64") from exc
+        digest = Digest.parse(wanted_id)
+        if sha256_of(raw) != digest:
+            raise ProtocolError(f"the config sent as image {wanted_id} hashes to {sha256_of(raw)}")
+        configs[digest] = raw
+    return configs
 
 
 def _offered_layer(value: Any) -> OfferedLayer:
@@ -281,6 +315,8 @@ class Need:
     layers: dict[Digest, int]
     present_images: tuple[str, ...] = ()
     skipped_layers: int = 0
+    configs: tuple[str, ...] = ()
+    """IDs of the images the receiver will load (it needs their config bytes)."""
 
     def to_json(self) -> Message:
         return {
@@ -288,6 +324,7 @@ class Need:
             "layers": [{"diff_id": str(d), "offset": o} for d, o in self.layers.items()],
             "present": list(self.present_images),
             "skipped": self.skipped_layers,
+            "configs": list(self.configs),
         }
 
     @classmethod
@@ -306,6 +343,13 @@ class Need:
             raise ProtocolError(f"need: {exc}") from exc
         present = message.get("present") or []
         skipped = message.get("skipped") or 0
+        configs = message.get("configs") or []
         if not isinstance(present, list) or not isinstance(skipped, int):
             raise ProtocolError("need: invalid present/skipped")
-        return cls(layers, tuple(str(p) for p in present), skipped)
+        if not isinstance(configs, list):
+            raise ProtocolError("need: invalid configs")
+        try:
+            config_ids = tuple(str(Digest.parse(c)) for c in configs)
+        except InvalidArchiveError as exc:
+            raise ProtocolError(f"need: {exc}") from exc
+        return cls(layers, tuple(str(p) for p in present), skipped, config_ids)

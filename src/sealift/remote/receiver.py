@@ -55,23 +55,21 @@ class Receiver:
         """The layers to send (with the offset staging already holds), images to tag only."""
         self.staging.expire()
         present = set(self.engine.image_ids())
-        missing = [image for image in images if str(_image_id(image)) not in present]
+        missing = [image for image in images if str(image.id) not in present]
         chains = self.engine.layer_chains() if missing and not self.containerd_store else set()
         needed: dict[Digest, int] = {}
         skipped: set[Digest] = set()
         for image in missing:
-            config = _config(image)
-            for diff_id, chain in zip(
-                config.diff_ids, chain_ids(list(config.diff_ids)), strict=True
-            ):
+            for diff_id, chain in zip(image.diff_ids, chain_ids(list(image.diff_ids)), strict=True):
                 if chain in chains:
                     skipped.add(diff_id)
                 elif not self.staging.has(diff_id):
                     needed[diff_id] = self.staging.offset(diff_id)
         return Need(
             needed,
-            tuple(sorted(str(_image_id(i)) for i in images if str(_image_id(i)) in present)),
+            tuple(sorted({str(i.id) for i in images if str(i.id) in present})),
             len(skipped - set(needed)),
+            tuple(sorted({str(image.id) for image in missing})),
         )
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
@@ -91,39 +89,45 @@ class Receiver:
         self.received.bytes_appended += appended
         self.received.wire_bytes += stream.wire_bytes
 
-    def commit(self, images: list[OfferedImage]) -> list[dict[str, Any]]:
-        """Load the images from staging into the engine; check every tag shows its image ID."""
+    def commit(
+        self, images: list[OfferedImage], configs: dict[Digest, bytes]
+    ) -> list[dict[str, Any]]:
+        """Load the images from staging into the engine; check every tag shows its image ID.
+
+        ``configs`` holds the config bytes of the images to load (checked against their IDs);
+        the other images are already in the engine and are only tagged.
+        """
         start = time.monotonic()
-        entries = [self._entry(image) for image in images]
-        present = set(self.engine.image_ids())
-        EngineSink(self.engine).write(entries)
+        load = [self._entry(image, configs[image.id]) for image in images if image.id in configs]
+        if load:
+            EngineSink(self.engine).write(load)
         results: list[dict[str, Any]] = []
-        for image, entry in zip(images, entries, strict=True):
-            image_id = str(_image_id(image))
-            status = "present" if image_id in present else "loaded"
-            for tag in entry.tags:
+        for image in images:
+            image_id = str(image.id)
+            status = "loaded" if image.id in configs else "present"
+            tags = [Reference.parse(tag) for tag in image.tags]
+            for tag in tags:
+                if status == "present":
+                    self.engine.tag(image_id, tag)
                 shown = self.engine.inspect(tag.familiar).get("Id")
                 if shown != image_id:
                     raise EngineError(
                         f"after loading, {tag.familiar} is {shown}, expected {image_id}"
                     )
                 results.append({"ref": tag.familiar, "id": image_id, "status": status})
-            if not entry.tags:
+            if not tags:
                 if image_id not in set(self.engine.image_ids()):
                     raise EngineError(f"after loading, the engine has no image {image_id}")
                 results.append({"ref": None, "id": image_id, "status": status})
-        self.staging.discard([diff_id for image in images for diff_id in _config(image).diff_ids])
+        self.staging.discard([diff_id for image in images for diff_id in image.diff_ids])
         self.received.seconds += time.monotonic() - start
         self.received.results = results
         return results
 
-    def _entry(self, image: OfferedImage) -> Entry:
-        config = _config(image)
-        if len(config.diff_ids) != len(image.layers):
-            raise ProtocolError(
-                f"image {config.digest}: {len(image.layers)} layers offered for "
-                f"{len(config.diff_ids)} diff_ids"
-            )
+    def _entry(self, image: OfferedImage, raw: bytes) -> Entry:
+        config = ImageConfig.parse(raw, f"config of image {image.id}")
+        if config.diff_ids != image.diff_ids:
+            raise ProtocolError(f"image {image.id}: its config lists other layers than offered")
         layers = []
         for offered, diff_id in zip(image.layers, config.diff_ids, strict=True):
             if self.staging.has(diff_id):
@@ -145,14 +149,6 @@ class Receiver:
         manifest = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
         tags = tuple(Reference.parse(tag) for tag in image.tags)
         return Entry(Image(config, tuple(layers), manifest), tags)
-
-
-def _config(image: OfferedImage) -> ImageConfig:
-    return ImageConfig.parse(image.config, "offered image config")
-
-
-def _image_id(image: OfferedImage) -> Digest:
-    return _config(image).digest
 
 
 def _opener(staging: Staging, diff_id: Digest) -> Any:

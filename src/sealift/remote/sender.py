@@ -22,7 +22,7 @@ from sealift.digest import Digest
 from sealift.ends.base import WriteResult
 from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Entry, Image, Layer
-from sealift.remote.protocol import Channel, Need, OfferedImage, OfferedLayer
+from sealift.remote.protocol import Channel, Need, OfferedImage, OfferedLayer, configs_json
 from sealift.transfer import CopyOptions, prepare
 from sealift.verify import CHUNK
 
@@ -47,7 +47,8 @@ def single_images(entries: list[Entry]) -> list[tuple[Image, Entry]]:
 def offer_of(entries: list[Entry]) -> list[OfferedImage]:
     return [
         OfferedImage(
-            image.config.raw,
+            image.id,
+            image.config.diff_ids,
             tuple(
                 OfferedLayer(layer.diff_id, layer.digest, layer.size, layer.descriptor.media_type)
                 for layer in image.layers
@@ -56,6 +57,18 @@ def offer_of(entries: list[Entry]) -> list[OfferedImage]:
         )
         for image, entry in single_images(entries)
     ]
+
+
+def configs_for(entries: list[Entry], need: Need) -> dict[str, str]:
+    """The config bytes (base64, by image ID) of the images the receiver will load."""
+    wanted = set(need.configs)
+    return configs_json(
+        {
+            image.id: image.config.raw
+            for image, _ in single_images(entries)
+            if str(image.id) in wanted
+        }
+    )
 
 
 def layers_by_diff_id(entries: list[Entry]) -> dict[Digest, Layer]:
