@@ -132,9 +132,8 @@ def push(
       sealift push myapp:1.4 ssh://web1:2222 --dry-run
     """
     from sealift.cli import errors_to_exit
-    from sealift.ends.engine import Engine, EngineSource
-    from sealift.remote.sender import with_manifests
-    from sealift.transfer import Selection
+    from sealift.ends.engine import Engine
+    from sealift.remote.source import LazySource
 
     with errors_to_exit():
         refs = _references([a for a in arguments if not is_ssh_url(a)])
@@ -144,14 +143,20 @@ def push(
         if not targets:
             raise UsageError("name at least one destination ssh://[user@]host[:port]")
         options = _remote_options(codec, level, platform, dry_run, ssh_command, mode, parallel)
-        source = EngineSource(Engine(engine_host), refs)
+        source = LazySource(Engine(engine_host), refs, platform)
         try:
-            entries = with_manifests(Selection((), platform).apply(source.entries()))
             with _host_progress([str(t) for t in targets], show=progress.enabled(quiet)) as count:
-                results = push_many(entries, targets, options, count)
+                results = push_many(source, targets, options, count)
         finally:
             source.close()
-        _report(results, as_json=as_json, quiet=quiet, dry_run=dry_run, verb="push")
+        _report(
+            results,
+            as_json=as_json,
+            quiet=quiet,
+            dry_run=dry_run,
+            verb="push",
+            extra={"source_read": source.saved},
+        )
 
 
 @click.command()
@@ -256,12 +261,21 @@ def _human(size: int) -> str:
 
 
 def _report(
-    results: list[HostResult], *, as_json: bool, quiet: bool, dry_run: bool, verb: str
+    results: list[HostResult],
+    *,
+    as_json: bool,
+    quiet: bool,
+    dry_run: bool,
+    verb: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     failed = [r for r in results if not r.ok]
     if as_json:
         click.echo(
-            json.dumps({"dry_run": dry_run, "hosts": [r.to_json() for r in results]}, indent=2)
+            json.dumps(
+                {"dry_run": dry_run, **(extra or {}), "hosts": [r.to_json() for r in results]},
+                indent=2,
+            )
         )
     elif not quiet:
         for result in results:

@@ -194,14 +194,16 @@ def test_first_push_update_and_noop(
     source_engine.docker("tag", test_images.app2.ref, "sealift-test/app:stable")
     try:
         result = push(
-            wire, source_engine, test_images.app2.ref, "sealift-test/app:stable", host.url
+            wire, source_engine, test_images.app2.ref, "sealift-test/app:stable", host.url, "--json"
         ).assert_ok()
     finally:
         source_engine.docker("rmi", "sealift-test/app:stable")
     # one ssh handshake (~7 KiB with OpenSSH 9's post-quantum key exchange) and ~2 KiB of talk
     assert wire.bytes <= 12 * 1024, wire.bytes
     assert dest.inspect("sealift-test/app:stable")["Id"] == test_images.app2.id
-    assert "present" in result.stdout
+    summary = result.json()
+    assert not summary["source_read"], "nothing needed: the source engine is not even saved"
+    assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
 
 
 def test_cut_mid_layer_then_resume(

@@ -13,14 +13,14 @@ from types import FrameType
 from typing import IO, Any
 
 from sealift import __version__
-from sealift.ends.engine import Engine, EngineSource
+from sealift.ends.engine import Engine
 from sealift.errors import SealiftError, TransportError
 from sealift.remote import protocol
 from sealift.remote.protocol import BANNER, Channel, Need, parse_offer
 from sealift.remote.receiver import Receiver
-from sealift.remote.sender import configs_for, offer_of, send_layers, with_manifests
+from sealift.remote.sender import configs_for, send_layers
+from sealift.remote.source import LazySource
 from sealift.remote.staging import Staging
-from sealift.transfer import Selection
 
 
 def _hang_up(signum: int, frame: FrameType | None) -> None:
@@ -95,13 +95,12 @@ def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
     names = [Reference.parse(str(ref), default_tag=False).familiar for ref in refs]
     if platform is not None and not isinstance(platform, str):
         raise protocol.ProtocolError("pull: invalid platform")
-    source = EngineSource(engine, names)
+    source = LazySource(engine, names, platform)
     try:
-        entries = Selection((), platform).apply(source.entries())
-        entries = with_manifests(entries)
-        channel.send(protocol.offer_message(offer_of(entries)))
+        channel.send(protocol.offer_message(source.offer))
         channel.flush()
         need = Need.parse(channel.expect("need"))
+        entries = source.entries() if need.layers or need.configs else []
         codec = str(request.get("codec") or "zstd")
         level = request.get("level")
         send_layers(channel, entries, need, codec, level if isinstance(level, int) else None)

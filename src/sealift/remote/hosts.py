@@ -26,16 +26,12 @@ from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
 from sealift.model import Entry
+from sealift.reference import Reference
 from sealift.remote import protocol
 from sealift.remote.protocol import NO_AGENT, Channel, Need, ProtocolError, RemoteError
 from sealift.remote.receiver import Receiver
-from sealift.remote.sender import (
-    configs_for,
-    layers_by_diff_id,
-    offer_of,
-    send_layers,
-    single_images,
-)
+from sealift.remote.sender import configs_for, layers_by_diff_id, send_layers, single_images
+from sealift.remote.source import LazySource
 
 TOOLS_PROBE = "for t in docker podman; do command -v $t >/dev/null 2>&1 && echo tool $t; done; true"
 BOOTSTRAP = (
@@ -179,7 +175,7 @@ def _hello(channel: Channel) -> None:
 
 # ---------------------------------------------------------------------------------------- push
 def push_host(
-    entries: list[Entry], target: SshTarget, options: RemoteOptions, on_bytes: ByteCounter
+    source: LazySource, target: SshTarget, options: RemoteOptions, on_bytes: ByteCounter
 ) -> HostResult:
     result = HostResult(str(target))
     start = time.monotonic()
@@ -189,14 +185,14 @@ def push_host(
         agent, tools = session.start()
         if agent and options.mode in ("auto", "agent"):
             result.mode = "agent"
-            _push_agent(session, entries, options, result, on_bytes)
+            _push_agent(session, source, options, result, on_bytes)
         else:
             if agent:
                 session.close()
                 tools = [options.mode]
             tool = _pick_tool(tools, options.mode, target)
             result.mode = tool
-            _push_cli(ssh, tool, entries, options, result, on_bytes)
+            _push_cli(ssh, tool, source, options, result, on_bytes)
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
@@ -222,7 +218,7 @@ def _pick_tool(tools: list[str], mode: str, target: SshTarget) -> str:
 
 def _push_agent(
     session: _Session,
-    entries: list[Entry],
+    source: LazySource,
     options: RemoteOptions,
     result: HostResult,
     on_bytes: ByteCounter,
@@ -230,10 +226,12 @@ def _push_agent(
     channel = session.channel
     try:
         _hello(channel)
-        channel.send(protocol.offer_message(offer_of(entries)))
+        channel.send(protocol.offer_message(source.offer))
         channel.flush()
         need = Need.parse(channel.expect("need"))
-        _tally(result, entries, need)
+        # the engine's save stream is read only when this host lacks something
+        entries = source.entries() if need.layers or need.configs else []
+        _tally(result, source, entries, need)
         if options.dry_run:
             channel.send({"t": "bye"})
             channel.flush()
@@ -260,7 +258,7 @@ def _push_agent(
     session.close()
 
 
-def _tally(result: HostResult, entries: list[Entry], need: Need) -> None:
+def _tally(result: HostResult, source: LazySource, entries: list[Entry], need: Need) -> None:
     layers = layers_by_diff_id(entries)
     result.layers_sent = len(need.layers)
     result.layers_skipped = need.skipped_layers
@@ -271,10 +269,17 @@ def _tally(result: HostResult, entries: list[Entry], need: Need) -> None:
         if d in layers
     )
     present = set(need.present_images)
-    for image, entry in single_images(entries):
-        status = "present" if str(image.id) in present else "send"
-        for tag in entry.tags or ():
-            result.images.append({"ref": tag.familiar, "id": str(image.id), "status": status})
+    result.images = _statuses(source, lambda image_id: image_id in present)
+
+
+def _statuses(source: LazySource, present: Callable[[str], bool]) -> list[dict[str, Any]]:
+    statuses = []
+    for image in source.offer:
+        status = "present" if present(str(image.id)) else "send"
+        for tag in image.tags or (None,):
+            name = Reference.parse(tag).familiar if tag else None
+            statuses.append({"ref": name, "id": str(image.id), "status": status})
+    return statuses
 
 
 # ----------------------------------------------------------------------------- mode 2: a CLI
@@ -326,40 +331,42 @@ class _CountingWriter:
 def _push_cli(
     ssh: Ssh,
     tool: str,
-    entries: list[Entry],
+    source: LazySource,
     options: RemoteOptions,
     result: HostResult,
     on_bytes: ByteCounter,
 ) -> None:
     have = _inventory(ssh, tool)
     chains = {chain for diff_ids in have.values() for chain in chain_ids(diff_ids)}
-    pairs = single_images(entries)
-    send = [entry for image, entry in pairs if str(image.id) not in have]
-    present: set[Digest] = set()
-    needed: set[Digest] = set()
-    for image, entry in pairs:
-        if entry not in send:
-            continue
-        stacks = chain_ids([layer.diff_id for layer in image.layers])
-        for layer, chain in zip(image.layers, stacks, strict=True):
-            (present if chain in chains else needed).add(layer.digest)
-    omit = present - needed
-    layers = {layer.digest: layer for image, _ in pairs for layer in image.layers}
-    result.layers_sent = len(needed)
-    result.layers_skipped = len(omit)
-    result.bytes_to_send = sum(layers[d].size for d in needed)
-    for image, entry in pairs:
-        status = "send" if entry in send else "present"
-        for tag in entry.tags:
-            result.images.append({"ref": tag.familiar, "id": str(image.id), "status": status})
+    missing = {str(image.id) for image in source.offer if str(image.id) not in have}
+    result.images = _statuses(source, lambda image_id: image_id not in missing)
+    send: list[Entry] = []
+    omit: set[Digest] = set()
+    if missing:
+        pairs = single_images(source.entries())
+        send = [entry for image, entry in pairs if str(image.id) in missing]
+        present: set[Digest] = set()
+        needed: set[Digest] = set()
+        for image, _entry in pairs:
+            if str(image.id) not in missing:
+                continue
+            stacks = chain_ids([layer.diff_id for layer in image.layers])
+            for layer, chain in zip(image.layers, stacks, strict=True):
+                (present if chain in chains else needed).add(layer.digest)
+        omit = present - needed
+        layers = {layer.digest: layer for image, _ in pairs for layer in image.layers}
+        result.layers_sent = len(needed)
+        result.layers_skipped = len(omit)
+        result.bytes_to_send = sum(layers[d].size for d in needed)
     if options.dry_run:
         return
-    words: list[str] = []
-    for image, entry in pairs:
-        if entry not in send:
-            for tag in entry.tags:
-                words.append(remote_command([tool, "tag", str(image.id), _tag_name(tool, tag)]))
-    expected = [(str(image.id), tag) for image, entry in pairs for tag in entry.tags]
+    tagged = [(str(image.id), Reference.parse(tag)) for image in source.offer for tag in image.tags]
+    words = [
+        remote_command([tool, "tag", image_id, _tag_name(tool, tag)])
+        for image_id, tag in tagged
+        if image_id not in missing
+    ]
+    expected = tagged
     if expected:
         names = [_tag_name(tool, tag) for _, tag in expected]
         words.append(remote_command([tool, "image", "inspect", "--format", "{{.Id}}", *names]))
@@ -370,7 +377,7 @@ def _push_cli(
         except EngineError:
             if not omit:
                 raise
-            result.layers_sent, result.layers_skipped = len(needed | omit), 0
+            result.layers_sent, result.layers_skipped = result.layers_sent + len(omit), 0
             shown = _load(ssh, tool, send, set(), options, result, on_bytes, after)
     elif after:
         answer = ssh.run(after, timeout=120)
@@ -502,7 +509,7 @@ def pull_host(
 
 # ------------------------------------------------------------------------------------ fan-out
 def push_many(
-    entries: list[Entry],
+    source: LazySource,
     targets: Sequence[SshTarget],
     options: RemoteOptions,
     on_bytes: ByteCounter | None = None,
@@ -511,7 +518,7 @@ def push_many(
     count = on_bytes or (lambda host, n: None)
     pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
     try:
-        futures = [pool.submit(push_host, entries, t, options, count) for t in targets]
+        futures = [pool.submit(push_host, source, t, options, count) for t in targets]
         return [future.result() for future in futures]
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)

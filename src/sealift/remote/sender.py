@@ -22,7 +22,7 @@ from sealift.digest import Digest
 from sealift.ends.base import WriteResult
 from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Entry, Image, Layer
-from sealift.remote.protocol import Channel, Need, OfferedImage, OfferedLayer, configs_json
+from sealift.remote.protocol import Channel, Need, configs_json
 from sealift.transfer import CopyOptions, prepare
 from sealift.verify import CHUNK
 
@@ -42,21 +42,6 @@ def single_images(entries: list[Entry]) -> list[tuple[Image, Entry]]:
             )
         result.append((images[0], entry))
     return result
-
-
-def offer_of(entries: list[Entry]) -> list[OfferedImage]:
-    return [
-        OfferedImage(
-            image.id,
-            image.config.diff_ids,
-            tuple(
-                OfferedLayer(layer.diff_id, layer.digest, layer.size, layer.descriptor.media_type)
-                for layer in image.layers
-            ),
-            tuple(str(tag) for tag in entry.tags),
-        )
-        for image, entry in single_images(entries)
-    ]
 
 
 def configs_for(entries: list[Entry], need: Need) -> dict[str, str]:

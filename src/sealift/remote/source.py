@@ -1,0 +1,86 @@
+"""The sending side's images: offered from the engine's metadata, saved only if someone needs them.
+
+``docker image inspect`` gives what an offer needs (image ID, diff_ids, tags) without reading a
+byte of layer data. The engine's save stream is read (and spooled, once, however many hosts)
+only when a receiver asks for a layer or a config: pushing an image every host already has
+costs no ``docker save`` at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sealift import media
+from sealift.digest import Digest
+from sealift.ends.engine import Engine, EngineSource
+from sealift.errors import EngineError, InvalidArchiveError, UsageError
+from sealift.model import Entry
+from sealift.reference import Reference
+from sealift.remote.protocol import OfferedImage, OfferedLayer
+from sealift.remote.sender import single_images, with_manifests
+from sealift.transfer import Selection
+
+
+class LazySource:
+    def __init__(self, engine: Engine, refs: list[str], platform: str | None = None) -> None:
+        if not refs:
+            raise UsageError("name at least one image")
+        self.engine = engine
+        self.refs = refs
+        self.platform = platform
+        self.offer = _offer(engine, refs)
+        self._lock = threading.Lock()
+        self._source: EngineSource | None = None
+        self._entries: list[Entry] | None = None
+        self.saved = False
+
+    def entries(self) -> list[Entry]:
+        """The images with their layers, read from the engine's save stream on first use."""
+        with self._lock:
+            if self._entries is None:
+                self._source = EngineSource(self.engine, self.refs)
+                entries = Selection((), self.platform).apply(self._source.entries())
+                entries = with_manifests(entries)
+                saved = {str(image.id) for image, _ in single_images(entries)}
+                offered = {str(image.id) for image in self.offer}
+                if saved != offered:
+                    raise EngineError(
+                        "the images changed while sealift read them (a tag moved): try again"
+                    )
+                self._entries = entries
+                self.saved = True
+            return self._entries
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+
+def _offer(engine: Engine, refs: list[str]) -> list[OfferedImage]:
+    by_id: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for ref in refs:
+        info = engine.inspect(ref)
+        image_id = str(info["Id"])
+        _, tags = by_id.setdefault(image_id, (info, []))
+        reference = None if _is_id(ref, image_id) else Reference.parse(ref)
+        named = reference is not None and reference.tag is not None and not reference.digest
+        if named and str(reference) not in tags:
+            tags.append(str(reference))
+    offer = []
+    for image_id, (info, tags) in by_id.items():
+        try:
+            listed = (info.get("RootFS") or {}).get("Layers") or []
+            diff_ids = tuple(Digest.parse(d) for d in listed)
+        except (TypeError, ValueError, InvalidArchiveError) as exc:
+            raise EngineError(f"the engine reports no layers for image {image_id}") from exc
+        layers = tuple(OfferedLayer(d, d, 0, media.OCI_LAYER) for d in diff_ids)
+        offer.append(OfferedImage(Digest.parse(image_id), diff_ids, layers, tuple(tags)))
+    return offer
+
+
+def _is_id(ref: str, image_id: str) -> bool:
+    """Whether the user named the image by (a prefix of) its ID rather than by a name."""
+    hex_id = image_id.removeprefix("sha256:")
+    text = ref.removeprefix("sha256:")
+    return len(text) >= 4 and hex_id.startswith(text) and ":" not in ref.removeprefix("sha256:")
