@@ -372,6 +372,19 @@ def test_hostile_names_are_refused(args: tuple[str, ...], tmp_path: Path) -> Non
     assert not log.exists() and not marker.exists()
 
 
+def test_pull_needs_sealift_on_the_remote(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    host = start_host(source_engine, ("docker",))
+    wire = Wire(tmp_path / "wire", [host])
+    result = run_sealift("pull", host.url, test_images.base.ref, env=wire.env(source_engine))
+    line = result.assert_one_line_error()
+    assert "sealift on the remote PATH" in line and host.alias in line, line
+
+
 def test_wrong_host_key_is_a_clear_error(
     test_images: ImageSet,
     source_engine: DockerDaemon,
