@@ -7,6 +7,7 @@ keeps received layers under its cache directory (see :mod:`sealift.remote.stagin
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from types import FrameType
@@ -112,4 +113,10 @@ def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    return serve(sys.stdin.buffer, sys.stdout.buffer)
+    """Serve on stdin/stdout; anything else that writes to stdout lands on stderr instead."""
+    sys.stdout.flush()
+    channel_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with channel_out:
+        return serve(sys.stdin.buffer, channel_out)
