@@ -15,7 +15,6 @@ missing prerequisite is a failure: CI must never go green by skipping everything
 from __future__ import annotations
 
 import atexit
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -30,33 +29,12 @@ from tests.support.peers import (
     Skopeo,
     Sshd,
     StandaloneContainerd,
-    missing_tools,
 )
+from tests.support.require import require, require_tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 TOOL_FIXTURES = SHARED_DIR / "fixtures" / "tools"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def require(reason: str | None) -> None:
-    """Skip (locally) or fail (under CI=true) when ``reason`` says something is missing."""
-    if not reason:
-        return
-    if in_ci():
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def require_tools(*names: str) -> None:
-    if os.geteuid() != 0:
-        require("needs root")
-    missing = missing_tools(*names)
-    if missing:
-        require(f"missing {', '.join(missing)} (run scripts/install-test-deps)")
 
 
 # --------------------------------------------------------------------------------- fixture data

@@ -30,7 +30,8 @@ from tests.support.fixtures import (
     TOOL_FIXTURE_IMAGES,
 )
 from tests.support.images import ImageSet
-from tests.support.peers import Containerd, Podman, Skopeo
+from tests.support.peers import Containerd, Podman, Skopeo, umoci
+from tests.support.require import require_tools
 
 pytestmark = pytest.mark.interop
 
@@ -253,6 +254,26 @@ def test_convert_to_oci_layout_and_back(
     run_sealift("convert", "-q", layout, back).assert_ok()
     report = run_sealift("inspect", "--json", back).assert_ok().json()
     assert {img["id"] for img in report["images"]} == ids
+
+
+def test_umoci_unpacks_oci_layout_output(tool_fixtures: Path, tmp_path: Path) -> None:
+    """An independent OCI implementation lists the refs and unpacks the right filesystems."""
+    require_tools("umoci")
+    layout = tmp_path / "layout"
+    source = tool_fixtures / "docker20-save-multi.tar"
+    run_sealift("convert", "-q", source, f"oci:{layout}").assert_ok()
+    refs = set(umoci("ls", "--layout", layout).stdout.split())
+    index = json.loads((layout / "index.json").read_text())
+    names = {d["annotations"]["org.opencontainers.image.ref.name"] for d in index["manifests"]}
+    assert refs == names and len(refs) == 3
+    app_ref = next(ref for ref in refs if ref.endswith("fixture/app:1"))
+    bundle = tmp_path / "bundle"
+    umoci("unpack", "--image", f"{layout}:{app_ref}", bundle)
+    assert (bundle / "rootfs" / "app.txt").read_text() == "app v1\n"
+    assert (bundle / "rootfs" / "bin" / "busybox").stat().st_size > 100_000
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["process"]["args"] == ["/bin/busybox", "sh", "-c", "cat /app.txt; echo $APP"]
+    assert "APP=demo" in config["process"]["env"]
 
 
 def test_multiplatform_all_keeps_both_platforms(tool_fixtures: Path, tmp_path: Path) -> None:

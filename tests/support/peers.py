@@ -30,6 +30,7 @@ __all__ = [
     "Sshd",
     "StandaloneContainerd",
     "missing_tools",
+    "umoci",
 ]
 
 Args = str | os.PathLike[str]
@@ -142,6 +143,14 @@ class Skopeo:
         if "manifests" in manifest:
             raise PeerError(f"{ref} is an index; pick a platform first")
         return str(manifest["config"]["digest"])
+
+
+# ----------------------------------------------------------------------------------------- umoci
+def umoci(
+    *args: Args, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``umoci`` (an independent OCI layout reader/unpacker; it checks every digest)."""
+    return _run(["umoci", *args], check=check, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------ containerd
