@@ -46,6 +46,7 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -2094,3 +2095,92 @@ def check_inspect_shape(report: Any) -> None:
             assert layer["size"] >= 0
             assert isinstance(layer["media_type"], str) and layer["media_type"], layer
             assert isinstance(layer["shared"], bool), layer
+
+
+# --------------------------------------------------------------------------------------
+# an independent reader for what sealift writes (does not trust sealift's own verify)
+
+
+def _decompress_layer(blob: bytes, media_type: str) -> bytes:
+    if media_type.endswith("gzip"):
+        return gzip.decompress(blob)
+    if media_type.endswith("zstd"):
+        return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    assert media_type.endswith(".tar") or media_type.endswith("tar"), media_type
+    return blob
+
+
+def check_written_archive(path: Path) -> set[str]:
+    """Check an archive sealift wrote, with Python alone; return its image (config) ids.
+
+    The tar must be tame (relative names, no ``..``, only files and directories, no duplicate
+    names); every blob must hash to its name and descriptor; every layer must decompress to
+    its config's diff_id, through ``index.json`` and through ``manifest.json`` when present.
+    """
+    files: dict[str, bytes] = {}
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            name = info.name
+            assert not name.startswith("/") and ".." not in name.split("/"), name
+            assert info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE), name
+            if info.isdir():
+                continue
+            assert name not in files, f"duplicate member {name}"
+            f = tar.extractfile(info)
+            assert f is not None
+            files[name] = f.read()
+    for name, data in files.items():
+        if name.startswith("blobs/sha256/"):
+            assert sha256_hex(data) == name.rsplit("/", 1)[1], f"{name} does not match its name"
+    ids: set[str] = set()
+
+    def blob(desc: dict[str, Any]) -> bytes:
+        data = files[blob_name(desc["digest"])]
+        assert len(data) == desc["size"], desc
+        return data
+
+    def image(manifest: dict[str, Any]) -> None:
+        config_raw = blob(manifest["config"])
+        ids.add(manifest["config"]["digest"])
+        if manifest["config"]["mediaType"] not in (MT_OCI_CONFIG, MT_DOCKER_CONFIG):
+            for layer in manifest["layers"]:  # an artifact: opaque blobs
+                blob(layer)
+            return
+        config = json.loads(config_raw)
+        diff_ids = config["rootfs"]["diff_ids"]
+        assert len(diff_ids) == len(manifest["layers"])
+        for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
+            assert digest_of(_decompress_layer(blob(layer), layer["mediaType"])) == diff_id
+
+    def walk(desc: dict[str, Any]) -> None:
+        doc = json.loads(blob(desc))
+        if "manifests" in doc:
+            for child in doc["manifests"]:
+                walk(child)
+        else:
+            image(doc)
+
+    if "index.json" in files:
+        for desc in json.loads(files["index.json"])["manifests"] or []:
+            walk(desc)
+    if "manifest.json" in files:
+        docker_ids: set[str] = set()
+        for entry in json.loads(files["manifest.json"]):
+            config_raw = files[entry["Config"]]
+            config = json.loads(config_raw)
+            docker_ids.add(digest_of(config_raw))
+            for name, diff_id in zip(entry["Layers"], config["rootfs"]["diff_ids"], strict=True):
+                data = files[name]
+                kind = (
+                    "gzip"
+                    if data[:2] == b"\x1f\x8b"
+                    else "zstd"
+                    if data[:4] == _ZSTD_MAGIC
+                    else "tar"
+                )
+                assert digest_of(_decompress_layer(data, kind)) == diff_id, name
+        if "index.json" in files:
+            assert docker_ids <= ids or not ids, "manifest.json and index.json disagree"
+        ids |= docker_ids
+    assert ids, "no image found"
+    return ids

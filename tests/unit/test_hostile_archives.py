@@ -386,6 +386,7 @@ def test_valid_input_is_accepted(name: str, ws: Workspace) -> None:
     assert_ok(run_sealift("convert", str(path), f"archive:{out}", **kw))
     assert out.is_file()
     assert_ok(run_sealift("verify", str(out), **kw))
+    assert b.config_digest in hostile.check_written_archive(out)
     assert list(ws.cwd.iterdir()) == [] and list(ws.tmp.iterdir()) == []
     assert sorted(p.name for p in ws.dst.iterdir()) == ["out.tar"]
 

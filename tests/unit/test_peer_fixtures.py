@@ -39,6 +39,7 @@ from tests.unit.hostile import (
     assert_clean_error,
     assert_ok,
     check_inspect_shape,
+    check_written_archive,
     run_sealift,
 )
 
@@ -448,6 +449,7 @@ def test_convert(row: Row, work: Path) -> None:
     assert_ok(original)
     got, want = by_id(converted.json()), by_id(original.json())
     assert set(got) == set(want)
+    assert check_written_archive(out) == set(want), "checked without sealift"
     for image_id, img in want.items():
         assert sorted(got[image_id]["tags"]) == sorted(img["tags"]), image_id
         assert [x["diff_id"] for x in got[image_id]["layers"]] == [

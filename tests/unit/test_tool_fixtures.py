@@ -28,6 +28,7 @@ from tests.unit.hostile import (
     assert_clean_error,
     assert_ok,
     check_inspect_shape,
+    check_written_archive,
     run_sealift,
 )
 
@@ -203,6 +204,7 @@ def test_convert_keeps_ids_and_tags(name: str, compression: str, work: Path) -> 
     assert_ok(sealift(work, "verify", str(out)))
     before, after = by_id(inspect(work, src)), by_id(inspect(work, out))
     assert set(after) == set(before)
+    assert check_written_archive(out) == set(before), "checked without sealift"
     for image_id, img in before.items():
         assert sorted(after[image_id]["tags"]) == sorted(img["tags"]), image_id
         assert diff_ids(after[image_id]) == diff_ids(img), image_id
@@ -319,6 +321,7 @@ def test_convert_uncompressed_archive_from_stdin(name: str, work: Path) -> None:
     out = work / "dst" / "out.tar"
     data = (TOOL_FIXTURES / name).read_bytes()
     assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=data))
+    assert check_written_archive(out) == {i.id for i in FIXTURES[name]}, "checked without sealift"
     assert_ok(sealift(work, "verify", str(out)))
     assert set(by_id(inspect(work, out))) == {i.id for i in FIXTURES[name]}
     assert_clean_workdirs(work)
