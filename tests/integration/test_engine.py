@@ -113,6 +113,35 @@ def test_save_then_load_keeps_ids_config_tags_and_runs(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+def test_saved_archive_stores_shared_layers_once(
+    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+) -> None:
+    """base:1, app:1 and app:2 have 4 distinct layers between them: 4 layer blobs, no more."""
+    images = test_images.small
+    archive = tmp_path / "three.tar"
+    result = run_sealift(
+        "save", *(i.ref for i in images), "-o", archive, "-H", source_engine.host, "-q", "--json"
+    ).assert_ok()
+    summary = result.json()
+    assert summary["bytes"] == archive.stat().st_size, summary
+    distinct = {d for image in images for d in image.diff_ids}
+    assert len(distinct) == 4
+    assert len(layer_blobs(archive)) == len(distinct)
+    with tarfile.open(archive) as tar:
+        names = [m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()]
+    assert len(names) == len(set(names)), "a member is written twice"
+    report = run_sealift("inspect", "--json", archive).assert_ok().json()
+    by_id = {img["id"]: img for img in report["images"]}
+    assert set(by_id) == {i.id for i in images}
+    for image in images:
+        layers = by_id[image.id]["layers"]
+        assert [layer["diff_id"] for layer in layers] == list(image.diff_ids)
+        assert [layer["shared"] for layer in layers[:2]] == [True, True]
+        assert all("gzip" in layer["media_type"] for layer in layers)
+    top_app1 = by_id[test_images.app1.id]["layers"][2]
+    assert top_app1["shared"] is False
+
+
 def test_docker_host_is_honoured(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
