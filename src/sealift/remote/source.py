@@ -14,7 +14,7 @@ from typing import Any
 from sealift import media
 from sealift.digest import Digest
 from sealift.ends.engine import Engine, EngineSource
-from sealift.errors import EngineError, InvalidArchiveError, UsageError
+from sealift.errors import EngineError, InvalidArchiveError, SealiftError, UsageError
 from sealift.model import Entry
 from sealift.reference import Reference
 from sealift.remote.protocol import OfferedImage, OfferedLayer
@@ -33,24 +33,31 @@ class LazySource:
         self._lock = threading.Lock()
         self._source: EngineSource | None = None
         self._entries: list[Entry] | None = None
+        self._error: SealiftError | None = None
         self.saved = False
 
     def entries(self) -> list[Entry]:
         """The images with their layers, read from the engine's save stream on first use."""
         with self._lock:
+            if self._error is not None:
+                raise self._error
             if self._entries is None:
-                self._source = EngineSource(self.engine, self.refs)
-                entries = Selection((), self.platform).apply(self._source.entries())
-                entries = with_manifests(entries)
-                saved = {str(image.id) for image, _ in single_images(entries)}
-                offered = {str(image.id) for image in self.offer}
-                if saved != offered:
-                    raise EngineError(
-                        "the images changed while sealift read them (a tag moved): try again"
-                    )
-                self._entries = entries
+                try:
+                    self._entries = self._save()
+                except SealiftError as exc:
+                    self._error = exc  # every host waiting for it gets the same error, once
+                    raise
                 self.saved = True
             return self._entries
+
+    def _save(self) -> list[Entry]:
+        self._source = EngineSource(self.engine, self.refs)
+        entries = with_manifests(Selection((), self.platform).apply(self._source.entries()))
+        saved = {str(image.id) for image, _ in single_images(entries)}
+        offered = {str(image.id) for image in self.offer}
+        if saved != offered:
+            raise EngineError("the images changed while sealift read them (a tag moved): try again")
+        return entries
 
     def close(self) -> None:
         if self._source is not None:
