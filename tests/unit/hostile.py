@@ -2110,14 +2110,16 @@ def _decompress_layer(blob: bytes, media_type: str) -> bytes:
     return blob
 
 
-def check_written_archive(path: Path) -> set[str]:
-    """Check an archive sealift wrote, with Python alone; return its image (config) ids.
-
-    The tar must be tame (relative names, no ``..``, only files and directories, no duplicate
-    names); every blob must hash to its name and descriptor; every layer must decompress to
-    its config's diff_id, through ``index.json`` and through ``manifest.json`` when present.
-    """
+def _written_files(path: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            assert not p.is_symlink(), f"{p} is a symlink"
+            if p.is_file():
+                files[str(p.relative_to(path))] = p.read_bytes()
+            else:
+                assert p.is_dir(), f"{p} is neither a file nor a directory"
+        return files
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
             name = info.name
@@ -2129,6 +2131,18 @@ def check_written_archive(path: Path) -> set[str]:
             f = tar.extractfile(info)
             assert f is not None
             files[name] = f.read()
+    return files
+
+
+def check_written_archive(path: Path) -> set[str]:
+    """Check an archive (or layout directory) sealift wrote, with Python alone.
+
+    Returns the image (config) ids. The tar must be tame (relative names, no ``..``, only
+    files and directories, no duplicate names; a layout has no symlinks); every blob must
+    hash to its name and descriptor; every layer must decompress to its config's diff_id,
+    through ``index.json`` and through ``manifest.json`` when present.
+    """
+    files = _written_files(path)
     for name, data in files.items():
         if name.startswith("blobs/sha256/"):
             assert sha256_hex(data) == name.rsplit("/", 1)[1], f"{name} does not match its name"

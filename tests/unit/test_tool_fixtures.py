@@ -244,7 +244,12 @@ def test_convert_to_layout_and_back(name: str, work: Path) -> None:
     layout = work / "dst" / "layout"
     assert_ok(sealift(work, "convert", str(src), f"oci:{layout}"))
     assert_ok(sealift(work, "verify", str(layout)))
-    assert set(by_id(inspect(work, layout))) == set(by_id(inspect(work, src)))
+    ids = set(by_id(inspect(work, src)))
+    assert set(by_id(inspect(work, layout))) == ids
+    assert check_written_archive(layout) == ids, "checked without sealift"
+    back = work / "dst" / "back.tar"
+    assert_ok(sealift(work, "convert", f"oci:{layout}", f"archive:{back}"))
+    assert check_written_archive(back) == ids
 
 
 @pytest.mark.parametrize(
