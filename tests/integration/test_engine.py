@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support import procs
-from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe
+from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe, sealift_env
 from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.fixtures import APP_OUTPUT, DOCKER_APP_ID, OCI_APP_ID, TOOL_FIXTURE_IMAGES
 from tests.support.images import BuiltImage, ImageSet
@@ -252,6 +254,35 @@ def test_load_skips_layers_the_engine_has(
         # base's busybox layer (~2 MB) is not sent again; app:2's top layer is a few KB.
         assert second["bytes_sent"] < 200_000 < first["bytes_sent"], (first, second)
 
+    for image in (test_images.app1, test_images.app2):
+        assert_same_image(source_engine, empty_dest_engine, image)
+
+
+def test_concurrent_loads_of_images_sharing_layers(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """Two loads at once (parallel deploys) whose images share base's layers: both succeed."""
+    archives = [
+        save(source_engine, tmp_path / f"app{n}.tar", image.ref)
+        for n, image in ((1, test_images.app1), (2, test_images.app2))
+    ]
+    env = sealift_env(None)
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sealift", "load", archive, "-q", "-H", empty_dest_engine.host],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for archive in archives
+    ]
+    for proc in running:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode(errors="replace")
     for image in (test_images.app1, test_images.app2):
         assert_same_image(source_engine, empty_dest_engine, image)
 
