@@ -10,11 +10,14 @@ emptied before each test. Nothing is pulled; containers run with ``--pull=never`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +344,46 @@ def test_truncated_archive_is_refused_and_tags_nothing(
     result.assert_one_line_error(1)
     assert empty_dest_engine.tags() == {}
     assert test_images.app1.id not in empty_dest_engine.image_ids()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_load_killed_midway_tags_nothing_and_a_retry_works(
+    sig: signal.Signals,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """``sealift load -`` killed after reading 60% of the archive: no tag; then a full load."""
+    large = test_images.large
+    archive = save(source_engine, tmp_path / "large.tar", large.ref, compression="none")
+    data = archive.read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealift", "load", "-", "-q", "-H", empty_dest_engine.host],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=sealift_env(None),
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data[: len(data) * 6 // 10])
+        proc.stdin.flush()
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert empty_dest_engine.tags() == {}
+    assert large.id not in empty_dest_engine.image_ids()
+
+    load(empty_dest_engine, archive).assert_ok()
+    assert_same_image(source_engine, empty_dest_engine, large)
 
 
 def test_missing_image_is_one_line_error(
