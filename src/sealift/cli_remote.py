@@ -209,46 +209,52 @@ def agent() -> None:
     sys.exit(main())
 
 
+class _Bars:
+    """One rich progress bar per host: layer data done of total, rate, ETA, bytes on the wire."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[wire]} on the wire"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.tasks = {host: self.bar.add_task(host, total=None, wire="0 B") for host in hosts}
+        self.wire = dict.fromkeys(hosts, 0)
+        self.lock = threading.Lock()
+
+    def total(self, host: str, raw_bytes: int) -> None:
+        self.bar.update(self.tasks[host], total=raw_bytes or None)
+
+    def advance(self, host: str, wire: int, raw: int) -> None:
+        with self.lock:
+            self.wire[host] += wire
+            shown = _human(self.wire[host])
+        self.bar.update(self.tasks[host], advance=raw, wire=shown)
+
+
 @contextmanager
 def _host_progress(hosts: list[str], *, show: bool) -> Iterator[Any]:
-    counts = dict.fromkeys(hosts, 0)
-    lock = threading.Lock()
-
-    def count(host: str, n: int) -> None:
-        with lock:
-            counts[host] = counts.get(host, 0) + n
-
     if not show:
-        yield count
+        yield None
         return
-    from rich.console import Console
-    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks = {host: bar.add_task(host, total=None) for host in hosts}
-    stop = threading.Event()
-
-    def refresh() -> None:
-        while not stop.wait(0.2):
-            with lock:
-                snapshot = dict(counts)
-            for host, task in tasks.items():
-                bar.update(task, completed=snapshot.get(host, 0))
-
-    thread = threading.Thread(target=refresh, daemon=True)
-    with bar:
-        thread.start()
-        try:
-            yield count
-        finally:
-            stop.set()
-            thread.join()
+    bars = _Bars(hosts)
+    with bars.bar:
+        yield bars
 
 
 def _human(size: int) -> str:

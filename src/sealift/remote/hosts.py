@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from sealift import compression
 from sealift.digest import Digest
@@ -77,7 +77,22 @@ class HostResult:
         return asdict(self)
 
 
-ByteCounter = Callable[[str, int], None]
+class HostProgress(Protocol):
+    """Where per-host progress goes (the CLI draws bars on a terminal)."""
+
+    def total(self, host: str, raw_bytes: int) -> None:
+        """The host will get about ``raw_bytes`` of layer data (before compression)."""
+
+    def advance(self, host: str, wire: int, raw: int) -> None:
+        """``wire`` more bytes went to the host, carrying ``raw`` more bytes of layer data."""
+
+
+class NoProgress:
+    def total(self, host: str, raw_bytes: int) -> None:
+        return None
+
+    def advance(self, host: str, wire: int, raw: int) -> None:
+        return None
 
 
 # ----------------------------------------------------------------------------------- sessions
@@ -175,7 +190,7 @@ def _hello(channel: Channel) -> None:
 
 # ---------------------------------------------------------------------------------------- push
 def push_host(
-    source: LazySource, target: SshTarget, options: RemoteOptions, on_bytes: ByteCounter
+    source: LazySource, target: SshTarget, options: RemoteOptions, progress: HostProgress
 ) -> HostResult:
     result = HostResult(str(target))
     start = time.monotonic()
@@ -185,14 +200,14 @@ def push_host(
         agent, tools = session.start()
         if agent and options.mode in ("auto", "agent"):
             result.mode = "agent"
-            _push_agent(session, source, options, result, on_bytes)
+            _push_agent(session, source, options, result, progress)
         else:
             if agent:
                 session.close()
                 tools = [options.mode]
             tool = _pick_tool(tools, options.mode, target)
             result.mode = tool
-            _push_cli(ssh, tool, source, options, result, on_bytes)
+            _push_cli(ssh, tool, source, options, result, progress)
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
@@ -221,7 +236,7 @@ def _push_agent(
     source: LazySource,
     options: RemoteOptions,
     result: HostResult,
-    on_bytes: ByteCounter,
+    progress: HostProgress,
 ) -> None:
     channel = session.channel
     try:
@@ -232,6 +247,7 @@ def _push_agent(
         # the engine's save stream is read only when this host lacks something
         entries = source.entries() if need.layers or need.configs else []
         _tally(result, source, entries, need)
+        progress.total(result.host, result.bytes_to_send)
         if options.dry_run:
             channel.send({"t": "bye"})
             channel.flush()
@@ -242,7 +258,7 @@ def _push_agent(
                 need,
                 options.compression,
                 options.level,
-                lambda n: on_bytes(result.host, n),
+                lambda wire, raw: progress.advance(result.host, wire, raw),
             )
             channel.send({"t": "commit", "configs": configs_for(entries, need)})
             channel.flush()
@@ -334,7 +350,7 @@ def _push_cli(
     source: LazySource,
     options: RemoteOptions,
     result: HostResult,
-    on_bytes: ByteCounter,
+    progress: HostProgress,
 ) -> None:
     have = _inventory(ssh, tool)
     chains = {chain for diff_ids in have.values() for chain in chain_ids(diff_ids)}
@@ -373,12 +389,12 @@ def _push_cli(
     after = " && ".join(words)
     if send:
         try:
-            shown = _load(ssh, tool, send, omit, options, result, on_bytes, after)
+            shown = _load(ssh, tool, send, omit, options, result, progress, after)
         except EngineError:
             if not omit:
                 raise
             result.layers_sent, result.layers_skipped = result.layers_sent + len(omit), 0
-            shown = _load(ssh, tool, send, set(), options, result, on_bytes, after)
+            shown = _load(ssh, tool, send, set(), options, result, progress, after)
     elif after:
         answer = ssh.run(after, timeout=120)
         if answer.returncode != 0:
@@ -398,7 +414,7 @@ def _load(
     omit: set[Digest],
     options: RemoteOptions,
     result: HostResult,
-    on_bytes: ByteCounter,
+    progress: HostProgress,
     after: str,
 ) -> str:
     """Pipe the archive into ``tool load`` then run ``after``; return what ``after`` printed."""
@@ -415,12 +431,14 @@ def _load(
         target=lambda: stdout.append(proc.stdout.read() if proc.stdout else b""), daemon=True
     )
     out_thread.start()
-    counter = _CountingWriter(proc.stdin, lambda n: on_bytes(result.host, n))
+    counter = _CountingWriter(proc.stdin, lambda n: progress.advance(result.host, n, 0))
     codec = compression.NONE if options.compression == compression.NONE else compression.GZIP
+    progress.total(result.host, result.bytes_to_send)
     error: BaseException | None = None
     try:
         writer = compression.open_compressor(cast(IO[bytes], counter), codec, options.level)
-        write_archive(entries, writer, omit=omit)
+        raw = _CountingWriter(writer, lambda n: progress.advance(result.host, 0, n))
+        write_archive(entries, cast(IO[bytes], raw), omit=omit)
         writer.close()
         proc.stdin.close()
     except (BrokenPipeError, ConnectionResetError) as exc:
@@ -512,10 +530,10 @@ def push_many(
     source: LazySource,
     targets: Sequence[SshTarget],
     options: RemoteOptions,
-    on_bytes: ByteCounter | None = None,
+    progress: HostProgress | None = None,
 ) -> list[HostResult]:
     """Push to every target, ``options.parallel`` at a time; one result per target, in order."""
-    count = on_bytes or (lambda host, n: None)
+    count = progress or NoProgress()
     pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
     try:
         futures = [pool.submit(push_host, source, t, options, count) for t in targets]

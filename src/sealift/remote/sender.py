@@ -89,7 +89,7 @@ def send_layers(
     need: Need,
     codec: str,
     level: int | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> int:
     """Stream every needed layer; return how many were sent."""
     layers = layers_by_diff_id(entries)
@@ -107,15 +107,18 @@ def send_layer(
     offset: int,
     codec: str,
     level: int | None = None,
-    on_bytes: Callable[[int], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> None:
+    """Send one layer from ``offset``; ``on_bytes(wire, raw)`` after each frame."""
     channel.send({"t": "layer", "diff_id": str(layer.diff_id), "offset": offset, "codec": codec})
     total = offset
     with _uncompressed(layer, offset) as content:
+        reported = 0
         for frame in _compressed_frames(content, codec, level):
             channel.send({"t": "c"}, frame)
             if on_bytes is not None:
-                on_bytes(len(frame))
+                on_bytes(len(frame), content.count - reported)
+                reported = content.count
         total += content.count
     channel.send({"t": "end", "size": total})
     channel.flush()
