@@ -100,18 +100,17 @@ class Wire:
         self.runs = 0
         self.log = directory / "none.log"
 
-    def env(self, engine: DockerDaemon, cut_after: int | None = None) -> dict[str, str]:
+    def env(
+        self, engine: DockerDaemon, cut_after: int | None = None, cut_down: int | None = None
+    ) -> dict[str, str]:
         self.runs += 1
         self.log = self.directory / f"wire-{self.runs}.log"
         config = self.directory / f"ssh_config-{self.runs}"
         blocks = []
+        proxy = relay_command(self.log, cut_after, cut_after_down=cut_down)
         for host in self.hosts:
             lines = host.sshd.ssh_config.read_text().splitlines()
-            blocks.append(
-                "\n".join(
-                    [lines[0], f"  ProxyCommand {relay_command(self.log, cut_after)}", *lines[1:]]
-                )
-            )
+            blocks.append("\n".join([lines[0], f"  ProxyCommand {proxy}", *lines[1:]]))
         config.write_text("\n".join(blocks) + "\n" + self.extra)
         env = engine.env()
         env["SEALIFT_SSH_COMMAND"] = f"ssh -F {config}"
@@ -297,6 +296,38 @@ def test_pull_sends_only_missing_layers(
     assert result.json()["hosts"][0]["layers_sent"] == 1
     assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
+
+
+def test_pull_cut_mid_layer_then_resume(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    dest = empty_dest_engine
+    remote = start_host(source_engine, ("sealift", "docker"))
+    wire = Wire(tmp_path / "wire", [remote])
+    cache = tmp_path / "local-cache"
+    large = test_images.large
+
+    def pull(ref: str, cut: int | None = None) -> SealiftResult:
+        env = wire.env(dest, cut_down=cut)
+        env["XDG_CACHE_HOME"] = str(cache)
+        return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
+
+    pull(test_images.base.ref).assert_ok()
+    big = layer_sizes(source_engine, large.ref, tmp_path)[-1]
+    cut = 8 * 1024 * 1024
+    pull(large.ref, cut).assert_one_line_error()
+    assert not dest.has_image(large.ref)
+    partial = list(cache.glob("sealift/staging/*.partial"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 4 * 1024 * 1024, partial
+    result = pull(large.ref).assert_ok()
+    assert result.json()["hosts"][0]["layers_resumed"] == 1
+    assert wire.bytes <= big - cut + 4 * 1024 * 1024, (wire.bytes, big)
+    assert dest.run(large.ref) == large.expected_output
+    assert not any(cache.glob("sealift/staging/*"))
 
 
 # ----------------------------------------------------------------------- mode 2: bare engines

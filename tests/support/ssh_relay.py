@@ -2,7 +2,8 @@
 
 Use in an ssh_config: ``ProxyCommand python3 /path/ssh_relay.py --log FILE [--cut-after N] %h %p``.
 Each connection appends one line ``<bytes client->server> <bytes server->client>`` to FILE when it
-ends. ``--cut-after N`` drops the connection once N bytes went client->server (a cable pulled).
+ends. ``--cut-after N`` drops the connection once N bytes went client->server (a cable pulled),
+``--cut-after-down N`` once N bytes went server->client.
 ``--rate BPS`` limits each direction to BPS bytes per second (a slow link, for benchmarks).
 """
 
@@ -36,11 +37,18 @@ def total_bytes(log: Path) -> int:
     return sum(up + down for up, down in read_counts(log))
 
 
-def relay_command(log: Path, cut_after: int | None = None, rate: int | None = None) -> str:
+def relay_command(
+    log: Path,
+    cut_after: int | None = None,
+    rate: int | None = None,
+    cut_after_down: int | None = None,
+) -> str:
     """The ProxyCommand line for an ssh_config."""
     args = [sys.executable, str(Path(__file__).resolve()), "--log", str(log)]
     if cut_after is not None:
         args += ["--cut-after", str(cut_after)]
+    if cut_after_down is not None:
+        args += ["--cut-after-down", str(cut_after_down)]
     if rate is not None:
         args += ["--rate", str(rate)]
     return " ".join(args) + " %h %p"
@@ -58,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--log", required=True)
     parser.add_argument("--cut-after", type=int)
+    parser.add_argument("--cut-after-down", type=int)
     parser.add_argument("--rate", type=int)
     parser.add_argument("host")
     parser.add_argument("port", type=int)
@@ -92,6 +101,12 @@ def main() -> None:
         started = time.monotonic()
         try:
             while data := sock.recv(CHUNK):
+                cut = args.cut_after_down
+                if cut is not None and counts[1] + len(data) >= cut:
+                    keep = max(0, cut - counts[1])
+                    os.write(1, data[:keep])
+                    counts[1] += keep
+                    break
                 os.write(1, data)
                 counts[1] += len(data)
                 pace(started, counts[1])
