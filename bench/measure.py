@@ -15,6 +15,11 @@ Method (also in bench/README.md):
 * The engines (dockerd + its containerd) are not in the tree: for the docker contenders most of
   the work happens there. Their summed VmRSS is sampled too and kept in the JSON as
   ``engine_peak_rss`` for context.
+* CPU seconds, less sensitive than wall time to other work on the machine: ``cpu_tree`` is
+  user+system time of the tree from ``wait4``'s rusage; ``cpu_engine`` is the growth of
+  utime+stime+cutime+cstime of both dockerd processes (``/proc/PID/stat``) over the trial,
+  which covers the engine's own work and its reaped helpers (e.g. ``docker-untar``), but not
+  containerd's.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Measurement:
     peak_rss_proc: int = 0
     peak_rss_sealift: int | None = None
     engine_peak_rss: int = 0
+    cpu_tree: float = 0.0
+    cpu_engine: float = 0.0
     stderr_tail: str = ""
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -140,6 +147,22 @@ class _Sampler(threading.Thread):
             self.stop_event.wait(SAMPLE_INTERVAL)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    """utime+stime+cutime+cstime of ``pids``, in seconds (gone pids count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += sum(int(x) for x in fields[11:15])
+    return total / _TICK
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
@@ -158,6 +181,8 @@ def run_measured(
     engine_pids: Iterable[int] = (),
 ) -> Measurement:
     """Run ``script`` under ``bash -o pipefail``; stdout and stderr go to ``log``."""
+    engine_pids = list(engine_pids)
+    engine_cpu_before = _cpu_seconds(engine_pids)
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -199,6 +224,8 @@ def run_measured(
         peak_rss_proc=max(sampler.peak_proc, rusage.ru_maxrss * _KIB),
         peak_rss_sealift=peak_sealift,
         engine_peak_rss=sampler.peak_engine,
+        cpu_tree=rusage.ru_utime + rusage.ru_stime,
+        cpu_engine=max(0.0, _cpu_seconds(engine_pids) - engine_cpu_before),
         stderr_tail=tail,
     )
     if proc.returncode != 0:

@@ -50,6 +50,20 @@ class Row:
         vals = [v for t in self.ok if isinstance(v := t.extra.get(key), int)]
         return int(statistics.median(vals)) if vals and not self.error else None
 
+    def cpu(self, which: str = "both") -> float | None:
+        """Median CPU seconds: of the timed tree, of the engines, or both added."""
+        if not self.ok or self.error:
+            return None
+
+        def pick(t: Measurement) -> float:
+            if which == "tree":
+                return t.cpu_tree
+            if which == "engine":
+                return t.cpu_engine
+            return t.cpu_tree + t.cpu_engine
+
+        return float(statistics.median(pick(t) for t in self.ok))
+
     def rss_tree(self) -> int | None:
         return max(t.peak_rss_tree for t in self.ok) if self.ok else None
 
@@ -73,6 +87,8 @@ class Row:
             "wall_median_s": _r(self.wall()),
             "wall_min_s": _r(rng[0]) if rng else None,
             "wall_max_s": _r(rng[1]) if rng else None,
+            "cpu_tree_median_s": _r(self.cpu("tree")),
+            "cpu_engine_median_s": _r(self.cpu("engine")),
             "bytes": self.num("bytes"),
             "unique_blob_bytes": self.num("unique_blob_bytes"),
             "peak_rss_tree_bytes": self.rss_tree(),
@@ -88,6 +104,8 @@ class Row:
                     "peak_rss_largest_process_bytes": t.peak_rss_proc,
                     "peak_rss_sealift_process_bytes": t.peak_rss_sealift,
                     "engine_peak_rss_bytes": t.engine_peak_rss,
+                    "cpu_tree_s": _r(t.cpu_tree),
+                    "cpu_engine_s": _r(t.cpu_engine),
                     **t.extra,
                 }
                 for t in self.trials
@@ -247,6 +265,8 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
         "Wall = median over rounds (min-max); MB = 10^6 bytes; "
         "RSS tree = peak of the summed VmRSS of the timed process tree (sampled every 50 ms), "
         "RSS proc = largest single-process high-water mark (VmHWM / wait4). "
+        "CPU s = median user+system seconds of the tree (wait4) + of both dockerd "
+        "(/proc stat, with reaped helpers): steadier than wall time on a busy machine. "
         "Ratios are to the stage's baseline row (**bold**). "
         "Engines (dockerd+containerd) are outside the tree: see engine_peak_rss in latest.json.",
         "",
@@ -257,17 +277,17 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
             continue
         lines += [f"## {stage}", "", _STAGE_TEXT[stage], ""]
         lines.append(
-            "| contender | wall s | min-max s | x base wall | MB | x base MB "
+            "| contender | wall s | min-max s | x base wall | CPU s tree+engine | MB | x base MB "
             "| RSS tree MB | RSS proc MB |"
         )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in stage_rows:
             c = row.contender
             base = rows.get(f"{c.stage}:{c.baseline}")
             label = c.name.replace("|", "\\|")
             name = f"**{label}**" if c.is_baseline else label
             if row.error:
-                lines.append(f"| {name} | ERROR: {row.error.replace('|', '/')} | | | | | | |")
+                lines.append(f"| {name} | ERROR: {row.error.replace('|', '/')} | | | | | | | |")
                 continue
             rng = row.wall_range()
             span = f"{_s(rng[0])}-{_s(rng[1])}" if rng else "-"
@@ -276,7 +296,8 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
             size_s = _mb(size) + (f" ({_mb(uniq)} distinct)" if uniq is not None else "")
             lines.append(
                 f"| {name} | {_s(row.wall())} | {span} "
-                f"| {_x(_ratio(row.wall(), base.wall() if base else None))} | {size_s} "
+                f"| {_x(_ratio(row.wall(), base.wall() if base else None))} "
+                f"| {_s(row.cpu('tree'))}+{_s(row.cpu('engine'))} | {size_s} "
                 f"| {_x(_ratio(size, base.num('bytes') if base else None))} "
                 f"| {_mb(row.rss_tree())} | {_mb(row.rss_proc())} |"
             )
