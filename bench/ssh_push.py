@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -67,6 +68,7 @@ def _host(ctx: Ctx, kind: str) -> Sshd:
         "XDG_CACHE_HOME": str(root / "cache"),
     }
     server = Sshd(root / "sshd", env, alias=f"bench-{kind}")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     atexit.register(server.stop)
     server.start()
     _HOSTS[kind] = server
