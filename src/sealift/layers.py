@@ -39,6 +39,78 @@ class _Tee(io.RawIOBase):
         return n
 
 
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_NO_DATA_TYPES = frozenset(b"123456")
+
+
+class TarShape:
+    """Checks, as the bytes stream past, that a layer's content is a tar archive.
+
+    Only headers are looked at (checksum, size), so the cost is one small step per file; the
+    data in between is skipped. It catches a layer that is not a tar at all, and one that stops
+    inside a header or a file.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._position = 0
+        self._next_header = 0
+        self._header = bytearray()
+        self._zero_blocks = 0
+
+    def feed(self, chunk: memoryview) -> None:
+        i, n = 0, len(chunk)
+        while i < n and self._zero_blocks < 2:
+            if self._position < self._next_header:
+                step = min(n - i, self._next_header - self._position)
+            else:
+                step = min(n - i, _BLOCK - len(self._header))
+                self._header += chunk[i : i + step]
+            i += step
+            self._position += step
+            if len(self._header) == _BLOCK:
+                self._read_header(bytes(self._header))
+                self._header.clear()
+
+    def _read_header(self, header: bytes) -> None:
+        self._next_header = self._position
+        if header == _ZERO_BLOCK:
+            self._zero_blocks += 1
+            return
+        self._zero_blocks = 0
+        stored = _octal(header[148:156])
+        unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+        signed = unsigned - sum(b for b in header[:148] + header[156:] if b > 127) * 2
+        if stored is None or stored not in (unsigned, signed):
+            raise InvalidArchiveError(
+                f"{self.what}: the layer is not a tar archive (bad header at byte "
+                f"{self._position - _BLOCK})"
+            )
+        if header[156] not in _NO_DATA_TYPES:
+            size = _tar_size(header[124:136])
+            self._next_header += -(-size // _BLOCK) * _BLOCK
+
+    def finish(self) -> None:
+        if self._header or self._position < self._next_header:
+            raise InvalidArchiveError(f"{self.what}: the layer's tar archive is truncated")
+
+
+def _octal(field: bytes) -> int | None:
+    text = field.split(b"\0", 1)[0].strip(b" \0")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        return None
+
+
+def _tar_size(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    size = _octal(field)
+    return size if size is not None else 0
+
+
 class LayerDigester:
     """Computes a layer's blob digest and diff_id in one pass, optionally transcoding it.
 
@@ -54,10 +126,12 @@ class LayerDigester:
         target: str | None = None,
         level: int | None = None,
         expected_digest: Digest | None = None,
+        check_tar: bool = True,
     ) -> None:
         self.codec = codec
         self.what = what
         self.expected_digest = expected_digest
+        self.check_tar = check_tar
         self.target = target if target != codec else None
         self.level = level
         self.raw_digest: Digest | None = None
@@ -110,15 +184,19 @@ class LayerDigester:
                 f"{self.what}: blob digest is {actual}, expected {self.expected_digest}"
             ) from error
 
-    @staticmethod
-    def _pump(reader: io.RawIOBase, diff: Hasher, compressor: IO[bytes] | None) -> None:
+    def _pump(self, reader: io.RawIOBase, diff: Hasher, compressor: IO[bytes] | None) -> None:
+        shape = TarShape(self.what) if self.check_tar else None
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         while n := reader.readinto(view):
             chunk = view[:n]
             diff.update(chunk)
+            if shape is not None:
+                shape.feed(chunk)
             if compressor is not None:
                 compressor.write(chunk)
+        if shape is not None:
+            shape.finish()
 
 
 def check_layer(
@@ -156,7 +234,9 @@ def sniff_codec(stream: IO[bytes], what: str) -> str:
 def copy_verified(layer: Layer, source: IO[bytes], out: IO[bytes] | None, what: str) -> None:
     """Read a stored layer from ``source`` (copying it to ``out`` if given) and check that it
     matches its descriptor's digest and size and its diff_id."""
-    digester = LayerDigester(layer.codec, what, expected_digest=layer.digest)
+    digester = LayerDigester(
+        layer.codec, what, expected_digest=layer.digest, check_tar=not layer.opaque
+    )
     digester.run(source, out)
     check_layer(
         what=what,

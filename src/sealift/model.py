@@ -187,6 +187,8 @@ class Descriptor:
     def from_json(cls, value: Any, where: str, *, media_type_required: bool = True) -> Descriptor:
         fields = _Fields(value, where)
         media_type = fields.text("mediaType", required=media_type_required)
+        if media_type == "" and "mediaType" in fields.value:
+            raise InvalidArchiveError(f"{where}: empty media type")
         size = fields.integer("size", required=True)
         assert size is not None
         if size < 0:

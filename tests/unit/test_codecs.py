@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sealift import compression
 from sealift.digest import sha256_of
 from sealift.errors import DigestMismatchError, InvalidArchiveError, LimitExceededError
-from sealift.layers import LayerDigester, check_layer
+from sealift.layers import LayerDigester, TarShape, check_layer
 
 CODECS = list(compression.LAYER_CODECS)
 
@@ -89,7 +89,7 @@ def test_layer_digester_gives_blob_digest_and_diff_id_in_one_pass(
 ) -> None:
     blob = compress(data, stored)
     out = io.BytesIO()
-    digester = LayerDigester(stored, "layer", target=target)
+    digester = LayerDigester(stored, "layer", target=target, check_tar=False)
     digester.run(io.BytesIO(blob), out)
     assert digester.raw_digest == sha256_of(blob)
     assert digester.diff_id == sha256_of(data)
@@ -99,7 +99,7 @@ def test_layer_digester_gives_blob_digest_and_diff_id_in_one_pass(
 
 
 def test_layer_check_names_both_digests_on_mismatch() -> None:
-    digester = LayerDigester("none", "layer")
+    digester = LayerDigester("none", "layer", check_tar=False)
     digester.run(io.BytesIO(b"actual"), None)
     with pytest.raises(DigestMismatchError) as error:
         check_layer(
@@ -113,3 +113,59 @@ def test_layer_check_names_both_digests_on_mismatch() -> None:
     assert "app:1 layer 2/3" in message
     assert str(sha256_of(b"actual")) in message
     assert str(sha256_of(b"expected")) in message
+
+
+def make_tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+tar_files = st.dictionaries(
+    st.text(min_size=1, max_size=150).filter(lambda n: "\0" not in n and n.strip("/.")),
+    st.binary(max_size=3000),
+    max_size=5,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(files=tar_files, chunk=st.integers(1, 4096))
+def test_any_tar_has_the_shape_of_a_tar_however_it_is_split(
+    files: dict[str, bytes], chunk: int
+) -> None:
+    data = make_tar(files)
+    shape = TarShape("layer")
+    for start in range(0, len(data), chunk):
+        shape.feed(memoryview(data)[start : start + chunk])
+    shape.finish()
+
+
+@settings(max_examples=40, deadline=None)
+@given(files=tar_files, last=st.binary(max_size=2000), data=st.data())
+def test_a_tar_cut_short_inside_a_file_is_refused(
+    files: dict[str, bytes], last: bytes, data: st.DataObject
+) -> None:
+    payload = last + b"\x01"  # ends in a non-zero byte, so the cut below lands inside it
+    whole = make_tar({**files, "zz-last-file": payload})
+    end = len(whole.rstrip(b"\0"))
+    cut = end - data.draw(st.integers(1, len(payload)))
+    shape = TarShape("layer")
+    shape.feed(memoryview(whole)[:cut])
+    with pytest.raises(InvalidArchiveError):
+        shape.finish()
+
+
+def test_bytes_that_are_not_a_tar_are_refused() -> None:
+    shape = TarShape("layer 1/1")
+    with pytest.raises(InvalidArchiveError, match="not a tar archive"):
+        shape.feed(memoryview(b"#!/bin/sh\necho this is a script, not a layer\n" * 20))
+
+
+def test_an_empty_layer_is_a_tar() -> None:
+    shape = TarShape("layer")
+    shape.feed(memoryview(bytes(1024)))
+    shape.finish()

@@ -160,7 +160,12 @@ def test_random_images_round_trip_through_an_archive(
 
 
 def test_memory_ends_compose_with_copy() -> None:
-    entry = image_from_layers([b"not really a tar but opaque bytes"], ("mem/image:1",))
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    entry = image_from_layers([layer.getvalue()], ("mem/image:1",))
     sink = MemorySink()
     copy(MemorySource([entry]), sink, CopyOptions(None))
     assert summary(sink.written) == summary([entry])

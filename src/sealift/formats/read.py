@@ -8,6 +8,7 @@ that names it; layers are checked lazily, when read, unless they were hashed on 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import IO, Any
@@ -119,12 +120,15 @@ class _OciReader:
             raise InvalidArchiveError(f"{self.what}: image indexes nested deeper than {_MAX_DEPTH}")
         raw = self.small_blob(descriptor, role)
         document = load_json(raw, f"{self.what}: {role}")
-        own_type = document.get("mediaType") if isinstance(document, dict) else None
-        if (
-            media.is_index(descriptor.media_type)
-            or media.is_index(own_type or "")
-            or (isinstance(document, dict) and "manifests" in document)
-        ):
+        is_index = _looks_like_index(document)
+        declared = _declared_kind(descriptor.media_type)
+        if declared is not None and declared != is_index:
+            kinds = ("an image manifest", "an image index")
+            raise InvalidArchiveError(
+                f"{self.what}: {role} says {kinds[declared]} ({descriptor.media_type}) "
+                f"but the blob is {kinds[is_index]}"
+            )
+        if is_index:
             index = Index.parse(raw, descriptor.media_type, where=f"{self.what}: {role}")
             children = []
             for i, child in enumerate(index.manifests):
@@ -176,6 +180,22 @@ class _OciReader:
                 Layer(blob, blob.digest, compression.NONE, member.open, opaque=True, label=what)
             )
         return Image(config, tuple(blobs), manifest, descriptor.platform)
+
+
+def _looks_like_index(document: Any) -> bool:
+    if not isinstance(document, dict):
+        return False
+    own_type = document.get("mediaType")
+    return (isinstance(own_type, str) and media.is_index(own_type)) or "manifests" in document
+
+
+def _declared_kind(media_type: str) -> bool | None:
+    """True for an index type, False for a manifest type, None when the type does not say."""
+    if media.is_index(media_type):
+        return True
+    if media.is_manifest(media_type):
+        return False
+    return None
 
 
 def layer_from_member(
@@ -263,13 +283,10 @@ def names_from_annotations(
         tags.append(_reference(full))
     ref = annotations.get(REF_NAME)
     if ref:
+        ref_names.append(ref)
         if not full and ("/" in ref or ":" in ref):
-            try:
+            with contextlib.suppress(UsageError):
                 tags.append(Reference.parse(ref))
-            except UsageError:
-                ref_names.append(ref)
-        elif not full:
-            ref_names.append(ref)
     return tuple(tags), tuple(ref_names)
 
 

@@ -25,7 +25,7 @@ from typing import IO, cast
 from sealift import media
 from sealift.blobs import BlobStore
 from sealift.digest import Digest
-from sealift.errors import InvalidArchiveError
+from sealift.errors import InvalidArchiveError, UsageError
 from sealift.formats.read import CONTAINERD_NAME, REF_NAME
 from sealift.layers import copy_verified
 from sealift.model import (
@@ -38,6 +38,7 @@ from sealift.model import (
     Platform,
     canonical_json,
 )
+from sealift.reference import Reference
 from sealift.verify import CHUNK
 
 LAYOUT_DOCUMENT = canonical_json({"imageLayoutVersion": media.OCI_LAYOUT_VERSION})
@@ -103,7 +104,7 @@ def index_document(entries: list[Entry]) -> bytes:
     for entry in entries:
         base = target_descriptor(entry.target)
         names = [{CONTAINERD_NAME: str(tag), REF_NAME: str(tag)} for tag in entry.tags] + [
-            {REF_NAME: ref} for ref in entry.ref_names
+            {REF_NAME: ref} for ref in entry.ref_names if not _names_a_tag(ref, entry)
         ]
         for labels in names or [{}]:
             descriptors.append(
@@ -112,6 +113,13 @@ def index_document(entries: list[Entry]) -> bytes:
     return canonical_json(
         {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": descriptors}
     )
+
+
+def _names_a_tag(ref_name: str, entry: Entry) -> bool:
+    try:
+        return Reference.parse(ref_name) in entry.tags
+    except UsageError:
+        return False
 
 
 def host_platform() -> Platform:
