@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 OCI_LAYOUT_VERSION = "1.0.0"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -21,6 +24,8 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -56,3 +61,31 @@ def layer_codec(media_type: str) -> str | None:
 
 def oci_layer_type(codec: str) -> str:
     return _OCI_LAYER_FOR_CODEC[codec]
+
+
+def guess_manifest_type(raw: bytes) -> str | None:
+    """The media type of a manifest or index document that may not say it (older writers).
+
+    The document's own ``mediaType`` wins; otherwise the shape decides, as containers/image does.
+    None for anything that is not a manifest of a known schema version.
+    """
+    try:
+        document: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    own = document.get("mediaType")
+    if isinstance(own, str) and own:
+        return own
+    version = document.get("schemaVersion")
+    if version == 1:
+        return DOCKER_SCHEMA1_SIGNED if "signatures" in document else DOCKER_SCHEMA1
+    if version != 2:
+        return None
+    if "manifests" in document:
+        return OCI_INDEX
+    config = document.get("config")
+    if isinstance(config, dict) and config.get("mediaType") == DOCKER_CONFIG:
+        return DOCKER_MANIFEST
+    return OCI_MANIFEST

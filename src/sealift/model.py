@@ -267,7 +267,12 @@ class Manifest:
     def parse(cls, raw: bytes, media_type_hint: str = "", where: str = "manifest") -> Manifest:
         fields = _Fields(load_json(raw, where), where)
         _check_schema_version(fields, raw)
-        media_type = fields.text("mediaType") or media_type_hint or media.OCI_MANIFEST
+        media_type = (
+            fields.text("mediaType")
+            or media_type_hint
+            or media.guess_manifest_type(raw)
+            or media.OCI_MANIFEST
+        )
         check_media_type(media_type, where)
         if media.is_index(media_type) or "manifests" in fields.value:
             raise InvalidArchiveError(f"{where} is an image index where a manifest was expected")
