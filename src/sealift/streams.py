@@ -38,7 +38,7 @@ class CountingReader(io.RawIOBase):
 
 
 class PrefetchReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes], chunk: int = 1024 * 1024, depth: int = 16) -> None:
+    def __init__(self, raw: IO[bytes], chunk: int = 1024 * 1024, depth: int = 8) -> None:
         self._raw = raw
         self._chunk = chunk
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
