@@ -374,6 +374,21 @@ def test_podman_only_remote(
     assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
 
 
+def test_sealift_without_an_engine_falls_back_to_podman(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    podman: Podman,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    # sealift and docker are on the PATH but no Docker engine answers: podman does the work
+    host = start_host(None, ("sealift", "podman"), podman)
+    wire = Wire(tmp_path / "wire", [host])
+    result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
+    assert result.json()["hosts"][0]["mode"] == "podman"
+    assert podman.image_id(test_images.app1.ref) == test_images.app1.id
+
+
 # ------------------------------------------------------------------------------ refusals
 @pytest.mark.parametrize(
     "args",

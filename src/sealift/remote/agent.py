@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from sealift import __version__
 from sealift.ends.engine import Engine
-from sealift.errors import SealiftError, TransportError
+from sealift.errors import EngineError, SealiftError, TransportError
 from sealift.remote import protocol
 from sealift.remote.protocol import BANNER, Channel, Need, parse_offer
 from sealift.remote.receiver import Receiver
@@ -37,7 +37,11 @@ def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) 
     writer.flush()
     try:
         version = protocol.choose_protocol(channel.expect("hello"))
-        engine = Engine(engine_host)
+        try:
+            engine = Engine(engine_host)
+        except EngineError as exc:
+            _report(channel, str(exc), "engine")
+            return 1
         channel.send(
             {"t": "hello", "protocol": version, "sealift": __version__, "engine": engine.host}
         )
@@ -60,9 +64,9 @@ def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) 
     return 0
 
 
-def _report(channel: Channel, message: str) -> None:
+def _report(channel: Channel, message: str, kind: str | None = None) -> None:
     with contextlib.suppress(SealiftError, OSError):
-        channel.error(message)
+        channel.error(message, kind)
 
 
 def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:

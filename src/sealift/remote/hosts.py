@@ -199,15 +199,25 @@ def push_host(
         session = _Session(ssh)
         agent, tools = session.start()
         if agent and options.mode in ("auto", "agent"):
-            result.mode = "agent"
-            _push_agent(session, source, options, result, progress)
+            try:
+                result.mode = "agent"
+                _push_agent(session, source, options, result, progress)
+                agent_done = True
+            except RemoteError as exc:
+                if exc.kind != "engine" or options.mode == "agent":
+                    raise
+                # sealift is there but reaches no Docker engine: try docker/podman themselves
+                agent_done = False
+                tools = _tools(ssh.run(TOOLS_PROBE, timeout=60).stdout.decode().splitlines())
         else:
+            agent_done = False
             if agent:
                 session.close()
                 tools = [options.mode]
-            tool = _pick_tool(tools, options.mode, target)
-            result.mode = tool
-            _push_cli(ssh, tool, source, options, result, progress)
+        if not agent_done:
+            _push_cli(
+                ssh, _candidates(tools, options.mode, target), source, options, result, progress
+            )
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
@@ -219,16 +229,15 @@ def push_host(
     return result
 
 
-def _pick_tool(tools: list[str], mode: str, target: SshTarget) -> str:
+def _candidates(tools: list[str], mode: str, target: SshTarget) -> list[str]:
+    """The CLI tools to try, in order."""
     if mode in CLI_TOOLS:
-        if mode not in tools:
-            raise EngineError(f"{target}: no {mode} on the remote PATH")
-        return mode
+        return [mode]
     if mode == "agent":
         raise EngineError(f"{target}: no sealift on the remote PATH")
     if not tools:
         raise EngineError(f"{target}: neither sealift, docker nor podman on the remote PATH")
-    return tools[0]
+    return tools
 
 
 def _push_agent(
@@ -346,13 +355,21 @@ class _CountingWriter:
 
 def _push_cli(
     ssh: Ssh,
-    tool: str,
+    tools: list[str],
     source: LazySource,
     options: RemoteOptions,
     result: HostResult,
     progress: HostProgress,
 ) -> None:
-    have = _inventory(ssh, tool)
+    """Push with the first of ``tools`` (docker, podman) that answers on the remote."""
+    for index, tool in enumerate(tools):
+        try:
+            have = _inventory(ssh, tool)
+            break
+        except EngineError:
+            if index == len(tools) - 1:
+                raise
+    result.mode = tool
     chains = {chain for diff_ids in have.values() for chain in chain_ids(diff_ids)}
     missing = {str(image.id) for image in source.offer if str(image.id) not in have}
     result.images = _statuses(source, lambda image_id: image_id not in missing)

@@ -36,7 +36,14 @@ MAX_BANNER_LINES = 200
 
 
 class RemoteError(SealiftError):
-    """The other side reported an error (its own one-line message)."""
+    """The other side reported an error (its own one-line message).
+
+    ``kind`` is ``"engine"`` when the agent cannot reach its container engine at all.
+    """
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ProtocolError(TransportError):
@@ -75,8 +82,8 @@ class Channel:
         except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
             raise ProtocolError(f"connection to {self.peer} closed") from exc
 
-    def error(self, message: str) -> None:
-        self.send({"t": "error", "message": message})
+    def error(self, message: str, kind: str | None = None) -> None:
+        self.send({"t": "error", "message": message, **({"kind": kind} if kind else {})})
         self.flush()
 
     # ------------------------------------------------------------------ reading
@@ -117,7 +124,11 @@ class Channel:
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
             raise ProtocolError(f"{self.peer} sent a message without a type: {line[:80]!r}")
         if message["t"] == "error":
-            raise RemoteError(f"{self.peer}: {message.get('message', 'unknown error')}")
+            kind = message.get("kind")
+            raise RemoteError(
+                f"{self.peer}: {message.get('message', 'unknown error')}",
+                kind if isinstance(kind, str) else None,
+            )
         size = message.get("n")
         if size is None:
             return message, None
