@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -153,17 +153,25 @@ def convert(
         try:
             sink = open_sink(destination)
             options = CopyOptions(codec, level, Selection(tags, platform))
-            counter = getattr(src, "input_counter", None)
-            total = _size_of(source)
             with progress.byte_progress(
                 "converting",
-                lambda: counter.count if counter else 0,
-                total,
+                _input_counter(src),
+                _size_of(source),
                 show=progress.enabled(quiet) and destination != "-",
             ):
                 copy(src, sink, options)
         finally:
             src.close()
+
+
+def _input_counter(source: Source) -> Callable[[], int]:
+    """Bytes read so far from an archive source (0 for sources that are not streams)."""
+
+    def count() -> int:
+        counter = getattr(source, "input_counter", None)
+        return counter.count if counter is not None else 0
+
+    return count
 
 
 def _size_of(spec: str) -> int | None:
@@ -386,15 +394,11 @@ def load(
             raise UsageError("no archive given and stdin is a terminal: name a FILE or pipe one in")
         engine = Engine(host)
         sink = EngineSink(engine)
-        source = ArchiveSource(path)
+        source = open_source(path)
         try:
             selection = Selection((), platform or f"linux/{engine.version.get('Arch', 'amd64')}")
-            counter_total = _size_of(path)
             with progress.byte_progress(
-                "loading",
-                lambda: source.input_counter.count if source.input_counter else 0,
-                counter_total,
-                show=progress.enabled(quiet),
+                "loading", _input_counter(source), _size_of(path), show=progress.enabled(quiet)
             ):
                 result = copy(source, sink, CopyOptions(None, None, selection))
         finally:

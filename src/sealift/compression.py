@@ -34,7 +34,8 @@ _MAGIC: Final = (
 )
 SNIFF_SIZE: Final = 6
 
-DEFAULT_LEVEL: Final = {GZIP: 5, ZSTD: 3}
+# gzip 3 (zlib-ng): a third faster than 5 and within 1-2% of the size docker/skopeo's gzip gives
+DEFAULT_LEVEL: Final = {GZIP: 3, ZSTD: 3}
 CHUNK: Final = 1024 * 1024
 ZSTD_JOB_SIZE: Final = 4 * 1024 * 1024
 
@@ -181,12 +182,12 @@ class _Unclosing(io.RawIOBase):
 
 
 class _GzipWriter(io.RawIOBase):
-    """Multi-threaded gzip (ISA-L levels 0-3, zlib-ng for higher, denser levels)."""
+    """Multi-threaded gzip: zlib-ng for levels 1-9, ISA-L for level 0 (fastest, least dense)."""
 
     def __init__(self, out: IO[bytes], level: int) -> None:
         self._out = out
         self._writer: IO[bytes]
-        if level <= 3:
+        if level <= 0:
             self._writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
                 _Unclosing(out), "wb", compresslevel=level, threads=cpu_count()
             )

@@ -155,7 +155,6 @@ def write_atomically(path: Path, write: object) -> None:
         with os.fdopen(fd, "wb") as out:
             write(out)  # type: ignore[operator]
             out.flush()
-            os.fsync(out.fileno())
         temp.chmod(0o644 & ~_umask())
         temp.replace(path)
     except OSError as exc:
