@@ -11,10 +11,12 @@ import bz2
 import io
 import lzma
 import os
+import zlib
 from typing import IO, Final, cast
 
 import zstandard
 from isal import igzip, igzip_threaded
+from isal.igzip_lib import IsalError
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
 from sealift.streams import CountingReader
@@ -108,7 +110,15 @@ class DecompressingReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             data = self._stream.read(len(buffer))
-        except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError) as exc:
+        except (
+            OSError,
+            EOFError,
+            lzma.LZMAError,
+            zstandard.ZstdError,
+            ValueError,
+            IsalError,
+            zlib.error,
+        ) as exc:
             raise InvalidArchiveError(f"{self._what}: corrupt {self._codec} data ({exc})") from exc
         n = len(data)
         buffer[:n] = data
