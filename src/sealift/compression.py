@@ -15,8 +15,7 @@ import zlib
 from typing import IO, Final, cast
 
 import zstandard
-from isal import igzip, igzip_threaded
-from isal.igzip_lib import IsalError
+from isal import igzip, igzip_lib, igzip_threaded
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
 from sealift.streams import CountingReader
@@ -35,6 +34,7 @@ _MAGIC: Final = (
     (BZIP2, b"BZh"),
 )
 SNIFF_SIZE: Final = 6
+_ISAL_ERROR: type[Exception] = igzip_lib.IsalError
 
 # gzip 3 (zlib-ng): a third faster than 5 and within 1-2% of the size docker/skopeo's gzip gives
 DEFAULT_LEVEL: Final = {GZIP: 3, ZSTD: 3}
@@ -116,7 +116,7 @@ class DecompressingReader(io.RawIOBase):
             lzma.LZMAError,
             zstandard.ZstdError,
             ValueError,
-            IsalError,
+            _ISAL_ERROR,
             zlib.error,
         ) as exc:
             raise InvalidArchiveError(f"{self._what}: corrupt {self._codec} data ({exc})") from exc
