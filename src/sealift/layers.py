@@ -81,8 +81,7 @@ class TarShape:
         self._zero_blocks = 0
         stored = _octal(header[148:156])
         unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
-        signed = unsigned - sum(b for b in header[:148] + header[156:] if b > 127) * 2
-        if stored is None or stored not in (unsigned, signed):
+        if stored != unsigned and (stored is None or stored != _signed_checksum(header)):
             raise InvalidArchiveError(
                 f"{self.what}: the layer is not a tar archive (bad header at byte "
                 f"{self._position - _BLOCK})"
@@ -94,6 +93,12 @@ class TarShape:
     def finish(self) -> None:
         if self._header or self._position < self._next_header:
             raise InvalidArchiveError(f"{self.what}: the layer's tar archive is truncated")
+
+
+def _signed_checksum(header: bytes) -> int:
+    """The checksum some old tar writers computed over signed bytes."""
+    signed = [b - 256 if b > 127 else b for b in header[:148] + header[156:]]
+    return sum(signed) + 8 * 32
 
 
 def _octal(field: bytes) -> int | None:

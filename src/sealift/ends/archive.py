@@ -60,7 +60,9 @@ class ArchiveSource:
         if self.outer_codec == compression.NONE and _is_regular_file(raw):
             assert isinstance(self._path, str | Path)
             self._stack.close()  # read in place by TarFiles, through its own descriptors
-            return TarFiles(Path(self._path))
+            # stdin redirected from a file is read in place too, through a new descriptor
+            path = "/proc/self/fd/0" if str(self._path) == STDIO else self._path
+            return TarFiles(Path(path))
         if not _is_regular_file(raw):
             buffered = io.BufferedReader(
                 PrefetchReader(cast(IO[bytes], buffered)), compression.CHUNK

@@ -276,7 +276,8 @@ class StreamFiles:
         self._keep = keep
         self._level = level
         self._progress = on_progress
-        forward = cast(IO[bytes], _ForwardOnly(stream))
+        self._forward = _ForwardOnly(stream)
+        forward = cast(IO[bytes], self._forward)
         with _tar_errors(what), tarfile.open(fileobj=forward, mode="r:") as tar:
             for info in tar:
                 self._add(tar, info)
@@ -290,8 +291,11 @@ class StreamFiles:
             return
         if not info.isreg():
             raise _kind_error(info, name)
-        source = tar.extractfile(info)
-        assert source is not None
+        if info.sparse is not None:
+            source = tar.extractfile(info)
+            assert source is not None
+        else:  # read the body straight from the stream: tarfile's file objects copy twice
+            source = cast(IO[bytes], _Body(self._forward, info.offset_data, info.size))
         member = self._spool(name, info.size, source)
         if self._progress is not None:
             self._progress(name, info.size)
@@ -436,6 +440,28 @@ class _ForwardOnly(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]
         self._position += n
+        return n
+
+
+class _Body(io.RawIOBase):
+    """The body of the tar member at ``offset``: exactly ``size`` bytes of a forward-only stream."""
+
+    def __init__(self, stream: _ForwardOnly, offset: int, size: int) -> None:
+        stream.seek(offset)
+        self._stream = stream
+        self._remaining = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._remaining <= 0:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._remaining)]
+        n = self._stream.readinto(view)
+        if n == 0:
+            raise InvalidArchiveError("archive is truncated inside a member")
+        self._remaining -= n
         return n
 
 
