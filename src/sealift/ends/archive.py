@@ -58,11 +58,13 @@ class ArchiveSource:
             raise InvalidArchiveError(f"{self.what} is empty")
         self.outer_codec = compression.sniff(head)
         if self.outer_codec == compression.NONE and _is_regular_file(raw):
-            assert isinstance(self._path, str | Path)
-            self._stack.close()  # read in place by TarFiles, through its own descriptors
-            # stdin redirected from a file is read in place too, through a new descriptor
-            path = "/proc/self/fd/0" if str(self._path) == STDIO else self._path
-            return TarFiles(Path(path))
+            named = isinstance(self._path, str | Path) and str(self._path) != STDIO
+            # a file given by name, or as stdin or an open file, is read in place through
+            # descriptors of its own
+            path = Path(str(self._path)) if named else Path(f"/proc/self/fd/{raw.fileno()}")
+            files = TarFiles(path)
+            self._stack.close()
+            return files
         if not _is_regular_file(raw):
             buffered = io.BufferedReader(
                 PrefetchReader(cast(IO[bytes], buffered)), compression.CHUNK
