@@ -2149,7 +2149,9 @@ def check_written_archive(path: Path) -> set[str]:
     ids: set[str] = set()
 
     def blob(desc: dict[str, Any]) -> bytes:
-        data = files[blob_name(desc["digest"])]
+        name = blob_name(desc["digest"])
+        assert name in files, f"{path.name}: referenced blob {name} is missing"
+        data = files[name]
         assert len(data) == desc["size"], desc
         return data
 

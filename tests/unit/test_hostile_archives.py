@@ -126,6 +126,10 @@ def run(ws: Workspace, case: Case, *args: str, stdin: bytes | None = None) -> Re
         limited=True,
     )
     if case.bomb:
+        if r.returncode == -9 and hostile.ERROR_PREFIX in r.stderr:
+            pytest.fail(
+                f"the cap triggered but the process did not exit (hang after the error)\n{r}"
+            )
         assert r.elapsed < BOMB_SECONDS, f"the tool's cap did not trigger early\n{r}"
         hits = [m for m in LIMIT_HITS if m in r.stderr]
         assert not hits, f"stopped by the test's rlimits, not by a cap of its own\n{r}"
