@@ -238,9 +238,12 @@ def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Imag
         index = Index.build(descriptors, target.index.annotations)
         return ImageIndex(index, tuple(zip(descriptors, (c for _, c in children), strict=True)))
     layers = tuple(converted[layer.digest] for layer in target.layers)
-    unchanged = all(new is old for new, old in zip(layers, target.layers, strict=True))
-    if unchanged and target.manifest is not None:
-        return target
+    # the stored manifest still fits only if it names exactly these blobs (a streamed source
+    # may already have recompressed layers on arrival)
+    if target.manifest is not None and [d.digest for d in target.manifest.layers] == [
+        layer.digest for layer in layers
+    ]:
+        return target if layers == target.layers else replace(target, layers=layers)
     config = Descriptor(media.OCI_CONFIG, target.config.digest, len(target.config.raw))
     annotations = target.manifest.annotations if target.manifest is not None else {}
     manifest = Manifest.build(config, [layer.descriptor for layer in layers], annotations)
