@@ -22,6 +22,7 @@ from sealift.ends.base import Sink, Source
 from sealift.ends.layout import LayoutSink, LayoutSource
 from sealift.errors import SealiftError, UsageError
 from sealift.inspection import describe
+from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.transfer import CopyOptions, Selection, copy, verify
 
@@ -210,24 +211,15 @@ def _print_inspection(report: dict[str, Any]) -> None:
         click.echo(f"{names}")
         click.echo(f"  id        {image['id']}")
         click.echo(f"  platform  {image['platform']}")
-        click.echo(f"  size      {_human(image['size'])} in {len(image['layers'])} layers")
+        click.echo(f"  size      {human_size(image['size'])} in {len(image['layers'])} layers")
         for layer in image["layers"]:
             shared = "  (shared)" if layer["shared"] else ""
-            size = _human(layer["size"])
+            size = human_size(layer["size"])
             click.echo(f"    {layer['digest'][:19]}  {size:>9}  {layer['compression']:<4}{shared}")
     click.echo(
         f"{len(report['images'])} images, {report['unique_layers']} unique layers, "
-        f"{_human(report['total_size'])}"
+        f"{human_size(report['total_size'])}"
     )
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 @cli.command(name="verify")

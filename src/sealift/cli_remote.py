@@ -14,6 +14,7 @@ import click
 from sealift import compression, progress
 from sealift.ends.ssh import SshTarget, is_ssh_url, ssh_command
 from sealift.errors import SealiftError, UsageError
+from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.remote.hosts import HostResult, RemoteOptions, pull_host, push_many
 
@@ -243,7 +244,7 @@ class _Bars:
     def advance(self, host: str, wire: int, raw: int) -> None:
         with self.lock:
             self.wire[host] += wire
-            shown = _human(self.wire[host])
+            shown = human_size(self.wire[host])
         self.bar.update(self.tasks[host], advance=raw, wire=shown)
 
 
@@ -255,15 +256,6 @@ def _host_progress(hosts: list[str], *, show: bool) -> Iterator[Any]:
     bars = _Bars(hosts)
     with bars.bar:
         yield bars
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _report(
@@ -307,11 +299,11 @@ def _summary(result: HostResult, dry_run: bool) -> str:
     if dry_run:
         return (
             f"{result.host} [{result.mode}]: would send {result.layers_sent} layers "
-            f"(up to {_human(result.bytes_to_send)} before compression), skip "
+            f"(up to {human_size(result.bytes_to_send)} before compression), skip "
             f"{result.layers_skipped}; images: {images or 'none'}"
         )
     return (
         f"{result.host} [{result.mode}]: {images or 'no images'}; "
         f"{result.layers_sent} layers sent, {result.layers_skipped} skipped, "
-        f"{_human(result.bytes_sent)} on the wire, {result.seconds:.1f}s"
+        f"{human_size(result.bytes_sent)} on the wire, {result.seconds:.1f}s"
     )

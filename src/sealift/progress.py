@@ -58,3 +58,13 @@ def byte_progress(
         finally:
             stop.set()
             thread.join()
+
+
+def human_size(size: int) -> str:
+    """``1536`` -> ``1.5 KiB``, as people read sizes."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

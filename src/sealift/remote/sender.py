@@ -8,7 +8,6 @@ zstd frame), so a resumed layer costs only what had not arrived.
 from __future__ import annotations
 
 import contextlib
-import io
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from sealift.ends.base import WriteResult
 from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Entry, Image, Layer
 from sealift.remote.protocol import Channel, Need, configs_json
+from sealift.streams import CountingReader
 from sealift.transfer import CopyOptions, prepare
 from sealift.verify import CHUNK
 
@@ -124,24 +124,8 @@ def send_layer(
     channel.flush()
 
 
-class _Counted(io.RawIOBase):
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
-
-
 @contextlib.contextmanager
-def _uncompressed(layer: Layer, offset: int) -> Iterator[_Counted]:
+def _uncompressed(layer: Layer, offset: int) -> Iterator[CountingReader]:
     """The layer's uncompressed bytes from ``offset`` on."""
     what = layer.label or f"layer {layer.diff_id}"
     with layer.open() as stored:
@@ -158,10 +142,10 @@ def _uncompressed(layer: Layer, offset: int) -> Iterator[_Counted]:
             if not skipped:
                 raise InvalidArchiveError(f"{what} is shorter than the receiver's staged copy")
             offset -= len(skipped)
-        yield _Counted(stream)
+        yield CountingReader(stream)
 
 
-def _compressed_frames(content: _Counted, codec: str, level: int | None) -> Iterator[bytes]:
+def _compressed_frames(content: CountingReader, codec: str, level: int | None) -> Iterator[bytes]:
     compressor: zstandard.ZstdCompressionObj | zlib._Compress | None
     if codec == compression.ZSTD:
         compressor = zstandard.ZstdCompressor(
