@@ -230,6 +230,9 @@ def trial(ctx: Ctx, c: Contender, timeout: float) -> Measurement:
         engine_pids=engine_pids(ctx.src, ctx.dst),
     )
     m.extra.update(info)
+    if len(m.cpu_engines) == 2:  # engine_pids(src, dst) keeps that order
+        m.extra["cpu_engine_src_s"] = round(m.cpu_engines[0], 3)
+        m.extra["cpu_engine_dst_s"] = round(m.cpu_engines[1], 3)
     if m.error is None and c.after is not None:
         try:
             c.after(ctx, m)

@@ -50,6 +50,7 @@ class Measurement:
     engine_peak_rss: int = 0
     cpu_tree: float = 0.0
     cpu_engine: float = 0.0
+    cpu_engines: list[float] = field(default_factory=list)  # per engine pid, same order
     stderr_tail: str = ""
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -182,7 +183,7 @@ def run_measured(
 ) -> Measurement:
     """Run ``script`` under ``bash -o pipefail``; stdout and stderr go to ``log``."""
     engine_pids = list(engine_pids)
-    engine_cpu_before = _cpu_seconds(engine_pids)
+    engine_cpu_before = [_cpu_seconds([pid]) for pid in engine_pids]
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -225,9 +226,13 @@ def run_measured(
         peak_rss_sealift=peak_sealift,
         engine_peak_rss=sampler.peak_engine,
         cpu_tree=rusage.ru_utime + rusage.ru_stime,
-        cpu_engine=max(0.0, _cpu_seconds(engine_pids) - engine_cpu_before),
         stderr_tail=tail,
     )
+    m.cpu_engines = [
+        max(0.0, _cpu_seconds([pid]) - before)
+        for pid, before in zip(engine_pids, engine_cpu_before, strict=True)
+    ]
+    m.cpu_engine = sum(m.cpu_engines)
     if proc.returncode != 0:
         timed_out = wall >= timeout
         why = f"timed out after {timeout:.0f}s" if timed_out else f"exit {proc.returncode}"

@@ -64,6 +64,10 @@ class Row:
 
         return float(statistics.median(pick(t) for t in self.ok))
 
+    def median_extra(self, key: str) -> float | None:
+        vals = [float(v) for t in self.ok if isinstance(v := t.extra.get(key), int | float)]
+        return round(statistics.median(vals), 3) if vals and not self.error else None
+
     def rss_tree(self) -> int | None:
         return max(t.peak_rss_tree for t in self.ok) if self.ok else None
 
@@ -89,6 +93,8 @@ class Row:
             "wall_max_s": _r(rng[1]) if rng else None,
             "cpu_tree_median_s": _r(self.cpu("tree")),
             "cpu_engine_median_s": _r(self.cpu("engine")),
+            "cpu_engine_src_median_s": self.median_extra("cpu_engine_src_s"),
+            "cpu_engine_dst_median_s": self.median_extra("cpu_engine_dst_s"),
             "bytes": self.num("bytes"),
             "unique_blob_bytes": self.num("unique_blob_bytes"),
             "peak_rss_tree_bytes": self.rss_tree(),
