@@ -228,14 +228,6 @@ def check_layer(
         )
 
 
-def sniff_codec(stream: IO[bytes], what: str) -> str:
-    head = stream.read(compression.SNIFF_SIZE)
-    codec = compression.sniff(head)
-    if codec not in compression.LAYER_CODECS:
-        raise InvalidArchiveError(f"{what} is compressed with {codec}, which layers may not use")
-    return codec
-
-
 def copy_verified(layer: Layer, source: IO[bytes], out: IO[bytes] | None, what: str) -> None:
     """Read a stored layer from ``source`` (copying it to ``out`` if given) and check that it
     matches its descriptor's digest and size and its diff_id."""

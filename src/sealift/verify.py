@@ -97,20 +97,6 @@ class HashingWriter(io.RawIOBase):
         return self.hasher.size
 
 
-def drain(stream: IO[bytes], sink: IO[bytes] | None = None) -> int:
-    """Read ``stream`` to the end, copying to ``sink`` if given; return the byte count."""
-    total = 0
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    while True:
-        n = stream.readinto(view)  # type: ignore[attr-defined]
-        if not n:
-            return total
-        if sink is not None:
-            sink.write(view[:n])
-        total += n
-
-
 def read_small(stream: IO[bytes], limit: int, what: str) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:

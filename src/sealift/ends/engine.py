@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import docker
 import requests
@@ -489,7 +489,3 @@ class _Background:
         self._thread.join()
         if self.error is not None:
             raise self.error
-
-
-def quote_ref(ref: str) -> str:
-    return quote(ref, safe="")

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 from sealift import compression, media
-from sealift.digest import Digest, sha256_of
+from sealift.digest import Digest
 from sealift.errors import DigestMismatchError, InvalidArchiveError, UsageError
 from sealift.formats.files import Files, Member
 from sealift.model import (
@@ -378,10 +377,3 @@ class _DockerSaveReader:
                 media.oci_layer_type(codec), Digest("sha256", named.group(1)), member.size
             )
         return layer_from_member(member, descriptor, diff_id, what)
-
-
-def config_digest_check(raw: bytes) -> Digest:
-    return sha256_of(raw)
-
-
-OpenFn = Callable[[], IO[bytes]]

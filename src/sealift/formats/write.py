@@ -16,7 +16,7 @@ import platform as host
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -335,8 +335,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-def iter_images(entries: list[Entry]) -> Iterator[Image]:
-    for entry in entries:
-        yield from entry.images()
