@@ -8,6 +8,7 @@ kilobytes of zstd can expand to terabytes.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import lzma
 import os
@@ -218,3 +219,30 @@ class _GzipWriter(io.RawIOBase):
         if not self.closed:
             self._writer.close()
         super().close()
+
+    def abort(self) -> None:
+        """Stop the compression threads without flushing: the output is being thrown away.
+
+        A threaded writer left to the garbage collector would flush at interpreter exit, after
+        its threads have stopped, and wait forever.
+        """
+        threaded = getattr(self._writer, "raw", None)
+        stop = getattr(threaded, "stop", None)
+        if callable(stop):
+            stop()
+            threaded._closed = True  # type: ignore[union-attr]  # nothing left to flush
+        with contextlib.suppress(Exception):  # the buffer's last flush finds its raw end closed
+            self._writer.close()
+        super().close()
+
+
+def abort_compressor(writer: IO[bytes]) -> None:
+    """Release a compressor whose output is being discarded, never blocking and never raising."""
+    abort = getattr(writer, "abort", None)
+    try:
+        if callable(abort):
+            abort()
+        else:
+            writer.close()
+    except Exception:  # the output is garbage already; the original error is what matters
+        return

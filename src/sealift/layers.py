@@ -172,6 +172,10 @@ class LayerDigester:
                     pass
             if compressor is not None:
                 compressor.close()
+        except BaseException:
+            if compressor is not None:
+                compression.abort_compressor(compressor)
+            raise
         finally:
             self.raw_digest, self.raw_size = raw.digest(), raw.size
         self.diff_id, self.uncompressed_size = diff.digest(), diff.size
