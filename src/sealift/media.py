@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -26,6 +27,10 @@ DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+# sealift records a compressed layer's uncompressed size, so a reader that must hand the layer
+# on uncompressed (into a tar, whose header needs the size first) can stream it, not spool it
+UNCOMPRESSED_SIZE = "io.sealift.layer.uncompressed.size"
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -52,6 +57,19 @@ def is_manifest(media_type: str) -> bool:
 
 def is_index(media_type: str) -> bool:
     return media_type in INDEX_TYPES
+
+
+def with_uncompressed_size(annotations: Mapping[str, str], codec: str, size: int) -> dict[str, str]:
+    """Layer annotations, with the uncompressed size recorded for a compressed layer."""
+    result = {k: v for k, v in annotations.items() if k != UNCOMPRESSED_SIZE}
+    if codec != "none":
+        result[UNCOMPRESSED_SIZE] = str(size)
+    return result
+
+
+def uncompressed_size(annotations: Mapping[str, str]) -> int | None:
+    text = annotations.get(UNCOMPRESSED_SIZE, "")
+    return int(text) if text.isdigit() and len(text) < 20 else None
 
 
 def layer_codec(media_type: str) -> str | None:

@@ -177,10 +177,18 @@ def _convert_layers(
     layers: list[Layer], sink: Sink, store: BlobStore, options: CopyOptions, needed: set[Digest]
 ) -> dict[Digest, Layer]:
     targets = {layer.digest: _target_codec(layer, sink, options) for layer in layers}
-    todo = [
-        layer for layer in layers if targets[layer.digest] != layer.codec and layer.digest in needed
-    ]
     result = {layer.digest: layer for layer in layers}
+    todo = []
+    for layer in layers:
+        if targets[layer.digest] == layer.codec or layer.digest not in needed:
+            continue
+        streamed = (
+            _decompressed_on_the_fly(layer) if targets[layer.digest] == compression.NONE else None
+        )
+        if streamed is not None:
+            result[layer.digest] = streamed
+        else:
+            todo.append(layer)
     if not todo:
         return result
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
@@ -191,6 +199,23 @@ def _convert_layers(
         for digest, future in futures.items():
             result[digest] = future.result()
     return result
+
+
+def _decompressed_on_the_fly(layer: Layer) -> Layer | None:
+    """The layer as uncompressed bytes decompressed while they are read, when its uncompressed
+    size is recorded (sealift's own archives): no spooling, and the sink's copy checks the
+    content against the diff_id and that size."""
+    size = media.uncompressed_size(layer.descriptor.annotations)
+    if layer.codec == compression.NONE or layer.opaque or size is None:
+        return None
+    label = layer.label or f"layer {layer.digest}"
+
+    def open_uncompressed() -> IO[bytes]:
+        return compression.open_decompressed(layer.open(), layer.codec, label)
+
+    annotations = media.with_uncompressed_size(layer.descriptor.annotations, compression.NONE, 0)
+    descriptor = Descriptor(media.OCI_LAYER, layer.diff_id, size, annotations)
+    return Layer(descriptor, layer.diff_id, compression.NONE, open_uncompressed, label=label)
 
 
 def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = None) -> Layer:
@@ -216,7 +241,10 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
         )
 
     digest, size = store.add(write)
-    descriptor = Descriptor(media.oci_layer_type(codec), digest, size, layer.descriptor.annotations)
+    annotations = media.with_uncompressed_size(
+        layer.descriptor.annotations, codec, digester.uncompressed_size
+    )
+    descriptor = Descriptor(media.oci_layer_type(codec), digest, size, annotations)
     return Layer(
         descriptor,
         layer.diff_id,

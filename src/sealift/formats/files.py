@@ -52,6 +52,7 @@ class Member:
     stored_codec: str | None = None
     stored_digest: Digest | None = None
     stored_size: int | None = None
+    uncompressed_size: int | None = None
     inline: bytes | None = field(default=None, repr=False)
 
     def open(self) -> IO[bytes]:
@@ -391,6 +392,7 @@ def _spool_large(
         return member
     member.digest = digester.raw_digest
     member.diff_id = digester.diff_id
+    member.uncompressed_size = digester.uncompressed_size
     return member
 
 

@@ -215,7 +215,9 @@ def layer_from_member(
             media.oci_layer_type(member.stored_codec),
             member.stored_digest,
             member.stored_size,
-            descriptor.annotations,
+            media.with_uncompressed_size(
+                descriptor.annotations, member.stored_codec, member.uncompressed_size or 0
+            ),
         )
         return Layer(stored, diff_id, member.stored_codec, member.open, verified=True, label=what)
     return Layer(
