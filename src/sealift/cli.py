@@ -159,6 +159,7 @@ def convert(
                 _input_counter(src),
                 _size_of(source),
                 show=progress.enabled(quiet) and destination != "-",
+                detail=lambda: _current_member(src),
             ):
                 copy(src, sink, options)
         finally:
@@ -173,6 +174,11 @@ def _input_counter(source: Source) -> Callable[[], int]:
         return counter.count if counter is not None else 0
 
     return count
+
+
+def _current_member(source: Source) -> str | None:
+    current = getattr(source, "current_member", None)
+    return current() if callable(current) else None
 
 
 def _size_of(spec: str) -> int | None:
@@ -328,7 +334,11 @@ def save(
         try:
             options = CopyOptions(codec, level, Selection((), platform))
             with progress.byte_progress(
-                "saving", lambda: source.bytes_read, source.total_size, show=progress.enabled(quiet)
+                "saving",
+                lambda: source.bytes_read,
+                source.total_size,
+                show=progress.enabled(quiet),
+                detail=source.current_member,
             ):
                 copy(source, ArchiveSink(output), options)
         finally:
@@ -390,7 +400,11 @@ def load(
         try:
             selection = Selection((), platform or f"linux/{engine.version.get('Arch', 'amd64')}")
             with progress.byte_progress(
-                "loading", _input_counter(source), _size_of(path), show=progress.enabled(quiet)
+                "loading",
+                _input_counter(source),
+                _size_of(path),
+                show=progress.enabled(quiet),
+                detail=lambda: sink.current_blob() or _current_member(source),
             ):
                 result = copy(source, sink, CopyOptions(None, None, selection))
         finally:

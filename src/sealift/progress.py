@@ -28,9 +28,15 @@ def enabled(quiet: bool) -> bool:
 
 @contextmanager
 def byte_progress(
-    description: str, poll: Callable[[], int], total: int | None, *, show: bool
+    description: str,
+    poll: Callable[[], int],
+    total: int | None,
+    *,
+    show: bool,
+    detail: Callable[[], str | None] | None = None,
 ) -> Iterator[None]:
-    """Show ``poll()`` bytes of ``total`` with rate and ETA while the block runs."""
+    """Show ``poll()`` bytes of ``total`` with rate and ETA while the block runs; ``detail``
+    names what is moving right now (the current layer and its size)."""
     if not show:
         yield
         return
@@ -48,7 +54,9 @@ def byte_progress(
 
     def refresh() -> None:
         while not stop.wait(0.2):
-            bar.update(task, completed=poll())
+            now = detail() if detail is not None else None
+            label = f"{description} {now}" if now else description
+            bar.update(task, completed=poll(), description=label)
 
     thread = threading.Thread(target=refresh, daemon=True)
     with bar:

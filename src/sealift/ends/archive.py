@@ -19,6 +19,7 @@ from sealift.formats.files import Files, StreamFiles, TarFiles
 from sealift.formats.read import read_entries
 from sealift.formats.write import write_archive
 from sealift.model import Entry
+from sealift.progress import human_size
 from sealift.streams import CountingReader, PrefetchReader
 
 STDIO = "-"
@@ -36,6 +37,7 @@ class ArchiveSource:
         self._keep = keep_layers
         self._stack = ExitStack()
         self._entries: list[Entry] | None = None
+        self._current: tuple[str, int] | None = None
         self.outer_codec = compression.NONE
         self.input_counter: CountingReader | None = None
 
@@ -49,6 +51,13 @@ class ArchiveSource:
         if self._entries is None:
             self._entries = read_entries(self._files(want_codec), self.what)
         return self._entries
+
+    def current_member(self) -> str | None:
+        """What a streamed read is on right now: ``name (size)``, for progress displays."""
+        if self._current is None:
+            return None
+        name, size = self._current
+        return f"{_short(name)} ({human_size(size)})"
 
     def _files(self, want_codec: str | None) -> Files:
         raw = self._open()
@@ -82,7 +91,11 @@ class ArchiveSource:
             what=self.what,
             transcode_to=want_codec,
             keep=self._keep,
+            on_progress=self._member_started,
         )
+
+    def _member_started(self, name: str, size: int) -> None:
+        self._current = (name, size)
 
     def _open(self) -> IO[bytes]:
         if not isinstance(self._path, str | Path):
@@ -113,6 +126,12 @@ class ArchiveSource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _short(name: str) -> str:
+    """``blobs/sha256/9f86d0...`` -> ``9f86d081884c``; ``<id>/layer.tar`` -> ``<id[:12]>``."""
+    parts = name.split("/")
+    return parts[-1][:12] if name.startswith("blobs/") else parts[0][:12]
 
 
 def _is_regular_file(stream: IO[bytes]) -> bool:

@@ -33,6 +33,7 @@ from sealift.ends.base import WriteResult
 from sealift.errors import EngineError, NotFoundError, UsageError
 from sealift.formats.write import write_archive
 from sealift.model import Entry, Image, Layer
+from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.transfer import verify_layer
 
@@ -256,6 +257,9 @@ class EngineSource:
             raise EngineError(f"the engine's save stream broke: {exc}") from exc
         return entries
 
+    def current_member(self) -> str | None:
+        return self._archive.current_member() if self._archive is not None else None
+
     def close(self) -> None:
         if self._archive is not None:
             self._archive.close()
@@ -278,6 +282,7 @@ class EngineSink:
         self.thin = thin
         self.bytes_sent = 0
         self._state: tuple[set[str], set[Digest]] | None = None
+        self._pipe: _ArchivePipe | None = None
 
     def accepts_codec(self, codec: str) -> bool:
         """Over a local socket, uncompressed layers: we decompress faster than the engine does,
@@ -348,8 +353,12 @@ class EngineSink:
         result.bytes_sent = self.bytes_sent
         return result
 
+    def current_blob(self) -> str | None:
+        """The blob being sent to the engine now, for progress displays."""
+        return self._pipe.current if self._pipe is not None else None
+
     def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
-        body = _ArchivePipe(entries, skip, skipped)
+        body = self._pipe = _ArchivePipe(entries, skip, skipped)
         api = self.engine.api
         url = f"{api.base_url}/v{api.api_version}/images/load"
         try:
@@ -432,6 +441,7 @@ class _ArchivePipe:
     def __init__(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> None:
         self.error: BaseException | None = None
         self.bytes_sent = 0
+        self.current: str | None = None
         read_fd, write_fd = os.pipe()
         self._reader = os.fdopen(read_fd, "rb", buffering=0)
         self._writer = os.fdopen(write_fd, "wb", buffering=_PIPE_CHUNK)
@@ -443,13 +453,18 @@ class _ArchivePipe:
     def _produce(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> None:
         try:
             checks = _Background(skipped)
-            write_archive(entries, self._writer, omit=skip, before_end=checks.wait)
+            write_archive(
+                entries, self._writer, omit=skip, before_end=checks.wait, on_blob=self._sending
+            )
             self._writer.flush()
         except BaseException as exc:
             self.error = exc
         finally:
             with contextlib.suppress(OSError):
                 self._writer.close()
+
+    def _sending(self, digest: Digest, size: int) -> None:
+        self.current = f"{digest.short} ({human_size(size)})"
 
     def chunks(self) -> Iterator[bytes]:
         while chunk := self._reader.read(_PIPE_CHUNK):

@@ -292,14 +292,14 @@ class StreamFiles:
             return
         if not info.isreg():
             raise _kind_error(info, name)
+        if self._progress is not None:
+            self._progress(name, info.size)
         if info.sparse is not None:
             source = tar.extractfile(info)
             assert source is not None
         else:  # read the body straight from the stream: tarfile's file objects copy twice
             source = cast(IO[bytes], _Body(self._forward, info.offset_data, info.size))
         member = self._spool(name, info.size, source)
-        if self._progress is not None:
-            self._progress(name, info.size)
         self._table.add_member(member)
 
     def _spool(self, name: str, size: int, source: IO[bytes]) -> Member:
@@ -327,6 +327,8 @@ class StreamFiles:
 
 
 class ProgressCallback(Protocol):
+    """Told of each member as its body starts to arrive."""
+
     def __call__(self, name: str, size: int) -> None: ...
 
 

@@ -217,6 +217,7 @@ def write_archive(
     *,
     omit: frozenset[Digest] | set[Digest] = frozenset(),
     before_end: Callable[[], None] | None = None,
+    on_blob: Callable[[Digest, int], None] | None = None,
 ) -> None:
     """Write the dual-format archive of ``entries`` as a tar stream to ``out``.
 
@@ -233,6 +234,8 @@ def write_archive(
             if blob.digest in omit:
                 continue
             name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
+            if on_blob is not None:
+                on_blob(blob.digest, blob.size)
             tar.addfile(_info(name, blob.size))
             copy_blob(
                 blob,
