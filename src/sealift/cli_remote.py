@@ -214,26 +214,9 @@ class _Bars:
     """One rich progress bar per host: layer data done of total, rate, ETA, bytes on the wire."""
 
     def __init__(self, hosts: list[str]) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import TextColumn
 
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[wire]} on the wire"),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self.bar = progress.transfer_bars(TextColumn("{task.fields[wire]} on the wire"))
         self.tasks = {host: self.bar.add_task(host, total=None, wire="0 B") for host in hosts}
         self.wire = dict.fromkeys(hosts, 0)
         self.lock = threading.Lock()

@@ -16,10 +16,25 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+
+def transfer_bars(*extra: ProgressColumn) -> Progress:
+    """Bars on stderr showing what moves: name, bar, bytes, rate, ETA (and ``extra`` columns)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        *extra,
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def enabled(quiet: bool) -> bool:
@@ -40,15 +55,7 @@ def byte_progress(
     if not show:
         yield
         return
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    bar = transfer_bars()
     task = bar.add_task(description, total=total)
     stop = threading.Event()
 
