@@ -15,6 +15,7 @@ import re
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, cast
@@ -155,22 +156,13 @@ def _kind_error(info: tarfile.TarInfo, name: str) -> InvalidArchiveError:
     return InvalidArchiveError(f"{kind} {name!r} in archive: refusing")
 
 
-def _tar_errors(what: str) -> _TarErrorContext:
-    return _TarErrorContext(what)
-
-
-class _TarErrorContext:
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, tarfile.TarError | EOFError):
-            raise InvalidArchiveError(
-                f"{self.what} is truncated or not a valid tar ({exc})"
-            ) from exc
+@contextmanager
+def _tar_errors(what: str) -> Iterator[None]:
+    """tarfile's own errors, as one archive error naming ``what``."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError) as exc:
+        raise InvalidArchiveError(f"{what} is truncated or not a valid tar ({exc})") from exc
 
 
 class TarFiles:
