@@ -144,7 +144,7 @@ def push(
         if not targets:
             raise UsageError("name at least one destination ssh://[user@]host[:port]")
         options = _remote_options(codec, level, platform, dry_run, ssh_command, mode, parallel)
-        source = LazySource(Engine(engine_host), refs, platform)
+        source = LazySource(Engine(engine_host), refs, platform, export_early=not dry_run)
         try:
             with _host_progress([str(t) for t in targets], show=progress.enabled(quiet)) as count:
                 results = push_many(source, targets, options, count)

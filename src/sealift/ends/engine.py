@@ -19,12 +19,8 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
-
-import docker
-import requests
-from docker.context import ContextAPI
 
 from sealift import compression
 from sealift.digest import Digest, Hasher
@@ -37,6 +33,13 @@ from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.transfer import verify_layer
 
+if TYPE_CHECKING:
+    import docker
+    import requests
+
+# The docker SDK (with requests) takes a third of sealift's start-up time, so it is imported on
+# first use: a save asks the engine to start exporting before that.
+
 _PIPE_CHUNK = 1024 * 1024
 ZSTD_MIN_VERSION = (23, 0)
 
@@ -47,6 +50,8 @@ def resolve_host(host: str | None) -> str | None:
         return host
     if os.environ.get("DOCKER_HOST"):
         return os.environ["DOCKER_HOST"]
+    from docker.context import ContextAPI
+
     try:
         context = ContextAPI.get_current_context()
     except Exception:  # a broken ~/.docker/config.json should not stop the default socket
@@ -59,13 +64,24 @@ class Engine:
 
     def __init__(self, host: str | None = None, timeout: int = 600) -> None:
         self.host = resolve_host(host) or "unix:///var/run/docker.sock"
-        try:
-            self.api = docker.APIClient(base_url=self.host, version="auto", timeout=timeout)
-        except docker.errors.DockerException as exc:
-            raise EngineError(_unreachable(self.host, exc)) from exc
-        except requests.exceptions.RequestException as exc:
-            raise EngineError(_unreachable(self.host, exc)) from exc
+        self._timeout = timeout
+        self._api: docker.APIClient | None = None
         self._version: dict[str, Any] | None = None
+
+    @property
+    def api(self) -> docker.APIClient:
+        """The SDK's client, made (and the API version negotiated) on first use."""
+        if self._api is None:
+            import docker
+            import requests
+
+            try:
+                self._api = docker.APIClient(
+                    base_url=self.host, version="auto", timeout=self._timeout
+                )
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise EngineError(_unreachable(self.host, exc)) from exc
+        return self._api
 
     @property
     def version(self) -> dict[str, Any]:
@@ -94,6 +110,9 @@ class Engine:
         )
 
     def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        import docker
+        import requests
+
         try:
             return method(*args, **kwargs)
         except docker.errors.ImageNotFound as exc:
@@ -131,28 +150,49 @@ class Engine:
     def tag(self, image_id: str, reference: Reference) -> None:
         self.call(self.api.tag, image_id, reference.familiar_repository, reference.tag, force=True)
 
-    def save_stream(self, names: list[str]) -> IO[bytes]:
-        """The engine's ``docker save`` tar stream of ``names``."""
-        if self.host.startswith("unix://"):
-            return self._save_stream_unix(names)
-        return self._save_stream_http(names)
+    def start_save(self, names: list[str]) -> SaveRequest:
+        """Ask the engine to start exporting ``names`` now; read the tar stream later.
 
-    def _save_stream_unix(self, names: list[str]) -> IO[bytes]:
-        """Ask over HTTP/1.0, so the engine sends the body as is rather than in the small chunks
-        of chunked encoding, which would cost a Python call every few kilobytes."""
-        query = urlencode([("names", name) for name in names])
-        request = (
-            f"GET /v{self.api.api_version}/images/get?{query} HTTP/1.0\r\nHost: docker\r\n\r\n"
-        )
+        Docker exports every layer to a temp dir before it sends the first byte, so asking first
+        hides the rest of the set-up (imports, inspects, a remote's handshake) behind that.
+        """
+        return SaveRequest(self, names)
+
+
+class SaveRequest:
+    """A save the engine is working on; ``stream()`` waits for its response.
+
+    On a unix socket the request goes out at once over HTTP/1.0, so the engine sends the body as
+    is rather than in the small chunks of chunked encoding, which would cost a Python call every
+    few kilobytes. Elsewhere the SDK asks when the stream is wanted.
+    """
+
+    def __init__(self, engine: Engine, names: list[str]) -> None:
+        self._engine = engine
+        self._names = names
+        self._pending: IO[bytes] | None = None
+        if engine.host.startswith("unix://"):
+            self._pending = self._send()
+
+    def _send(self) -> IO[bytes]:
+        query = urlencode([("names", name) for name in self._names])
+        request = f"GET /images/get?{query} HTTP/1.0\r\nHost: docker\r\n\r\n"
+        host = self._engine.host
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(self.host.removeprefix("unix://"))
+            sock.connect(host.removeprefix("unix://"))
             sock.sendall(request.encode())
-            stream = cast(IO[bytes], sock.makefile("rb", buffering=_PIPE_CHUNK))
+            return cast(IO[bytes], sock.makefile("rb", buffering=_PIPE_CHUNK))
         except OSError as exc:
-            raise EngineError(_unreachable(self.host, exc)) from exc
+            raise EngineError(_unreachable(host, exc)) from exc
         finally:
-            sock.close()  # the stream keeps the connection open until it is closed
+            sock.close()  # the file keeps the connection open until it is closed
+
+    def stream(self) -> IO[bytes]:
+        """The tar stream, once the engine has exported everything and starts sending."""
+        if self._pending is None:
+            return _save_stream_sdk(self._engine, self._names)
+        stream, self._pending = self._pending, None
         status = stream.readline(1024).decode("latin-1").split(" ", 2)
         headers = _read_headers(stream)
         if len(status) < 2 or status[1] != "200":
@@ -164,16 +204,24 @@ class Engine:
             raise EngineError(f"the engine refused to save: {message}")
         if "chunked" in headers.get("transfer-encoding", ""):
             stream.close()  # an HTTP/1.0 request never gets chunks; fall back if it does
-            return self._save_stream_http(names)
+            return _save_stream_sdk(self._engine, self._names)
         return stream
 
-    def _save_stream_http(self, names: list[str]) -> IO[bytes]:
-        url = f"{self.api.base_url}/v{self.api.api_version}/images/get"
-        response = self.call(self.api.get, url, params={"names": names}, stream=True, timeout=None)
-        if response.status_code != 200:
-            raise EngineError(f"the engine refused to save: {response.text.strip()}")
-        response.raw.decode_content = True
-        return response.raw  # type: ignore[no-any-return]
+    def close(self) -> None:
+        """Drop a request whose stream was never read (the engine stops when it next writes)."""
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+
+
+def _save_stream_sdk(engine: Engine, names: list[str]) -> IO[bytes]:
+    api = engine.api
+    url = f"{api.base_url}/v{api.api_version}/images/get"
+    response = engine.call(api.get, url, params={"names": names}, stream=True, timeout=None)
+    if response.status_code != 200:
+        raise EngineError(f"the engine refused to save: {response.text.strip()}")
+    response.raw.decode_content = True
+    return response.raw  # type: ignore[no-any-return]
 
 
 def _read_headers(stream: IO[bytes]) -> dict[str, str]:
@@ -233,7 +281,12 @@ class EngineSource:
             raise UsageError("name at least one image to save")
         self.engine = engine
         self.refs = refs
-        self.found: dict[str, dict[str, Any]] = {ref: engine.inspect(ref) for ref in refs}
+        self._request = engine.start_save(refs)
+        try:
+            self.found: dict[str, dict[str, Any]] = {ref: engine.inspect(ref) for ref in refs}
+        except BaseException:
+            self._request.close()
+            raise
         self._archive: ArchiveSource | None = None
 
     @property
@@ -248,11 +301,13 @@ class EngineSource:
         counter = self._archive.input_counter if self._archive else None
         return counter.count if counter else 0
 
-    def entries(self, want_codec: str | None = None) -> list[Entry]:
-        stream = self.engine.save_stream(self.refs)
-        self._archive = ArchiveSource(stream)
+    def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
+        import requests
+
+        if self._archive is None:
+            self._archive = ArchiveSource(self._request.stream())
         try:
-            entries = self._archive.entries(want_codec)
+            entries = self._archive.entries(want_codec, want_level)
         except (requests.exceptions.RequestException, OSError) as exc:
             raise EngineError(f"the engine's save stream broke: {exc}") from exc
         return entries
@@ -261,6 +316,7 @@ class EngineSource:
         return self._archive.current_member() if self._archive is not None else None
 
     def close(self) -> None:
+        self._request.close()
         if self._archive is not None:
             self._archive.close()
 

@@ -23,15 +23,26 @@ from sealift.transfer import Selection
 
 
 class LazySource:
-    def __init__(self, engine: Engine, refs: list[str], platform: str | None = None) -> None:
+    """``export_early`` asks the engine to start its export at once, betting that a layer will
+    be wanted: the export (seconds for a large image) then overlaps the SSH handshake and the
+    offer; if nothing is wanted, the request is dropped unread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        refs: list[str],
+        platform: str | None = None,
+        *,
+        export_early: bool = False,
+    ) -> None:
         if not refs:
             raise UsageError("name at least one image")
         self.engine = engine
         self.refs = refs
         self.platform = platform
+        self._source: EngineSource | None = EngineSource(engine, refs) if export_early else None
         self.offer = _offer(engine, refs)
         self._lock = threading.Lock()
-        self._source: EngineSource | None = None
         self._entries: list[Entry] | None = None
         self._error: SealiftError | None = None
         self.saved = False
@@ -51,7 +62,8 @@ class LazySource:
             return self._entries
 
     def _save(self) -> list[Entry]:
-        self._source = EngineSource(self.engine, self.refs)
+        if self._source is None:
+            self._source = EngineSource(self.engine, self.refs)
         entries = with_manifests(Selection((), self.platform).apply(self._source.entries()))
         saved = {str(image.id) for image, _ in single_images(entries)}
         offered = {str(image.id) for image in self.offer}
