@@ -133,7 +133,7 @@ def copy(
     target = options.compression
     if target is not None:
         compression.check_layer_codec(target)
-    entries = options.selection.apply(source.entries(want_codec=target))
+    entries = options.selection.apply(source.entries(want_codec=target, want_level=options.level))
     if not entries:
         raise NotFoundError("the source holds no images")
     if spool is not None:

@@ -126,6 +126,25 @@ def test_layers_already_in_the_asked_codec_are_copied_not_recompressed(
     assert digests[0] == digests[1]
 
 
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_a_streamed_source_is_compressed_at_the_level_asked(
+    docker_save: Path, tmp_path: Path, codec: str
+) -> None:
+    """A pipe is transcoded as it arrives (as a save from an engine is): --level still holds."""
+    sizes = []
+    for level in (1, 9):
+        out = tmp_path / f"{codec}-{level}.tar"
+        with docker_save.open("rb") as raw:
+            piped = io.BufferedReader(io.BytesIO(raw.read()))  # not a file: read as a stream
+        source = ArchiveSource(piped)
+        try:
+            copy(source, ArchiveSink(out), CopyOptions(codec, level=level))
+        finally:
+            source.close()
+        sizes.append(out.stat().st_size)
+    assert sizes[1] < sizes[0]
+
+
 def test_tag_selection_takes_only_the_named_images(docker_save: Path) -> None:
     sink = MemorySink()
     copy(ArchiveSource(docker_save), sink, CopyOptions(selection=Selection(("sample/app:1.1",))))

@@ -47,9 +47,9 @@ class ArchiveSource:
             return "stdin" if str(self._path) == STDIO else f"archive {self._path}"
         return "input stream"
 
-    def entries(self, want_codec: str | None = None) -> list[Entry]:
+    def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
-            self._entries = read_entries(self._files(want_codec), self.what)
+            self._entries = read_entries(self._files(want_codec, want_level), self.what)
         return self._entries
 
     def current_member(self) -> str | None:
@@ -59,7 +59,7 @@ class ArchiveSource:
         name, size = self._current
         return f"{_short(name)} ({human_size(size)})"
 
-    def _files(self, want_codec: str | None) -> Files:
+    def _files(self, want_codec: str | None, want_level: int | None) -> Files:
         raw = self._open()
         buffered = io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
         head = buffered.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
@@ -90,6 +90,7 @@ class ArchiveSource:
             BlobStore(Path(spool)),
             what=self.what,
             transcode_to=want_codec,
+            level=want_level,
             keep=self._keep,
             on_progress=self._member_started,
         )

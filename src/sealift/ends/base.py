@@ -11,11 +11,11 @@ from sealift.model import Entry
 class Source(Protocol):
     """Where images come from: an archive, a layout, an engine, a remote host."""
 
-    def entries(self, want_codec: str | None = None) -> list[Entry]:
+    def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         """Every named image the source holds.
 
-        ``want_codec`` is a hint: a source that must spool its input anyway may store layers
-        already compressed with it, so the copy does not recompress them later.
+        ``want_codec`` (at ``want_level``) is a hint: a source that must spool its input anyway
+        may store layers already compressed with it, so the copy does not recompress them later.
         """
         ...
 

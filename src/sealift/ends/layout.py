@@ -19,7 +19,7 @@ class LayoutSource:
         if not self.root.is_dir():
             raise UsageError(f"no such OCI layout directory: {self.root}")
 
-    def entries(self, want_codec: str | None = None) -> list[Entry]:
+    def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         return read_entries(DirFiles(self.root), f"layout {self.root}")
 
     def close(self) -> None:

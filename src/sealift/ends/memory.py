@@ -16,7 +16,7 @@ from sealift.reference import Reference
 class MemorySource:
     stored: list[Entry] = field(default_factory=list)
 
-    def entries(self, want_codec: str | None = None) -> list[Entry]:
+    def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         return list(self.stored)
 
     def close(self) -> None:
