@@ -83,6 +83,10 @@ class Engine:
                 raise EngineError(_unreachable(self.host, exc)) from exc
         return self._api
 
+    def ensure_reachable(self) -> None:
+        """Raise EngineError now if the engine cannot be reached, rather than at the first call."""
+        _ = self.api
+
     @property
     def version(self) -> dict[str, Any]:
         if self._version is None:

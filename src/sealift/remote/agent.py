@@ -39,6 +39,7 @@ def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) 
         version = protocol.choose_protocol(channel.expect("hello"))
         try:
             engine = Engine(engine_host)
+            engine.ensure_reachable()
         except EngineError as exc:
             _report(channel, str(exc), "engine")
             return 1
