@@ -14,7 +14,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol, cast
@@ -169,6 +169,19 @@ class _Session:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
+    @contextlib.contextmanager
+    def conversation(self, result: HostResult) -> Iterator[Channel]:
+        """The agent's channel: errors become the remote's own message, the bytes that crossed
+        are counted either way, and the session is closed once the talk went well."""
+        try:
+            yield self.channel
+        except (SealiftError, OSError) as exc:
+            raise self.failure(exc) from exc
+        finally:
+            result.bytes_sent = self.channel.bytes_out
+            result.bytes_received = self.channel.bytes_in
+        self.close()
+
 
 def _tools(lines: list[str]) -> list[str]:
     found = [
@@ -247,8 +260,7 @@ def _push_agent(
     result: HostResult,
     progress: HostProgress,
 ) -> None:
-    channel = session.channel
-    try:
+    with session.conversation(result) as channel:
         _hello(channel)
         channel.send(protocol.offer_message(source.offer))
         channel.flush()
@@ -275,19 +287,17 @@ def _push_agent(
             result.images = list(done.get("images") or [])
             channel.send({"t": "bye"})
             channel.flush()
-    except (SealiftError, OSError) as exc:
-        raise session.failure(exc) from exc
-    finally:
-        result.bytes_sent = channel.bytes_out
-        result.bytes_received = channel.bytes_in
-    session.close()
+
+
+def _count_layers(result: HostResult, need: Need) -> None:
+    result.layers_sent = len(need.layers)
+    result.layers_skipped = need.skipped_layers
+    result.layers_resumed = sum(1 for offset in need.layers.values() if offset)
 
 
 def _tally(result: HostResult, source: LazySource, entries: list[Entry], need: Need) -> None:
     layers = layers_by_diff_id(entries)
-    result.layers_sent = len(need.layers)
-    result.layers_skipped = need.skipped_layers
-    result.layers_resumed = sum(1 for offset in need.layers.values() if offset)
+    _count_layers(result, need)
     result.bytes_to_send = sum(
         max(0, layers[d].size - o) if layers[d].codec == compression.NONE else layers[d].size
         for d, o in need.layers.items()
@@ -499,8 +509,7 @@ def pull_host(
         agent, _ = session.start()
         if not agent:
             raise UsageError(f"{target}: pull needs sealift on the remote PATH")
-        channel = session.channel
-        try:
+        with session.conversation(result) as channel:
             _hello(channel)
             channel.send(
                 {
@@ -514,9 +523,7 @@ def pull_host(
             channel.flush()
             images = protocol.parse_offer(channel.expect("offer"))
             need = receiver.plan(images)
-            result.layers_sent = len(need.layers)
-            result.layers_skipped = need.skipped_layers
-            result.layers_resumed = sum(1 for o in need.layers.values() if o)
+            _count_layers(result, need)
             if options.dry_run:
                 need = Need({}, need.present_images, need.skipped_layers, need.configs)
             channel.send(need.to_json())
@@ -529,12 +536,6 @@ def pull_host(
             channel.flush()
             if not options.dry_run:
                 result.images = receiver.commit(images, configs)
-        except (SealiftError, OSError) as exc:
-            raise session.failure(exc) from exc
-        finally:
-            result.bytes_sent = channel.bytes_out
-            result.bytes_received = channel.bytes_in
-        session.close()
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
