@@ -25,7 +25,7 @@ from typing import Any
 
 import zstandard
 
-from bench import limits
+from bench import floors, limits
 from bench.contenders import (
     DEFAULT_LINK,
     STAGES,
@@ -182,6 +182,19 @@ def _changed_layer(ctx: Ctx) -> dict[str, Any]:
         "zstd3_bytes": z,
         "gzip6_bytes": g,
     }
+
+
+def _probe_floor(ctx: Ctx, stage: str, setup: dict[str, Any]) -> None:
+    """After a stage, the untimed facts its floors need (see bench/floors.py)."""
+    try:
+        if stage == "save":
+            ctx.facts["export_probe"] = floors.probe_export(ctx, list(IMAGES))
+        elif stage == "update":
+            ctx.facts["export_probe_update"] = floors.probe_export(ctx, [UPDATE_TO])
+        elif stage == "convert":
+            ctx.facts["convert_input_bytes"] = ctx.artifacts["to-tar"].stat().st_size
+    except Exception as exc:
+        setup[f"{stage} floor probe"] = f"FAILED: {type(exc).__name__}: {exc}"[:300]
 
 
 def run_stage(
@@ -365,6 +378,7 @@ def _main(argv: list[str] | None) -> int:
                     rows[c.key] = Row(c, [Measurement(wall=0.0, returncode=-1, error=why)])
                 continue
             run_stage(ctx, stage, stage_rows, args.rounds, args.timeout, rows)
+            _probe_floor(ctx, stage, setup)
         if not args.no_limits:
             log(f"machine limits on {args.limits_mib} MiB")
             sources = [p for p in (ctx.artifacts.get("docker-tar"),) if p is not None]

@@ -309,6 +309,7 @@ def update_contenders() -> list[Contender]:
             sealift,
             prepare=_dst_has_only_from,
             after=_update_after("update-sealift.count"),
+            note="a plain stream, no delta (for comparison: the update targets are push's)",
         ),
     ]
     return rows + sealift_push_contenders()

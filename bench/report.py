@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import floors
 from bench.contenders import (
     CONVERT_BASE,
     LOAD_BASE,
@@ -208,7 +209,8 @@ def checks(rows: dict[str, Row], facts: dict[str, Any]) -> list[Check]:
     for name in ("sealift load (zstd archive)", "sealift load (gzip archive)"):
         vs("load", name, get("load", LOAD_BASE), "wall", 1.05, "load wall ≤ 1.05x docker load -i")
     for key, row in rows.items():
-        if row.contender.stage != "update" or row.contender.tool != "sealift":
+        # the delta is push's job; the plain save | pv | load row is there for comparison
+        if row.contender.stage != "update" or not row.contender.name.startswith("sealift push"):
             continue
         layer = facts.get("changed_layer", {}).get("zstd3_bytes")
         if isinstance(layer, int):
@@ -332,6 +334,7 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
             cells = [ch.target, ch.row, m, f"{ch.limit} {ch.unit}", ch.verdict]
             lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
         lines.append("")
+    lines += floors.markdown(result.get("floors", []))
     if result.get("limits"):
         lim = result["limits"]
         lines += [
@@ -369,6 +372,7 @@ def write(
     results_dir.mkdir(parents=True, exist_ok=True)
     result["rows"] = [r.summary() for r in rows.values()]
     result["targets"] = [c.as_dict() for c in found]
+    result["floors"] = floors.floors(result, rows)
     (results_dir / "latest.json").write_text(
         json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     )
