@@ -151,7 +151,7 @@ class _Sampler(threading.Thread):
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pids: Iterable[int]) -> float:
+def cpu_seconds(pids: Iterable[int]) -> float:
     """utime+stime+cutime+cstime of ``pids``, in seconds (gone pids count 0)."""
     total = 0
     for pid in pids:
@@ -183,7 +183,7 @@ def run_measured(
 ) -> Measurement:
     """Run ``script`` under ``bash -o pipefail``; stdout and stderr go to ``log``."""
     engine_pids = list(engine_pids)
-    engine_cpu_before = [_cpu_seconds([pid]) for pid in engine_pids]
+    engine_cpu_before = [cpu_seconds([pid]) for pid in engine_pids]
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -229,7 +229,7 @@ def run_measured(
         stderr_tail=tail,
     )
     m.cpu_engines = [
-        max(0.0, _cpu_seconds([pid]) - before)
+        max(0.0, cpu_seconds([pid]) - before)
         for pid, before in zip(engine_pids, engine_cpu_before, strict=True)
     ]
     m.cpu_engine = sum(m.cpu_engines)
