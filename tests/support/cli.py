@@ -10,6 +10,7 @@ The CLI contract the integration tests rely on:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["ERROR_PREFIX", "SealiftResult", "run_sealift", "run_sealift_pipe", "sealift_env"]
 
@@ -100,33 +101,24 @@ def run_sealift(
     """
     argv = [str(a) for a in args]
     cmd = [sys.executable, "-m", "sealift", *argv]
-    full_env = sealift_env(env)
-    if stdout_path is not None:
-        with open(stdout_path, "wb") as out:
-            proc = subprocess.run(
-                cmd,
-                env=full_env,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.PIPE,
-                timeout=timeout,
-                cwd=cwd,
-                check=False,
-            )
-        raw = b""
-    else:
+    with contextlib.ExitStack() as stack:
+        stdout: IO[bytes] | int = (
+            stack.enter_context(open(stdout_path, "wb"))
+            if stdout_path is not None
+            else subprocess.PIPE
+        )
         proc = subprocess.run(
             cmd,
-            env=full_env,
+            env=sealift_env(env),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
             timeout=timeout,
             cwd=cwd,
             check=False,
         )
-        raw = proc.stdout
+    raw: bytes = proc.stdout or b""  # None when stdout went to ``stdout_path``
     return SealiftResult(
         args=tuple(argv),
         returncode=proc.returncode,
