@@ -142,13 +142,9 @@ def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") 
 
 @pytest.fixture(scope="module")
 def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    from tests.conftest import _start_engine
+    from tests.conftest import running_engine
 
-    daemon = _start_engine("dst2", tmp_path_factory)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running_engine("dst2", tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------- mode 1: agent
