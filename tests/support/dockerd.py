@@ -251,6 +251,11 @@ class DockerDaemon(Service):
             )
         return result.stdout
 
+    def docker_save(self, archive: Path, *refs: str) -> Path:
+        """``docker save REFS > archive`` with the engine's own client; returns ``archive``."""
+        archive.write_bytes(self.docker_bytes("save", *refs))
+        return archive
+
     # ------------------------------------------------------------------ queries
     def image_ids(self) -> list[str]:
         """All image IDs (full ``sha256:...``) on the engine, including untagged ones."""
