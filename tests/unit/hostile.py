@@ -656,6 +656,12 @@ def _truncate(ws: Workspace, data: bytes, at: int) -> Input:
     return Input(_write(ws, data[:at]))
 
 
+def _truncate_inside(ws: Workspace, data: bytes, member: str) -> Input:
+    """``data`` cut half way through the content of its ``member``."""
+    _, data_offset, size = member_offsets(data)[member]
+    return _truncate(ws, data, data_offset + size // 2)
+
+
 @case(
     "trunc-docker-first-header",
     "docker",
@@ -689,9 +695,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    data = b.tar()
-    _, doff, size = member_offsets(data)[b.layer_names[1]]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, b.tar(), b.layer_names[1])
 
 
 @case(
@@ -701,9 +705,7 @@ def _(ws: Workspace) -> Input:
     why="cut inside manifest.json, the last member: truncated JSON",
 )
 def _(ws: Workspace) -> Input:
-    data = build_docker().tar()
-    _, doff, size = member_offsets(data)["manifest.json"]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, build_docker().tar(), "manifest.json")
 
 
 @case(
@@ -727,9 +729,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    data = b.tar()
-    _, doff, size = member_offsets(data)[b.layer_names[0]]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, b.tar(), b.layer_names[0])
 
 
 @case(
@@ -741,11 +741,9 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci(metadata_first=True)
-    data = b.tar()
     name = b.layer_names[-1]
     assert b.members[-1].name == name
-    _, doff, size = member_offsets(data)[name]
-    return Input(_write(ws, data[: doff + size // 2]), must_mention=())
+    return _truncate_inside(ws, b.tar(), name)
 
 
 @case(
@@ -773,6 +771,15 @@ def _(ws: Workspace) -> Input:
 
 
 # ---- flipped bytes
+
+
+def _content_swapped(
+    ws: Workspace, b: Built, member: str, promised: str, bad: bytes, **kw: Any
+) -> Input:
+    """``b`` whose ``member`` holds ``bad`` where its name or descriptor promises the digest
+    ``promised``: the error must name both digests."""
+    b.replace_member(member, data=bad)
+    return _archive(ws, b, must_mention=(hex_of(promised)[:12], sha256_hex(bad)[:12]), **kw)
 
 
 @case(
@@ -806,8 +813,7 @@ def _(ws: Workspace) -> Input:
     b = build_docker()
     bad = b.config.replace(b'"amd64"', b'"amd6t"')
     assert bad != b.config
-    b.replace_member(b.config_name, data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, b.config_name, b.config_digest, bad)
 
 
 @case(
@@ -821,12 +827,8 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     blob = b.layer_blobs[1]
     bad = _flip(blob, len(blob) // 2)
-    b.replace_member(b.layer_names[1], data=bad)
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(b.layer_digests[1])[:12], sha256_hex(bad)[:12]),
-        image_names=_oci_names(b),
+    return _content_swapped(
+        ws, b, b.layer_names[1], b.layer_digests[1], bad, image_names=_oci_names(b)
     )
 
 
@@ -840,12 +842,8 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     blob = b.layer_blobs[0]
     bad = blob[:4] + bytes([blob[4] ^ 0x01]) + blob[5:]  # MTIME, not covered by the CRC
-    b.replace_member(b.layer_names[0], data=bad)
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(b.layer_digests[0])[:12], sha256_hex(bad)[:12]),
-        image_names=_oci_names(b),
+    return _content_swapped(
+        ws, b, b.layer_names[0], b.layer_digests[0], bad, image_names=_oci_names(b)
     )
 
 
@@ -858,8 +856,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_oci()
     bad = b.config.replace(b'"amd64"', b'"amd6t"')
-    b.replace_member(b.config_name, data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, b.config_name, b.config_digest, bad)
 
 
 @case(
@@ -872,63 +869,53 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     bad = b.manifest.replace(b'"schemaVersion":2', b'"schemaVersion":3')
     assert bad != b.manifest
-    b.replace_member(blob_name(b.manifest_digest), data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.manifest_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, blob_name(b.manifest_digest), b.manifest_digest, bad)
 
 
 # ---- missing blobs
 
 
-@case(
+def _archive_without(
+    build: Callable[[], Built],
+    member: Callable[[Built], str],
+    mention: Callable[[Built], tuple[str, ...]] = lambda _b: (),
+) -> Callable[[Workspace], Input]:
+    """A case builder: the valid archive from ``build`` without one ``member``."""
+
+    def without(ws: Workspace) -> Input:
+        b = build()
+        b.drop_member(member(b))
+        return _archive(ws, b, must_mention=mention(b))
+
+    return without
+
+
+case(
     "missing-docker-layer",
     "docker",
     metadata=False,
     why="manifest.json lists a layer.tar that is not in the archive",
-)
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.drop_member(b.layer_names[1])
-    return _archive(ws, b)
-
-
-@case(
+)(_archive_without(build_docker, lambda b: b.layer_names[1]))
+case(
     "missing-docker-config",
     "docker",
     metadata=True,
     why="manifest.json names a config file that is not in the archive",
+)(_archive_without(build_docker, lambda b: b.config_name))
+case("missing-oci-layer", "oci", metadata=False, why="a layer blob is absent")(
+    _archive_without(
+        build_oci, lambda b: b.layer_names[0], lambda b: (hex_of(b.layer_digests[0])[:12],)
+    )
 )
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.drop_member(b.config_name)
-    return _archive(ws, b)
-
-
-@case("missing-oci-layer", "oci", metadata=False, why="a layer blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(b.layer_names[0])
-    return _archive(ws, b, must_mention=(hex_of(b.layer_digests[0])[:12],))
-
-
-@case("missing-oci-config", "oci", metadata=True, why="the config blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(b.config_name)
-    return _archive(ws, b)
-
-
-@case("missing-oci-manifest", "oci", metadata=True, why="the manifest blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(blob_name(b.manifest_digest))
-    return _archive(ws, b)
-
-
-@case("missing-oci-index", "oci", metadata=True, why="no index.json at all")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member("index.json")
-    return _archive(ws, b)
+case("missing-oci-config", "oci", metadata=True, why="the config blob is absent")(
+    _archive_without(build_oci, lambda b: b.config_name)
+)
+case("missing-oci-manifest", "oci", metadata=True, why="the manifest blob is absent")(
+    _archive_without(build_oci, lambda b: blob_name(b.manifest_digest))
+)
+case("missing-oci-index", "oci", metadata=True, why="no index.json at all")(
+    _archive_without(build_oci, lambda _b: "index.json")
+)
 
 
 @case("missing-layout-layer", "layout", metadata=False, why="layout dir without a layer blob")
@@ -942,6 +929,26 @@ def _(ws: Workspace) -> Input:
 # ---- path traversal and absolute member names
 
 
+def _decoy(ws: Workspace, name: str, data: bytes) -> Path:
+    """A file ``outside/name`` with the bytes a hostile reference hopes will be read."""
+    path = ws.outside / name
+    path.write_bytes(data)
+    return path
+
+
+def _repoint_docker_manifest(b: Built, new: str, *, config: bool = False) -> str:
+    """Make manifest.json name ``new`` for layer 0 (with ``config``: for the config).
+
+    Returns the name it had there: the member a case then renames or drops.
+    """
+    manifest = json.loads(b.manifest)
+    names, key = (manifest[0], "Config") if config else (manifest[0]["Layers"], 0)
+    old: str = names[key]
+    names[key] = new
+    b.replace_member("manifest.json", data=canonical_json(manifest))
+    return old
+
+
 @case(
     "docker-layer-path-dotdot",
     "docker",
@@ -951,11 +958,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = f"../{ws.token}/layer.tar"
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(old, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil), name=evil)
     return _archive(ws, b, escapes=(ws.root / ws.token,))
 
 
@@ -968,10 +971,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = f"../{ws.token}.json"
-    m = json.loads(b.manifest)
-    m[0]["Config"] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(b.config_name, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil, config=True), name=evil)
     return _archive(ws, b, escapes=(ws.root / f"{ws.token}.json",))
 
 
@@ -983,12 +983,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "config.json"
-    decoy.write_bytes(b.config)
-    m = json.loads(b.manifest)
-    m[0]["Config"] = str(decoy)
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.drop_member(b.config_name)
+    decoy = _decoy(ws, "config.json", b.config)
+    b.drop_member(_repoint_docker_manifest(b, str(decoy), config=True))
     return _archive(ws, b)
 
 
@@ -1000,13 +996,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "layer.tar"
-    decoy.write_bytes(b.layer_tars[0])
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = str(decoy)
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.drop_member(old)
+    decoy = _decoy(ws, "layer.tar", b.layer_tars[0])
+    b.drop_member(_repoint_docker_manifest(b, str(decoy)))
     return _archive(ws, b)
 
 
@@ -1019,11 +1010,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = str(ws.outside / f"abs-{ws.token}" / "layer.tar")
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(old, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil), name=evil)
     return _archive(ws, b, escapes=(Path(evil), Path(evil).parent))
 
 
@@ -1056,6 +1043,10 @@ def _(ws: Workspace) -> Input:
 # ---- links and special files where blobs belong
 
 
+def _first_layer(b: Built) -> str:
+    return b.layer_names[0]
+
+
 def _oci_link(
     ws: Workspace, which: str, type_: bytes, linkname: str, *, metadata_first: bool = False
 ) -> tuple[Built, Input]:
@@ -1065,6 +1056,60 @@ def _oci_link(
     return b, _archive(ws, b)
 
 
+def _oci_layer_link(
+    type_: bytes, target: Callable[[Workspace], str]
+) -> Callable[[Workspace], Input]:
+    """A case builder: layer 0's blob is a link of ``type_`` to ``target(ws)``."""
+
+    def build(ws: Workspace) -> Input:
+        return _oci_link(ws, "layer", type_, target(ws))[1]
+
+    return build
+
+
+def _special_member(
+    build: Callable[[], Built],
+    member: Callable[[Built], str],
+    type_: bytes,
+    device: tuple[int, int] = (0, 0),
+) -> Callable[[Workspace], Input]:
+    """A case builder: ``member`` of the valid archive is an empty entry of ``type_``
+    (a FIFO, or a device with numbers ``device``: major, minor)."""
+
+    def special(ws: Workspace) -> Input:
+        b = build()
+        major, minor = device
+        b.replace_member(member(b), type=type_, devmajor=major, devminor=minor, data=b"")
+        return _archive(ws, b)
+
+    return special
+
+
+def _layout_replacing(
+    make: Callable[[Path], object], member: Callable[[Built], str] = _first_layer
+) -> Callable[[Workspace], Input]:
+    """A case builder: a valid layout dir whose ``member`` file is replaced by ``make(path)``."""
+
+    def replaced(ws: Workspace) -> Input:
+        b = build_oci()
+        root = write_layout(b, ws.inp / "layout")
+        path = root / member(b)
+        path.unlink()
+        make(path)
+        return Input(root)
+
+    return replaced
+
+
+def _make_dev_zero(path: Path) -> None:
+    try:
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        import pytest
+
+        pytest.skip("creating a device node needs root")
+
+
 @case(
     "oci-layer-symlink-absolute-decoy",
     "oci",
@@ -1072,30 +1117,37 @@ def _oci_link(
     why="blobs/sha256/<layer> is a symlink to an outside file with exactly the right bytes",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "layer-decoy"
-    decoy.write_bytes(good.layer_blobs[0])
+    decoy = _decoy(ws, "layer-decoy", build_oci().layer_blobs[0])
     return _oci_link(ws, "layer", tarfile.SYMTYPE, str(decoy))[1]
 
 
-@case(
-    "oci-layer-symlink-etc-passwd",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a symlink to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.SYMTYPE, "/etc/passwd")[1]
-
-
-@case(
-    "oci-layer-symlink-dotdot",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a symlink to ../../../x (outside the archive root)",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.SYMTYPE, f"../../../{ws.token}")[1]
+for _id, _type, _target, _why in [
+    (
+        "oci-layer-symlink-etc-passwd",
+        tarfile.SYMTYPE,
+        lambda _ws: "/etc/passwd",
+        "blobs/sha256/<layer> is a symlink to /etc/passwd",
+    ),
+    (
+        "oci-layer-symlink-dotdot",
+        tarfile.SYMTYPE,
+        lambda ws: f"../../../{ws.token}",
+        "blobs/sha256/<layer> is a symlink to ../../../x (outside the archive root)",
+    ),
+    (
+        "oci-layer-hardlink-etc-passwd",
+        tarfile.LNKTYPE,
+        lambda _ws: "/etc/passwd",
+        "blobs/sha256/<layer> is a hard link to /etc/passwd",
+    ),
+    (
+        "oci-layer-hardlink-dotdot",
+        tarfile.LNKTYPE,
+        lambda ws: f"../../{ws.token}",
+        "blobs/sha256/<layer> is a hard link to ../../x",
+    ),
+]:
+    case(_id, "oci", metadata=False, why=_why)(_oci_layer_link(_type, _target))
 
 
 @case(
@@ -1105,9 +1157,7 @@ def _(ws: Workspace) -> Input:
     why="blobs/sha256/<config> is a symlink to an outside file with the right bytes",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "config-decoy"
-    decoy.write_bytes(good.config)
+    decoy = _decoy(ws, "config-decoy", build_oci().config)
     return _oci_link(ws, "config", tarfile.SYMTYPE, str(decoy))[1]
 
 
@@ -1119,8 +1169,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "manifest.json"
-    decoy.write_bytes(b.manifest)
+    decoy = _decoy(ws, "manifest.json", b.manifest)
     b.replace_member("manifest.json", type=tarfile.SYMTYPE, linkname=str(decoy), data=b"")
     return _archive(ws, b)
 
@@ -1140,26 +1189,6 @@ def _(ws: Workspace) -> Input:
 
 
 @case(
-    "oci-layer-hardlink-etc-passwd",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a hard link to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.LNKTYPE, "/etc/passwd")[1]
-
-
-@case(
-    "oci-layer-hardlink-dotdot",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a hard link to ../../x",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.LNKTYPE, f"../../{ws.token}")[1]
-
-
-@case(
     "oci-layer-hardlink-to-config",
     "oci",
     metadata=False,
@@ -1172,72 +1201,37 @@ def _(ws: Workspace) -> Input:
     return replace(inp, must_mention=(hex_of(b.layer_digests[0])[:12],))
 
 
-@case(
+case(
     "oci-layer-chardev",
     "oci",
     metadata=False,
     why="blobs/sha256/<layer> is a character device 1,5 (/dev/zero): endless if opened",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.replace_member(b.layer_names[0], type=tarfile.CHRTYPE, devmajor=1, devminor=5, data=b"")
-    return _archive(ws, b)
-
-
-@case(
+)(_special_member(build_oci, _first_layer, tarfile.CHRTYPE, (1, 5)))
+case(
     "oci-layer-fifo",
     "oci",
     metadata=False,
     why="blobs/sha256/<layer> is a FIFO: blocks forever if extracted and opened",
+)(_special_member(build_oci, _first_layer, tarfile.FIFOTYPE))
+case("docker-manifest-fifo", "docker", metadata=True, why="manifest.json is a FIFO")(
+    _special_member(build_docker, lambda _b: "manifest.json", tarfile.FIFOTYPE)
 )
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.replace_member(b.layer_names[0], type=tarfile.FIFOTYPE, data=b"")
-    return _archive(ws, b)
+case("docker-layer-blockdev", "docker", metadata=False, why="a layer.tar is a block device 7,0")(
+    _special_member(build_docker, _first_layer, tarfile.BLKTYPE, (7, 0))
+)
 
-
-@case("docker-manifest-fifo", "docker", metadata=True, why="manifest.json is a FIFO")
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.replace_member("manifest.json", type=tarfile.FIFOTYPE, data=b"")
-    return _archive(ws, b)
-
-
-@case("docker-layer-blockdev", "docker", metadata=False, why="a layer.tar is a block device 7,0")
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.replace_member(b.layer_names[0], type=tarfile.BLKTYPE, devmajor=7, devminor=0, data=b"")
-    return _archive(ws, b)
-
-
-@case(
+case(
     "layout-layer-symlink-etc-passwd",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a symlink to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    p.symlink_to("/etc/passwd")
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(lambda path: path.symlink_to("/etc/passwd")))
+case(
     "layout-layer-fifo",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a FIFO; opening it blocks forever",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    os.mkfifo(p)
-    return Input(root)
+)(_layout_replacing(os.mkfifo))
 
 
 @case("layout-empty-dir", "layout", metadata=True, why="an empty directory as the input")
@@ -1247,52 +1241,24 @@ def _(ws: Workspace) -> Input:
     return Input(root)
 
 
-@case(
+case(
     "layout-index-fifo",
     "layout",
     metadata=True,
     why="layout dir: index.json is a FIFO; opening it blocks forever",
-)
-def _(ws: Workspace) -> Input:
-    root = write_layout(build_oci(), ws.inp / "layout")
-    (root / "index.json").unlink()
-    os.mkfifo(root / "index.json")
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(os.mkfifo, lambda _b: "index.json"))
+case(
     "layout-layer-is-directory",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a directory",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    p.mkdir()
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(Path.mkdir))
+case(
     "layout-layer-dev-zero",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is /dev/zero (a char device): endless zeros",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    try:
-        os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
-    except PermissionError:
-        import pytest
-
-        pytest.skip("creating a device node needs root")
-    return Input(root)
+)(_layout_replacing(_make_dev_zero))
 
 
 # ---- duplicate entries with different content
