@@ -30,6 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -1264,6 +1265,15 @@ case(
 # ---- duplicate entries with different content
 
 
+def _stored_twice(
+    ws: Workspace, b: Built, member: str, other: bytes, *, other_first: bool
+) -> Input:
+    """``b`` with a second ``member`` entry holding ``other``, just before or after the real one."""
+    i = next(i for i, m in enumerate(b.members) if m.name == member)
+    b.members.insert(i if other_first else i + 1, Member(member, other))
+    return _archive(ws, b)
+
+
 @case(
     "dup-docker-manifest-differs",
     "docker",
@@ -1286,10 +1296,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    name = b.layer_names[0]
-    i = next(i for i, m in enumerate(b.members) if m.name == name)
-    b.members.insert(i + 1, Member(name, gzip_bytes(b"not the layer")))
-    return _archive(ws, b)
+    return _stored_twice(ws, b, b.layer_names[0], gzip_bytes(b"not the layer"), other_first=False)
 
 
 @case(
@@ -1300,10 +1307,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    name = b.layer_names[0]
-    i = next(i for i, m in enumerate(b.members) if m.name == name)
-    b.members.insert(i, Member(name, gzip_bytes(b"not the layer")))
-    return _archive(ws, b)
+    return _stored_twice(ws, b, b.layer_names[0], gzip_bytes(b"not the layer"), other_first=True)
 
 
 @case(
@@ -1328,9 +1332,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    i = next(i for i, m in enumerate(b.members) if m.name == b.config_name)
-    b.members.insert(i + 1, Member(b.config_name, b.config.replace(b"amd64", b"arm64")))
-    return _archive(ws, b)
+    other = b.config.replace(b"amd64", b"arm64")
+    return _stored_twice(ws, b, b.config_name, other, other_first=False)
 
 
 # ---- JSON that is not what it claims
@@ -1618,6 +1621,15 @@ def _(ws: Workspace) -> Input:
     return _archive(ws, b)
 
 
+def _layout_layer_named(ws: Workspace, digest: str) -> Input:
+    """A layout dir whose layer 0 is named ``digest`` and not stored; a decoy with its bytes
+    waits at ``outside/layer-decoy``."""
+    _decoy(ws, "layer-decoy", build_oci().layer_blobs[0])
+    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], digest))
+    b.drop_member(b.layer_names[0])
+    return Input(write_layout(b, ws.inp / "layout"))
+
+
 @case(
     "layout-digest-traversal-decoy",
     "layout",
@@ -1625,14 +1637,8 @@ def _(ws: Workspace) -> Input:
     why="layout dir: layer digest 'sha256:../../../../outside/layer-decoy' (right bytes there)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    (ws.outside / "layer-decoy").write_bytes(good.layer_blobs[0])
     # <root>/in/layout/blobs/sha256/../../../../outside/layer-decoy == <root>/outside/layer-decoy
-    b = build_oci(
-        manifest_edit=_set(["layers", 0, "digest"], "sha256:../../../../outside/layer-decoy")
-    )
-    b.drop_member(b.layer_names[0])
-    return Input(write_layout(b, ws.inp / "layout"))
+    return _layout_layer_named(ws, "sha256:../../../../outside/layer-decoy")
 
 
 @case(
@@ -1642,15 +1648,41 @@ def _(ws: Workspace) -> Input:
     why="layout dir: layer digest 'sha256:/abs/outside/layer-decoy' (right bytes there)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "layer-decoy"
-    decoy.write_bytes(good.layer_blobs[0])
-    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], f"sha256:{decoy}"))
-    b.drop_member(b.layer_names[0])
-    return Input(write_layout(b, ws.inp / "layout"))
+    return _layout_layer_named(ws, f"sha256:{ws.outside / 'layer-decoy'}")
 
 
 # ---- wrong diff_id, lying sizes, layers that are not tars
+
+
+def _wrong_diff_id(
+    ws: Workspace,
+    build: Callable[..., Built],
+    layer: int,
+    image_names: Callable[[Built], tuple[str, ...]],
+) -> Input:
+    """The valid archive from ``build`` whose config gives ``layer`` a diff_id of other bytes:
+    the error must name both diff_ids and the image."""
+    good = build()
+    wrong = digest_of(b"something else")
+    diff_ids = list(good.diff_ids)
+    diff_ids[layer] = wrong
+    b = build(diff_ids=diff_ids)
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[layer])[:12]),
+        image_names=image_names(b),
+    )
+
+
+def _size_off_by(
+    ws: Workspace, delta: int, edit: str, path: Sequence[str | int], blob: Callable[[Built], bytes]
+) -> Input:
+    """A valid OCI archive but for the size at ``path`` (in the JSON that ``edit`` names):
+    the size of ``blob`` plus ``delta``."""
+    good = build_oci()
+    lying_size: dict[str, Any] = {edit: _set(path, len(blob(good)) + delta)}
+    return _archive(ws, build_oci(**lying_size))
 
 
 @case(
@@ -1660,15 +1692,7 @@ def _(ws: Workspace) -> Input:
     why="config diff_id for layer 1 is the sha256 of something else",
 )
 def _(ws: Workspace) -> Input:
-    good = build_docker()
-    wrong = digest_of(b"something else")
-    b = build_docker(diff_ids=[good.diff_ids[0], wrong])
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[1])[:12]),
-        image_names=_docker_names(b),
-    )
+    return _wrong_diff_id(ws, build_docker, 1, _docker_names)
 
 
 @case(
@@ -1678,48 +1702,39 @@ def _(ws: Workspace) -> Input:
     why="config diff_id for layer 0 is the sha256 of something else (blob digests all fine)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    wrong = digest_of(b"something else")
-    b = build_oci(diff_ids=[wrong, good.diff_ids[1]])
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[0])[:12]),
-        image_names=_oci_names(b),
-    )
+    return _wrong_diff_id(ws, build_oci, 0, _oci_names)
 
 
 @case("oci-layer-size-too-big", "oci", metadata=False, why="layer descriptor size is 1 too big")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) + 1))
-    )
+    return _size_off_by(ws, +1, "manifest_edit", ["layers", 0, "size"], lambda b: b.layer_blobs[0])
 
 
 @case("oci-layer-size-too-small", "oci", metadata=False, why="layer descriptor size is 1 too small")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) - 1))
-    )
+    return _size_off_by(ws, -1, "manifest_edit", ["layers", 0, "size"], lambda b: b.layer_blobs[0])
 
 
 @case("oci-config-size-lies", "oci", metadata=True, why="config descriptor size is 1 too big")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(ws, build_oci(manifest_edit=_set(["config", "size"], len(good.config) + 1)))
+    return _size_off_by(ws, +1, "manifest_edit", ["config", "size"], lambda b: b.config)
 
 
 @case("oci-manifest-size-lies", "oci", metadata=True, why="index.json manifest size is 1 too small")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(index_edit=_set(["manifests", 0, "size"], len(good.manifest) - 1))
-    )
+    return _size_off_by(ws, -1, "index_edit", ["manifests", 0, "size"], lambda b: b.manifest)
 
 
 NOT_A_TAR = b"this is a text file, not a tar archive\n" * 40
+
+
+def _first_layer_stored_as(
+    ws: Workspace, blob: bytes, build: Callable[..., Built] = build_oci
+) -> Input:
+    """The valid archive from ``build`` with layer 0 stored as ``blob``; diff_ids unchanged."""
+    good = build()
+    blobs = [blob, *good.layer_blobs[1:]]
+    return _archive(ws, build(layer_blobs=blobs, diff_ids=good.diff_ids))
 
 
 @case(
@@ -1752,9 +1767,7 @@ def _(ws: Workspace) -> Input:
     why="layer says tar+gzip but is not gzip (like the 'insert binary content here' fixtures)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    blobs = [b"insert binary content here #1\n", good.layer_blobs[1]]
-    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, b"insert binary content here #1\n")
 
 
 @case("empty-file", "oci", metadata=True, stdin=True, why="a zero-byte input")
@@ -1837,9 +1850,7 @@ ZSTD_BOMB_BYTES = 64 * GIB  # 64 GiB of zeros in ~2 MiB of zstd
     why="a tar+gzip layer that inflates to 16 GiB of zeros",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_blobs[1]]
-    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB))
 
 
 @case(
@@ -1850,9 +1861,8 @@ def _(ws: Workspace) -> Input:
     why="a tar+zstd layer that inflates to 64 GiB of zeros, no declared content size",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci(compression="zstd")
-    blobs = [zstd_zeros_bomb(ZSTD_BOMB_BYTES), good.layer_blobs[1]]
-    return _archive(ws, build_oci(compression="zstd", layer_blobs=blobs, diff_ids=good.diff_ids))
+    zstd_oci = partial(build_oci, compression="zstd")
+    return _first_layer_stored_as(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES), zstd_oci)
 
 
 @case(
@@ -1863,16 +1873,23 @@ def _(ws: Workspace) -> Input:
     why="a docker-save layer.tar that is gzip of 16 GiB of zeros",
 )
 def _(ws: Workspace) -> Input:
-    good = build_docker()
-    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_tars[1]]
-    return _archive(ws, build_docker(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB), build_docker)
 
 
-def _huge_member_header(ws: Workspace, size: int) -> bytes:
-    info = tarfile.TarInfo("blobs/sha256/" + sha256_hex(ws.token.encode()))
+def _member_header(name: str, size: int) -> bytes:
+    """A tar header announcing ``size`` bytes of content for ``name``."""
+    info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
     return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def _oci_stream_start_with_huge_blob(ws: Workspace, size: int) -> bytes:
+    """An OCI archive's first tar member, then the header of a blob of ``size`` bytes."""
+    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]  # member, no EOF blocks
+    head += _member_header("blobs/sha256/" + sha256_hex(ws.token.encode()), size)
+    assert len(head) % 512 == 0
+    return head
 
 
 @case(
@@ -1884,9 +1901,7 @@ def _huge_member_header(ws: Workspace, size: int) -> bytes:
     why="a .tar.zst whose stream is a tar header for a 64 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
-    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]  # member, no EOF blocks
-    head += _huge_member_header(ws, ZSTD_BOMB_BYTES)
-    assert len(head) % 512 == 0
+    head = _oci_stream_start_with_huge_blob(ws, ZSTD_BOMB_BYTES)
     return Input(_write(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES, prefix=head), "input.tar.zst"))
 
 
@@ -1899,8 +1914,7 @@ def _(ws: Workspace) -> Input:
     why="a .tar.gz whose stream is a tar header for a 16 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
-    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]
-    head += _huge_member_header(ws, GZIP_BOMB_MIB * MIB)
+    head = _oci_stream_start_with_huge_blob(ws, GZIP_BOMB_MIB * MIB)
     return Input(_write(ws, gzip_zeros_bomb(GZIP_BOMB_MIB, prefix=head), "input.tar.gz"))
 
 
@@ -1913,10 +1927,7 @@ def _(ws: Workspace) -> Input:
     why="a .tar.zst whose manifest.json member is 8 GiB of spaces: metadata must be capped",
 )
 def _(ws: Workspace) -> Input:
-    info = tarfile.TarInfo("manifest.json")
-    info.size = 8 * GIB
-    info.mtime = 0
-    head = info.tobuf(tarfile.GNU_FORMAT)
+    head = _member_header("manifest.json", 8 * GIB)
     return Input(_write(ws, zstd_zeros_bomb(8 * GIB, prefix=head, fill=b" "), "input.tar.zst"))
 
 
