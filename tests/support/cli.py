@@ -128,6 +128,19 @@ def run_sealift(
     )
 
 
+def _start_sealift(
+    args: list[str], stdin: IO[bytes] | int, stderr: IO[bytes], env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """``python -m sealift ARGS`` started with its stdout on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sealift", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=sealift_env(env),
+    )
+
+
 def run_sealift_pipe(
     producer: list[str | os.PathLike[str]],
     consumer: list[str | os.PathLike[str]],
@@ -146,22 +159,10 @@ def run_sealift_pipe(
     prod_args = [str(a) for a in producer]
     cons_args = [str(a) for a in consumer]
     with open(prod_err_path, "wb") as prod_err, open(cons_err_path, "wb") as cons_err:
-        prod = subprocess.Popen(
-            [sys.executable, "-m", "sealift", *prod_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=prod_err,
-            env=sealift_env(producer_env),
-        )
+        prod = _start_sealift(prod_args, subprocess.DEVNULL, prod_err, producer_env)
         assert prod.stdout is not None
         try:
-            cons = subprocess.Popen(
-                [sys.executable, "-m", "sealift", *cons_args],
-                stdin=prod.stdout,
-                stdout=subprocess.PIPE,
-                stderr=cons_err,
-                env=sealift_env(consumer_env),
-            )
+            cons = _start_sealift(cons_args, prod.stdout, cons_err, consumer_env)
         finally:
             prod.stdout.close()  # the consumer holds the read end now
         try:
