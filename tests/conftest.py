@@ -14,7 +14,6 @@ missing prerequisite is a failure: CI must never go green by skipping everything
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.support.peers import (
     StandaloneContainerd,
 )
 from tests.support.require import require, require_tools
+from tests.support.service import running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -47,33 +47,22 @@ def tool_fixtures() -> Path:
 
 
 # ------------------------------------------------------------------------------------- engines
-def _start_engine(name: str, factory: pytest.TempPathFactory) -> DockerDaemon:
+def running_engine(name: str, factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    """Body of an engine fixture: a private dockerd called ``name``, stopped afterwards."""
     require(missing_engine_reason())
-    daemon = DockerDaemon(name, factory.mktemp(f"engine-{name}", numbered=True))
-    # Belt and braces: stop even if the session dies before fixture teardown.
-    atexit.register(daemon.stop)
-    daemon.start()
-    return daemon
+    yield from running(DockerDaemon(name, factory.mktemp(f"engine-{name}", numbered=True)))
 
 
 @pytest.fixture(scope="session")
 def source_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     """A private Docker 20.10 engine holding ``test_images``."""
-    daemon = _start_engine("src", tmp_path_factory)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running_engine("src", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def dest_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     """A second private engine, the destination of transfers. Not emptied between tests."""
-    daemon = _start_engine("dst", tmp_path_factory)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running_engine("dst", tmp_path_factory)
 
 
 @pytest.fixture
@@ -99,13 +88,7 @@ def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
 @pytest.fixture(scope="session")
 def containerd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneContainerd]:
     require_tools("containerd", "ctr")
-    daemon = StandaloneContainerd(tmp_path_factory.mktemp("containerd"))
-    atexit.register(daemon.stop)
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running(StandaloneContainerd(tmp_path_factory.mktemp("containerd")))
 
 
 @pytest.fixture
@@ -159,10 +142,4 @@ def sshd_factory(
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Debian's docker-registry on 127.0.0.1 (filesystem storage, no auth, plain HTTP)."""
     require_tools("docker-registry")
-    server = Registry(tmp_path_factory.mktemp("registry"))
-    atexit.register(server.stop)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(Registry(tmp_path_factory.mktemp("registry")))

@@ -211,9 +211,8 @@ def test_sealift_load_reads_docker_save(
     test_images: ImageSet,
     tmp_path: Path,
 ) -> None:
-    archive = tmp_path / "docker-save.tar"
     refs = [*test_images.base.tags, test_images.app1.ref, test_images.app2.ref]
-    archive.write_bytes(source_engine.docker_bytes("save", *refs))
+    archive = source_engine.docker_save(tmp_path / "docker-save.tar", *refs)
     run_sealift("verify", archive).assert_ok()
     result = load(empty_dest_engine, archive).assert_ok()
     assert set(result.loaded_refs()) == set(refs)

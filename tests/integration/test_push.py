@@ -89,6 +89,19 @@ def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..
     return start
 
 
+@pytest.fixture
+def connect(start_host: Callable[..., Host], tmp_path: Path) -> Callable[..., tuple[Host, Wire]]:
+    """``host, wire = connect(engine, tools, podman)``: one started host and the wire to it."""
+
+    def connect_one(
+        engine: DockerDaemon | None, tools: tuple[str, ...], podman: Podman | None = None
+    ) -> tuple[Host, Wire]:
+        host = start_host(engine, tools, podman)
+        return host, Wire(tmp_path / "wire", [host])
+
+    return connect_one
+
+
 class Wire:
     """An ssh_config for a set of hosts, every connection through the counting relay."""
 
@@ -131,6 +144,15 @@ def push(
     return run_sealift("push", *args, env=wire.env(source, cut_after), timeout=300)
 
 
+def pull(
+    wire: Wire, dest: DockerDaemon, remote: Host, ref: str, cache: Path, cut: int | None = None
+) -> SealiftResult:
+    """``sealift pull REMOTE REF --json`` into ``dest``, staging in ``cache``, through ``wire``."""
+    env = wire.env(dest, cut_down=cut)
+    env["XDG_CACHE_HOME"] = str(cache)
+    return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
+
+
 def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") -> list[int]:
     """Compressed sizes of ``ref``'s layers (as sealift compresses them with ``codec``)."""
     archive = tmp / f"sizes-{codec}.tar"
@@ -142,13 +164,9 @@ def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") 
 
 @pytest.fixture(scope="module")
 def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    from tests.conftest import _start_engine
+    from tests.conftest import running_engine
 
-    daemon = _start_engine("dst2", tmp_path_factory)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+    yield from running_engine("dst2", tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------- mode 1: agent
@@ -156,12 +174,11 @@ def test_first_push_update_and_noop(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
     dest = empty_dest_engine
-    host = start_host(dest, ("sealift", "docker"))
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(dest, ("sealift", "docker"))
 
     # first push: everything arrives, compressed, same image ID, the image runs
     result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
@@ -209,12 +226,11 @@ def test_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
     dest = empty_dest_engine
-    host = start_host(dest, ("sealift", "docker"))
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(dest, ("sealift", "docker"))
     large = test_images.large
     push(wire, source_engine, test_images.base.ref, host.url).assert_ok()
     big = layer_sizes(source_engine, large.ref, tmp_path)[-1]
@@ -277,22 +293,17 @@ def test_pull_sends_only_missing_layers(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
     dest = empty_dest_engine
-    remote = start_host(source_engine, ("sealift", "docker"))
-    wire = Wire(tmp_path / "wire", [remote])
+    remote, wire = connect(source_engine, ("sealift", "docker"))
+    cache = tmp_path / "local-cache"
 
-    def pull(ref: str) -> SealiftResult:
-        env = wire.env(dest)
-        env["XDG_CACHE_HOME"] = str(tmp_path / "local-cache")
-        return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
-
-    pull(test_images.app1.ref).assert_ok()
+    pull(wire, dest, remote, test_images.app1.ref, cache).assert_ok()
     assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
     top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
-    result = pull(test_images.app2.ref).assert_ok()
+    result = pull(wire, dest, remote, test_images.app2.ref, cache).assert_ok()
     assert result.json()["hosts"][0]["layers_sent"] == 1
     assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
@@ -302,28 +313,22 @@ def test_pull_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
     dest = empty_dest_engine
-    remote = start_host(source_engine, ("sealift", "docker"))
-    wire = Wire(tmp_path / "wire", [remote])
+    remote, wire = connect(source_engine, ("sealift", "docker"))
     cache = tmp_path / "local-cache"
     large = test_images.large
 
-    def pull(ref: str, cut: int | None = None) -> SealiftResult:
-        env = wire.env(dest, cut_down=cut)
-        env["XDG_CACHE_HOME"] = str(cache)
-        return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
-
-    pull(test_images.base.ref).assert_ok()
+    pull(wire, dest, remote, test_images.base.ref, cache).assert_ok()
     big = layer_sizes(source_engine, large.ref, tmp_path)[-1]
     cut = 8 * 1024 * 1024
-    pull(large.ref, cut).assert_one_line_error()
+    pull(wire, dest, remote, large.ref, cache, cut).assert_one_line_error()
     assert not dest.has_image(large.ref)
     partial = list(cache.glob("sealift/staging/*.partial"))
     assert len(partial) == 1 and partial[0].stat().st_size > 4 * 1024 * 1024, partial
-    result = pull(large.ref).assert_ok()
+    result = pull(wire, dest, remote, large.ref, cache).assert_ok()
     assert result.json()["hosts"][0]["layers_resumed"] == 1
     assert wire.bytes <= big - cut + 4 * 1024 * 1024, (wire.bytes, big)
     assert dest.run(large.ref) == large.expected_output
@@ -335,12 +340,11 @@ def test_docker_only_remote_first_push_and_update(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
     dest = empty_dest_engine
-    host = start_host(dest, ("docker",))
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(dest, ("docker",))
     result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
     assert result.json()["hosts"][0]["mode"] == "docker"
     gzip_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path, "gzip")
@@ -359,11 +363,10 @@ def test_podman_only_remote(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     podman: Podman,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
-    host = start_host(None, ("podman",), podman)
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(None, ("podman",), podman)
     for image in (test_images.app1, test_images.app2):
         result = push(wire, source_engine, image.ref, host.url, "--json").assert_ok()
         assert result.json()["hosts"][0]["mode"] == "podman"
@@ -378,12 +381,10 @@ def test_sealift_without_an_engine_falls_back_to_podman(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     podman: Podman,
-    start_host: Callable[..., Host],
-    tmp_path: Path,
+    connect: Callable[..., tuple[Host, Wire]],
 ) -> None:
     # sealift and docker are on the PATH but no Docker engine answers: podman does the work
-    host = start_host(None, ("sealift", "podman"), podman)
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(None, ("sealift", "podman"), podman)
     result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
     assert result.json()["hosts"][0]["mode"] == "podman"
     assert podman.image_id(test_images.app1.ref) == test_images.app1.id
@@ -421,11 +422,9 @@ def test_hostile_names_are_refused(args: tuple[str, ...], tmp_path: Path) -> Non
 def test_pull_needs_sealift_on_the_remote(
     test_images: ImageSet,
     source_engine: DockerDaemon,
-    start_host: Callable[..., Host],
-    tmp_path: Path,
+    connect: Callable[..., tuple[Host, Wire]],
 ) -> None:
-    host = start_host(source_engine, ("docker",))
-    wire = Wire(tmp_path / "wire", [host])
+    host, wire = connect(source_engine, ("docker",))
     result = run_sealift("pull", host.url, test_images.base.ref, env=wire.env(source_engine))
     line = result.assert_one_line_error()
     assert "sealift on the remote PATH" in line and host.alias in line, line
@@ -434,17 +433,16 @@ def test_pull_needs_sealift_on_the_remote(
 def test_wrong_host_key_is_a_clear_error(
     test_images: ImageSet,
     source_engine: DockerDaemon,
-    start_host: Callable[..., Host],
+    connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
 ) -> None:
-    host = start_host(None, ("docker",))
+    host, wire = connect(None, ("docker",))
     known = host.sshd.known_hosts
     other = tmp_path / "other_key"
     procs_run = __import__("subprocess").run
     procs_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
     known.write_text(f"{host.alias} {key}\n")
-    wire = Wire(tmp_path / "wire", [host])
     started = time.monotonic()
     result = push(wire, source_engine, test_images.base.ref, host.url)
     assert time.monotonic() - started < 30

@@ -61,8 +61,7 @@ def test_docker_save_load_round_trip_between_engines(
     tmp_path: Path,
 ) -> None:
     """Plain docker save | docker load: the baseline sealift is compared with."""
-    archive = tmp_path / "docker-save.tar"
-    archive.write_bytes(source_engine.docker_bytes("save", test_images.app1.ref))
+    archive = source_engine.docker_save(tmp_path / "docker-save.tar", test_images.app1.ref)
     empty_dest_engine.docker("load", "--input", archive)
     assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
     assert empty_dest_engine.run(test_images.app1.ref) == test_images.app1.expected_output

@@ -10,6 +10,7 @@ The CLI contract the integration tests rely on:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["ERROR_PREFIX", "SealiftResult", "run_sealift", "run_sealift_pipe", "sealift_env"]
 
@@ -100,39 +101,43 @@ def run_sealift(
     """
     argv = [str(a) for a in args]
     cmd = [sys.executable, "-m", "sealift", *argv]
-    full_env = sealift_env(env)
-    if stdout_path is not None:
-        with open(stdout_path, "wb") as out:
-            proc = subprocess.run(
-                cmd,
-                env=full_env,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.PIPE,
-                timeout=timeout,
-                cwd=cwd,
-                check=False,
-            )
-        raw = b""
-    else:
+    with contextlib.ExitStack() as stack:
+        stdout: IO[bytes] | int = (
+            stack.enter_context(open(stdout_path, "wb"))
+            if stdout_path is not None
+            else subprocess.PIPE
+        )
         proc = subprocess.run(
             cmd,
-            env=full_env,
+            env=sealift_env(env),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
             timeout=timeout,
             cwd=cwd,
             check=False,
         )
-        raw = proc.stdout
+    raw: bytes = proc.stdout or b""  # None when stdout went to ``stdout_path``
     return SealiftResult(
         args=tuple(argv),
         returncode=proc.returncode,
         stdout=raw.decode(errors="replace"),
         stderr=proc.stderr.decode(errors="replace"),
         stdout_bytes=raw,
+    )
+
+
+def _start_sealift(
+    args: list[str], stdin: IO[bytes] | int, stderr: IO[bytes], env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """``python -m sealift ARGS`` started with its stdout on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sealift", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=sealift_env(env),
     )
 
 
@@ -154,22 +159,10 @@ def run_sealift_pipe(
     prod_args = [str(a) for a in producer]
     cons_args = [str(a) for a in consumer]
     with open(prod_err_path, "wb") as prod_err, open(cons_err_path, "wb") as cons_err:
-        prod = subprocess.Popen(
-            [sys.executable, "-m", "sealift", *prod_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=prod_err,
-            env=sealift_env(producer_env),
-        )
+        prod = _start_sealift(prod_args, subprocess.DEVNULL, prod_err, producer_env)
         assert prod.stdout is not None
         try:
-            cons = subprocess.Popen(
-                [sys.executable, "-m", "sealift", *cons_args],
-                stdin=prod.stdout,
-                stdout=subprocess.PIPE,
-                stderr=cons_err,
-                env=sealift_env(consumer_env),
-            )
+            cons = _start_sealift(cons_args, prod.stdout, cons_err, consumer_env)
         finally:
             prod.stdout.close()  # the consumer holds the read end now
         try:

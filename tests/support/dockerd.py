@@ -18,10 +18,10 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any, Self
 
 from tests.support import procs
+from tests.support.service import Service
 
 __all__ = [
     "DOCKERD",
@@ -68,7 +68,7 @@ def missing_engine_reason() -> str | None:
     return None
 
 
-class DockerDaemon:
+class DockerDaemon(Service):
     """One private dockerd. Use as a context manager, or call ``start()`` / ``stop()``."""
 
     def __init__(self, name: str, workdir: Path) -> None:
@@ -88,7 +88,6 @@ class DockerDaemon:
         self.config_file = self.workdir / "daemon.json"
         self.client_config_dir = self.workdir / "client-config"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -107,7 +106,7 @@ class DockerDaemon:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 90) -> DockerDaemon:
+    def start(self, timeout: float = 90) -> Self:
         if self.running:
             return self
         reason = missing_engine_reason()
@@ -133,8 +132,7 @@ class DockerDaemon:
             f"--pidfile={self.pidfile}",
             f"--host={self.host}",
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the daemon
-        self._log = log
+        log = self._open_log()
         log.write(("\n=== " + " ".join(cmd) + "\n").encode())
         log.flush()
         self._proc = subprocess.Popen(
@@ -178,31 +176,15 @@ class DockerDaemon:
         own_socket = self.exec_root / "containerd" / "containerd.sock"
         extra.extend(procs.pids_with_cmdline(str(own_socket)))
         extra.extend(procs.pids_with_cmdline(str(self.data_root)))
-        if proc is not None:
-            procs.kill_tree(proc.pid, extra=extra, proc=proc)
-        elif extra:
-            procs.kill_tree(None, extra=extra)
+        procs.kill_tree(proc.pid if proc is not None else None, extra=extra, proc=proc)
         self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
         procs.unmount_under(self.exec_root)
         procs.unmount_under(self.data_root)
         self.socket_path.unlink(missing_ok=True)
         shutil.rmtree(self._exec_parent, ignore_errors=True)
         if not procs.mounts_under(self.data_root):
             shutil.rmtree(self.data_root, ignore_errors=True)
-
-    def __enter__(self) -> DockerDaemon:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"DockerDaemon({self.name!r}, host={self.host!r}, running={self.running})"
@@ -268,6 +250,11 @@ class DockerDaemon:
                 f"{result.stderr.decode(errors='replace')[-2000:]}"
             )
         return result.stdout
+
+    def docker_save(self, archive: Path, *refs: str) -> Path:
+        """``docker save REFS > archive`` with the engine's own client; returns ``archive``."""
+        archive.write_bytes(self.docker_bytes("save", *refs))
+        return archive
 
     # ------------------------------------------------------------------ queries
     def image_ids(self) -> list[str]:

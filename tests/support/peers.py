@@ -14,12 +14,12 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any, Self
 
 from tests.support import procs
+from tests.support.service import Service
 
 __all__ = [
     "Containerd",
@@ -79,6 +79,22 @@ def _run(
             f"stdout: {text.stdout[-3000:]}\nstderr: {text.stderr[-3000:]}"
         )
     return text
+
+
+def _wait_until_serving(
+    peer: Service,
+    proc: subprocess.Popen[bytes],
+    serving: Callable[[], bool],
+    *,
+    timeout: float,
+    name: str,
+) -> None:
+    """Wait for ``serving()``; if ``proc`` exits or never serves, stop ``peer`` and raise."""
+    procs.wait_for(lambda: proc.poll() is not None or serving(), timeout)
+    if proc.poll() is not None or not serving():
+        tail = procs.log_tail(peer.log_path)
+        peer.stop()
+        raise PeerError(f"{name} did not start; log {peer.log_path}:\n{tail}")
 
 
 def _insecure_policy(path: Path) -> Path:
@@ -254,7 +270,7 @@ class Containerd:
             self.ctr("images", "rm", *names, check=False)
 
 
-class StandaloneContainerd(Containerd):
+class StandaloneContainerd(Containerd, Service):
     """A containerd of our own (root, state, socket under a private dir); CRI disabled."""
 
     def __init__(self, workdir: Path, namespace: str = "test") -> None:
@@ -267,9 +283,8 @@ class StandaloneContainerd(Containerd):
         self.config = self.workdir / "config.toml"
         self.log_path = self.workdir / "containerd.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> StandaloneContainerd:
+    def start(self, timeout: float = 60) -> Self:
         if missing_tools("containerd", "ctr"):
             raise PeerError("containerd/ctr not installed (run scripts/install-test-deps)")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -292,53 +307,30 @@ class StandaloneContainerd(Containerd):
             '[plugins."io.containerd.internal.v1.opt"]\n'
             f'  path = "{self.root}/opt"\n'
         )
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as containerd
         self._proc = subprocess.Popen(
             ["containerd", "--config", str(self.config)],
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self._open_log(),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-        def ready() -> bool:
-            if self._proc is None or self._proc.poll() is not None:
-                return True
+        def serving() -> bool:
             return self.ctr("version", check=False, timeout=10).returncode == 0
 
-        procs.wait_for(ready, timeout)
-        if self._proc.poll() is not None or not ready():
-            tail = procs.log_tail(self.log_path)
-            self.stop()
-            raise PeerError(f"containerd did not start; log {self.log_path}:\n{tail}")
+        _wait_until_serving(self, self._proc, serving, timeout=timeout, name="containerd")
         return self
 
     def stop(self) -> None:
+        proc, self._proc = self._proc, None
         extra = procs.pids_with_cmdline(str(self.socket))
-        if self._proc is not None:
-            procs.kill_tree(self._proc.pid, extra=extra, proc=self._proc)
-            self._proc = None
-        elif extra:
-            procs.kill_tree(None, extra=extra)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        procs.kill_tree(proc.pid if proc is not None else None, extra=extra, proc=proc)
+        self._close_log()
         procs.unmount_under(self.root)
         procs.unmount_under(self._short)
         shutil.rmtree(self._short, ignore_errors=True)
         if not procs.mounts_under(self.root):
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> StandaloneContainerd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------------------- podman
@@ -432,7 +424,7 @@ class Podman:
 
 
 # ------------------------------------------------------------------------------------------ sshd
-class Sshd:
+class Sshd(Service):
     """An OpenSSH server on 127.0.0.1 with throwaway keys, plus a matching ssh_config.
 
     Clients connect with ``ssh -F sshd.ssh_config sshd.alias ...`` (or ``sshd.ssh(...)``).
@@ -469,7 +461,7 @@ class Sshd:
         if not path.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
 
-    def start(self, timeout: float = 30) -> Sshd:
+    def start(self, timeout: float = 30) -> Self:
         missing = missing_tools(str(self.SSHD), "ssh", "ssh-keygen")
         if missing:
             raise PeerError(f"missing {missing} (run scripts/install-test-deps)")
@@ -572,20 +564,9 @@ class Sshd:
             procs.kill_tree(self._proc.pid, extra=extra, proc=self._proc, grace=5)
             self._proc = None
 
-    def __enter__(self) -> Sshd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 # -------------------------------------------------------------------------------------- registry
-class Registry:
+class Registry(Service):
     """Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1, filesystem storage."""
 
     BINARY = "docker-registry"
@@ -598,7 +579,6 @@ class Registry:
         self.log_path = self.workdir / "registry.log"
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -609,7 +589,7 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.address}"
 
-    def start(self, timeout: float = 30) -> Registry:
+    def start(self, timeout: float = 30) -> Self:
         if missing_tools(self.BINARY):
             raise PeerError("docker-registry not installed (run scripts/install-test-deps)")
         self.storage.mkdir(parents=True, exist_ok=True)
@@ -623,46 +603,26 @@ class Registry:
             "http:\n"
             f"  addr: 127.0.0.1:{self.port}\n"
         )
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the registry
         self._proc = subprocess.Popen(
             [self.BINARY, "serve", str(self.config)],
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self._open_log(),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-        def ready() -> bool:
-            if self._proc is None or self._proc.poll() is not None:
-                return True
+        def serving() -> bool:
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
                     return int(resp.status) == 200
             except (urllib.error.URLError, OSError):
                 return False
 
-        procs.wait_for(ready, timeout)
-        if self._proc.poll() is not None or not ready():
-            tail = procs.log_tail(self.log_path)
-            self.stop()
-            raise PeerError(f"docker-registry did not start; log {self.log_path}:\n{tail}")
+        _wait_until_serving(self, self._proc, serving, timeout=timeout, name="docker-registry")
         return self
 
     def stop(self) -> None:
         if self._proc is not None:
             procs.kill_tree(self._proc.pid, proc=self._proc, grace=5)
             self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._close_log()

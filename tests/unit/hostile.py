@@ -30,6 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -656,6 +657,12 @@ def _truncate(ws: Workspace, data: bytes, at: int) -> Input:
     return Input(_write(ws, data[:at]))
 
 
+def _truncate_inside(ws: Workspace, data: bytes, member: str) -> Input:
+    """``data`` cut half way through the content of its ``member``."""
+    _, data_offset, size = member_offsets(data)[member]
+    return _truncate(ws, data, data_offset + size // 2)
+
+
 @case(
     "trunc-docker-first-header",
     "docker",
@@ -689,9 +696,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    data = b.tar()
-    _, doff, size = member_offsets(data)[b.layer_names[1]]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, b.tar(), b.layer_names[1])
 
 
 @case(
@@ -701,9 +706,7 @@ def _(ws: Workspace) -> Input:
     why="cut inside manifest.json, the last member: truncated JSON",
 )
 def _(ws: Workspace) -> Input:
-    data = build_docker().tar()
-    _, doff, size = member_offsets(data)["manifest.json"]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, build_docker().tar(), "manifest.json")
 
 
 @case(
@@ -727,9 +730,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    data = b.tar()
-    _, doff, size = member_offsets(data)[b.layer_names[0]]
-    return _truncate(ws, data, doff + size // 2)
+    return _truncate_inside(ws, b.tar(), b.layer_names[0])
 
 
 @case(
@@ -741,11 +742,9 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci(metadata_first=True)
-    data = b.tar()
     name = b.layer_names[-1]
     assert b.members[-1].name == name
-    _, doff, size = member_offsets(data)[name]
-    return Input(_write(ws, data[: doff + size // 2]), must_mention=())
+    return _truncate_inside(ws, b.tar(), name)
 
 
 @case(
@@ -773,6 +772,15 @@ def _(ws: Workspace) -> Input:
 
 
 # ---- flipped bytes
+
+
+def _content_swapped(
+    ws: Workspace, b: Built, member: str, promised: str, bad: bytes, **kw: Any
+) -> Input:
+    """``b`` whose ``member`` holds ``bad`` where its name or descriptor promises the digest
+    ``promised``: the error must name both digests."""
+    b.replace_member(member, data=bad)
+    return _archive(ws, b, must_mention=(hex_of(promised)[:12], sha256_hex(bad)[:12]), **kw)
 
 
 @case(
@@ -806,8 +814,7 @@ def _(ws: Workspace) -> Input:
     b = build_docker()
     bad = b.config.replace(b'"amd64"', b'"amd6t"')
     assert bad != b.config
-    b.replace_member(b.config_name, data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, b.config_name, b.config_digest, bad)
 
 
 @case(
@@ -821,12 +828,8 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     blob = b.layer_blobs[1]
     bad = _flip(blob, len(blob) // 2)
-    b.replace_member(b.layer_names[1], data=bad)
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(b.layer_digests[1])[:12], sha256_hex(bad)[:12]),
-        image_names=_oci_names(b),
+    return _content_swapped(
+        ws, b, b.layer_names[1], b.layer_digests[1], bad, image_names=_oci_names(b)
     )
 
 
@@ -840,12 +843,8 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     blob = b.layer_blobs[0]
     bad = blob[:4] + bytes([blob[4] ^ 0x01]) + blob[5:]  # MTIME, not covered by the CRC
-    b.replace_member(b.layer_names[0], data=bad)
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(b.layer_digests[0])[:12], sha256_hex(bad)[:12]),
-        image_names=_oci_names(b),
+    return _content_swapped(
+        ws, b, b.layer_names[0], b.layer_digests[0], bad, image_names=_oci_names(b)
     )
 
 
@@ -858,8 +857,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_oci()
     bad = b.config.replace(b'"amd64"', b'"amd6t"')
-    b.replace_member(b.config_name, data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.config_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, b.config_name, b.config_digest, bad)
 
 
 @case(
@@ -872,63 +870,53 @@ def _(ws: Workspace) -> Input:
     b = build_oci()
     bad = b.manifest.replace(b'"schemaVersion":2', b'"schemaVersion":3')
     assert bad != b.manifest
-    b.replace_member(blob_name(b.manifest_digest), data=bad)
-    return _archive(ws, b, must_mention=(hex_of(b.manifest_digest)[:12], sha256_hex(bad)[:12]))
+    return _content_swapped(ws, b, blob_name(b.manifest_digest), b.manifest_digest, bad)
 
 
 # ---- missing blobs
 
 
-@case(
+def _archive_without(
+    build: Callable[[], Built],
+    member: Callable[[Built], str],
+    mention: Callable[[Built], tuple[str, ...]] = lambda _b: (),
+) -> Callable[[Workspace], Input]:
+    """A case builder: the valid archive from ``build`` without one ``member``."""
+
+    def without(ws: Workspace) -> Input:
+        b = build()
+        b.drop_member(member(b))
+        return _archive(ws, b, must_mention=mention(b))
+
+    return without
+
+
+case(
     "missing-docker-layer",
     "docker",
     metadata=False,
     why="manifest.json lists a layer.tar that is not in the archive",
-)
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.drop_member(b.layer_names[1])
-    return _archive(ws, b)
-
-
-@case(
+)(_archive_without(build_docker, lambda b: b.layer_names[1]))
+case(
     "missing-docker-config",
     "docker",
     metadata=True,
     why="manifest.json names a config file that is not in the archive",
+)(_archive_without(build_docker, lambda b: b.config_name))
+case("missing-oci-layer", "oci", metadata=False, why="a layer blob is absent")(
+    _archive_without(
+        build_oci, lambda b: b.layer_names[0], lambda b: (hex_of(b.layer_digests[0])[:12],)
+    )
 )
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.drop_member(b.config_name)
-    return _archive(ws, b)
-
-
-@case("missing-oci-layer", "oci", metadata=False, why="a layer blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(b.layer_names[0])
-    return _archive(ws, b, must_mention=(hex_of(b.layer_digests[0])[:12],))
-
-
-@case("missing-oci-config", "oci", metadata=True, why="the config blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(b.config_name)
-    return _archive(ws, b)
-
-
-@case("missing-oci-manifest", "oci", metadata=True, why="the manifest blob is absent")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member(blob_name(b.manifest_digest))
-    return _archive(ws, b)
-
-
-@case("missing-oci-index", "oci", metadata=True, why="no index.json at all")
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.drop_member("index.json")
-    return _archive(ws, b)
+case("missing-oci-config", "oci", metadata=True, why="the config blob is absent")(
+    _archive_without(build_oci, lambda b: b.config_name)
+)
+case("missing-oci-manifest", "oci", metadata=True, why="the manifest blob is absent")(
+    _archive_without(build_oci, lambda b: blob_name(b.manifest_digest))
+)
+case("missing-oci-index", "oci", metadata=True, why="no index.json at all")(
+    _archive_without(build_oci, lambda _b: "index.json")
+)
 
 
 @case("missing-layout-layer", "layout", metadata=False, why="layout dir without a layer blob")
@@ -942,6 +930,26 @@ def _(ws: Workspace) -> Input:
 # ---- path traversal and absolute member names
 
 
+def _decoy(ws: Workspace, name: str, data: bytes) -> Path:
+    """A file ``outside/name`` with the bytes a hostile reference hopes will be read."""
+    path = ws.outside / name
+    path.write_bytes(data)
+    return path
+
+
+def _repoint_docker_manifest(b: Built, new: str, *, config: bool = False) -> str:
+    """Make manifest.json name ``new`` for layer 0 (with ``config``: for the config).
+
+    Returns the name it had there: the member a case then renames or drops.
+    """
+    manifest = json.loads(b.manifest)
+    names, key = (manifest[0], "Config") if config else (manifest[0]["Layers"], 0)
+    old: str = names[key]
+    names[key] = new
+    b.replace_member("manifest.json", data=canonical_json(manifest))
+    return old
+
+
 @case(
     "docker-layer-path-dotdot",
     "docker",
@@ -951,11 +959,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = f"../{ws.token}/layer.tar"
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(old, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil), name=evil)
     return _archive(ws, b, escapes=(ws.root / ws.token,))
 
 
@@ -968,10 +972,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = f"../{ws.token}.json"
-    m = json.loads(b.manifest)
-    m[0]["Config"] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(b.config_name, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil, config=True), name=evil)
     return _archive(ws, b, escapes=(ws.root / f"{ws.token}.json",))
 
 
@@ -983,12 +984,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "config.json"
-    decoy.write_bytes(b.config)
-    m = json.loads(b.manifest)
-    m[0]["Config"] = str(decoy)
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.drop_member(b.config_name)
+    decoy = _decoy(ws, "config.json", b.config)
+    b.drop_member(_repoint_docker_manifest(b, str(decoy), config=True))
     return _archive(ws, b)
 
 
@@ -1000,13 +997,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "layer.tar"
-    decoy.write_bytes(b.layer_tars[0])
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = str(decoy)
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.drop_member(old)
+    decoy = _decoy(ws, "layer.tar", b.layer_tars[0])
+    b.drop_member(_repoint_docker_manifest(b, str(decoy)))
     return _archive(ws, b)
 
 
@@ -1019,11 +1011,7 @@ def _(ws: Workspace) -> Input:
 def _(ws: Workspace) -> Input:
     b = build_docker()
     evil = str(ws.outside / f"abs-{ws.token}" / "layer.tar")
-    m = json.loads(b.manifest)
-    old = m[0]["Layers"][0]
-    m[0]["Layers"][0] = evil
-    b.replace_member("manifest.json", data=canonical_json(m))
-    b.replace_member(old, name=evil)
+    b.replace_member(_repoint_docker_manifest(b, evil), name=evil)
     return _archive(ws, b, escapes=(Path(evil), Path(evil).parent))
 
 
@@ -1056,6 +1044,10 @@ def _(ws: Workspace) -> Input:
 # ---- links and special files where blobs belong
 
 
+def _first_layer(b: Built) -> str:
+    return b.layer_names[0]
+
+
 def _oci_link(
     ws: Workspace, which: str, type_: bytes, linkname: str, *, metadata_first: bool = False
 ) -> tuple[Built, Input]:
@@ -1065,6 +1057,60 @@ def _oci_link(
     return b, _archive(ws, b)
 
 
+def _oci_layer_link(
+    type_: bytes, target: Callable[[Workspace], str]
+) -> Callable[[Workspace], Input]:
+    """A case builder: layer 0's blob is a link of ``type_`` to ``target(ws)``."""
+
+    def build(ws: Workspace) -> Input:
+        return _oci_link(ws, "layer", type_, target(ws))[1]
+
+    return build
+
+
+def _special_member(
+    build: Callable[[], Built],
+    member: Callable[[Built], str],
+    type_: bytes,
+    device: tuple[int, int] = (0, 0),
+) -> Callable[[Workspace], Input]:
+    """A case builder: ``member`` of the valid archive is an empty entry of ``type_``
+    (a FIFO, or a device with numbers ``device``: major, minor)."""
+
+    def special(ws: Workspace) -> Input:
+        b = build()
+        major, minor = device
+        b.replace_member(member(b), type=type_, devmajor=major, devminor=minor, data=b"")
+        return _archive(ws, b)
+
+    return special
+
+
+def _layout_replacing(
+    make: Callable[[Path], object], member: Callable[[Built], str] = _first_layer
+) -> Callable[[Workspace], Input]:
+    """A case builder: a valid layout dir whose ``member`` file is replaced by ``make(path)``."""
+
+    def replaced(ws: Workspace) -> Input:
+        b = build_oci()
+        root = write_layout(b, ws.inp / "layout")
+        path = root / member(b)
+        path.unlink()
+        make(path)
+        return Input(root)
+
+    return replaced
+
+
+def _make_dev_zero(path: Path) -> None:
+    try:
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        import pytest
+
+        pytest.skip("creating a device node needs root")
+
+
 @case(
     "oci-layer-symlink-absolute-decoy",
     "oci",
@@ -1072,30 +1118,37 @@ def _oci_link(
     why="blobs/sha256/<layer> is a symlink to an outside file with exactly the right bytes",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "layer-decoy"
-    decoy.write_bytes(good.layer_blobs[0])
+    decoy = _decoy(ws, "layer-decoy", build_oci().layer_blobs[0])
     return _oci_link(ws, "layer", tarfile.SYMTYPE, str(decoy))[1]
 
 
-@case(
-    "oci-layer-symlink-etc-passwd",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a symlink to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.SYMTYPE, "/etc/passwd")[1]
-
-
-@case(
-    "oci-layer-symlink-dotdot",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a symlink to ../../../x (outside the archive root)",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.SYMTYPE, f"../../../{ws.token}")[1]
+for _id, _type, _target, _why in [
+    (
+        "oci-layer-symlink-etc-passwd",
+        tarfile.SYMTYPE,
+        lambda _ws: "/etc/passwd",
+        "blobs/sha256/<layer> is a symlink to /etc/passwd",
+    ),
+    (
+        "oci-layer-symlink-dotdot",
+        tarfile.SYMTYPE,
+        lambda ws: f"../../../{ws.token}",
+        "blobs/sha256/<layer> is a symlink to ../../../x (outside the archive root)",
+    ),
+    (
+        "oci-layer-hardlink-etc-passwd",
+        tarfile.LNKTYPE,
+        lambda _ws: "/etc/passwd",
+        "blobs/sha256/<layer> is a hard link to /etc/passwd",
+    ),
+    (
+        "oci-layer-hardlink-dotdot",
+        tarfile.LNKTYPE,
+        lambda ws: f"../../{ws.token}",
+        "blobs/sha256/<layer> is a hard link to ../../x",
+    ),
+]:
+    case(_id, "oci", metadata=False, why=_why)(_oci_layer_link(_type, _target))
 
 
 @case(
@@ -1105,9 +1158,7 @@ def _(ws: Workspace) -> Input:
     why="blobs/sha256/<config> is a symlink to an outside file with the right bytes",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "config-decoy"
-    decoy.write_bytes(good.config)
+    decoy = _decoy(ws, "config-decoy", build_oci().config)
     return _oci_link(ws, "config", tarfile.SYMTYPE, str(decoy))[1]
 
 
@@ -1119,8 +1170,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_docker()
-    decoy = ws.outside / "manifest.json"
-    decoy.write_bytes(b.manifest)
+    decoy = _decoy(ws, "manifest.json", b.manifest)
     b.replace_member("manifest.json", type=tarfile.SYMTYPE, linkname=str(decoy), data=b"")
     return _archive(ws, b)
 
@@ -1140,26 +1190,6 @@ def _(ws: Workspace) -> Input:
 
 
 @case(
-    "oci-layer-hardlink-etc-passwd",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a hard link to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.LNKTYPE, "/etc/passwd")[1]
-
-
-@case(
-    "oci-layer-hardlink-dotdot",
-    "oci",
-    metadata=False,
-    why="blobs/sha256/<layer> is a hard link to ../../x",
-)
-def _(ws: Workspace) -> Input:
-    return _oci_link(ws, "layer", tarfile.LNKTYPE, f"../../{ws.token}")[1]
-
-
-@case(
     "oci-layer-hardlink-to-config",
     "oci",
     metadata=False,
@@ -1172,72 +1202,37 @@ def _(ws: Workspace) -> Input:
     return replace(inp, must_mention=(hex_of(b.layer_digests[0])[:12],))
 
 
-@case(
+case(
     "oci-layer-chardev",
     "oci",
     metadata=False,
     why="blobs/sha256/<layer> is a character device 1,5 (/dev/zero): endless if opened",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.replace_member(b.layer_names[0], type=tarfile.CHRTYPE, devmajor=1, devminor=5, data=b"")
-    return _archive(ws, b)
-
-
-@case(
+)(_special_member(build_oci, _first_layer, tarfile.CHRTYPE, (1, 5)))
+case(
     "oci-layer-fifo",
     "oci",
     metadata=False,
     why="blobs/sha256/<layer> is a FIFO: blocks forever if extracted and opened",
+)(_special_member(build_oci, _first_layer, tarfile.FIFOTYPE))
+case("docker-manifest-fifo", "docker", metadata=True, why="manifest.json is a FIFO")(
+    _special_member(build_docker, lambda _b: "manifest.json", tarfile.FIFOTYPE)
 )
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    b.replace_member(b.layer_names[0], type=tarfile.FIFOTYPE, data=b"")
-    return _archive(ws, b)
+case("docker-layer-blockdev", "docker", metadata=False, why="a layer.tar is a block device 7,0")(
+    _special_member(build_docker, _first_layer, tarfile.BLKTYPE, (7, 0))
+)
 
-
-@case("docker-manifest-fifo", "docker", metadata=True, why="manifest.json is a FIFO")
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.replace_member("manifest.json", type=tarfile.FIFOTYPE, data=b"")
-    return _archive(ws, b)
-
-
-@case("docker-layer-blockdev", "docker", metadata=False, why="a layer.tar is a block device 7,0")
-def _(ws: Workspace) -> Input:
-    b = build_docker()
-    b.replace_member(b.layer_names[0], type=tarfile.BLKTYPE, devmajor=7, devminor=0, data=b"")
-    return _archive(ws, b)
-
-
-@case(
+case(
     "layout-layer-symlink-etc-passwd",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a symlink to /etc/passwd",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    p.symlink_to("/etc/passwd")
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(lambda path: path.symlink_to("/etc/passwd")))
+case(
     "layout-layer-fifo",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a FIFO; opening it blocks forever",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    os.mkfifo(p)
-    return Input(root)
+)(_layout_replacing(os.mkfifo))
 
 
 @case("layout-empty-dir", "layout", metadata=True, why="an empty directory as the input")
@@ -1247,55 +1242,36 @@ def _(ws: Workspace) -> Input:
     return Input(root)
 
 
-@case(
+case(
     "layout-index-fifo",
     "layout",
     metadata=True,
     why="layout dir: index.json is a FIFO; opening it blocks forever",
-)
-def _(ws: Workspace) -> Input:
-    root = write_layout(build_oci(), ws.inp / "layout")
-    (root / "index.json").unlink()
-    os.mkfifo(root / "index.json")
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(os.mkfifo, lambda _b: "index.json"))
+case(
     "layout-layer-is-directory",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is a directory",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    p.mkdir()
-    return Input(root)
-
-
-@case(
+)(_layout_replacing(Path.mkdir))
+case(
     "layout-layer-dev-zero",
     "layout",
     metadata=False,
     why="layout dir: blobs/sha256/<layer> is /dev/zero (a char device): endless zeros",
-)
-def _(ws: Workspace) -> Input:
-    b = build_oci()
-    root = write_layout(b, ws.inp / "layout")
-    p = root / b.layer_names[0]
-    p.unlink()
-    try:
-        os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
-    except PermissionError:
-        import pytest
-
-        pytest.skip("creating a device node needs root")
-    return Input(root)
+)(_layout_replacing(_make_dev_zero))
 
 
 # ---- duplicate entries with different content
+
+
+def _stored_twice(
+    ws: Workspace, b: Built, member: str, other: bytes, *, other_first: bool
+) -> Input:
+    """``b`` with a second ``member`` entry holding ``other``, just before or after the real one."""
+    i = next(i for i, m in enumerate(b.members) if m.name == member)
+    b.members.insert(i if other_first else i + 1, Member(member, other))
+    return _archive(ws, b)
 
 
 @case(
@@ -1320,10 +1296,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    name = b.layer_names[0]
-    i = next(i for i, m in enumerate(b.members) if m.name == name)
-    b.members.insert(i + 1, Member(name, gzip_bytes(b"not the layer")))
-    return _archive(ws, b)
+    return _stored_twice(ws, b, b.layer_names[0], gzip_bytes(b"not the layer"), other_first=False)
 
 
 @case(
@@ -1334,10 +1307,7 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    name = b.layer_names[0]
-    i = next(i for i, m in enumerate(b.members) if m.name == name)
-    b.members.insert(i, Member(name, gzip_bytes(b"not the layer")))
-    return _archive(ws, b)
+    return _stored_twice(ws, b, b.layer_names[0], gzip_bytes(b"not the layer"), other_first=True)
 
 
 @case(
@@ -1362,9 +1332,8 @@ def _(ws: Workspace) -> Input:
 )
 def _(ws: Workspace) -> Input:
     b = build_oci()
-    i = next(i for i, m in enumerate(b.members) if m.name == b.config_name)
-    b.members.insert(i + 1, Member(b.config_name, b.config.replace(b"amd64", b"arm64")))
-    return _archive(ws, b)
+    other = b.config.replace(b"amd64", b"arm64")
+    return _stored_twice(ws, b, b.config_name, other, other_first=False)
 
 
 # ---- JSON that is not what it claims
@@ -1652,6 +1621,15 @@ def _(ws: Workspace) -> Input:
     return _archive(ws, b)
 
 
+def _layout_layer_named(ws: Workspace, digest: str) -> Input:
+    """A layout dir whose layer 0 is named ``digest`` and not stored; a decoy with its bytes
+    waits at ``outside/layer-decoy``."""
+    _decoy(ws, "layer-decoy", build_oci().layer_blobs[0])
+    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], digest))
+    b.drop_member(b.layer_names[0])
+    return Input(write_layout(b, ws.inp / "layout"))
+
+
 @case(
     "layout-digest-traversal-decoy",
     "layout",
@@ -1659,14 +1637,8 @@ def _(ws: Workspace) -> Input:
     why="layout dir: layer digest 'sha256:../../../../outside/layer-decoy' (right bytes there)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    (ws.outside / "layer-decoy").write_bytes(good.layer_blobs[0])
     # <root>/in/layout/blobs/sha256/../../../../outside/layer-decoy == <root>/outside/layer-decoy
-    b = build_oci(
-        manifest_edit=_set(["layers", 0, "digest"], "sha256:../../../../outside/layer-decoy")
-    )
-    b.drop_member(b.layer_names[0])
-    return Input(write_layout(b, ws.inp / "layout"))
+    return _layout_layer_named(ws, "sha256:../../../../outside/layer-decoy")
 
 
 @case(
@@ -1676,15 +1648,41 @@ def _(ws: Workspace) -> Input:
     why="layout dir: layer digest 'sha256:/abs/outside/layer-decoy' (right bytes there)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    decoy = ws.outside / "layer-decoy"
-    decoy.write_bytes(good.layer_blobs[0])
-    b = build_oci(manifest_edit=_set(["layers", 0, "digest"], f"sha256:{decoy}"))
-    b.drop_member(b.layer_names[0])
-    return Input(write_layout(b, ws.inp / "layout"))
+    return _layout_layer_named(ws, f"sha256:{ws.outside / 'layer-decoy'}")
 
 
 # ---- wrong diff_id, lying sizes, layers that are not tars
+
+
+def _wrong_diff_id(
+    ws: Workspace,
+    build: Callable[..., Built],
+    layer: int,
+    image_names: Callable[[Built], tuple[str, ...]],
+) -> Input:
+    """The valid archive from ``build`` whose config gives ``layer`` a diff_id of other bytes:
+    the error must name both diff_ids and the image."""
+    good = build()
+    wrong = digest_of(b"something else")
+    diff_ids = list(good.diff_ids)
+    diff_ids[layer] = wrong
+    b = build(diff_ids=diff_ids)
+    return _archive(
+        ws,
+        b,
+        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[layer])[:12]),
+        image_names=image_names(b),
+    )
+
+
+def _size_off_by(
+    ws: Workspace, delta: int, edit: str, path: Sequence[str | int], blob: Callable[[Built], bytes]
+) -> Input:
+    """A valid OCI archive but for the size at ``path`` (in the JSON that ``edit`` names):
+    the size of ``blob`` plus ``delta``."""
+    good = build_oci()
+    lying_size: dict[str, Any] = {edit: _set(path, len(blob(good)) + delta)}
+    return _archive(ws, build_oci(**lying_size))
 
 
 @case(
@@ -1694,15 +1692,7 @@ def _(ws: Workspace) -> Input:
     why="config diff_id for layer 1 is the sha256 of something else",
 )
 def _(ws: Workspace) -> Input:
-    good = build_docker()
-    wrong = digest_of(b"something else")
-    b = build_docker(diff_ids=[good.diff_ids[0], wrong])
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[1])[:12]),
-        image_names=_docker_names(b),
-    )
+    return _wrong_diff_id(ws, build_docker, 1, _docker_names)
 
 
 @case(
@@ -1712,48 +1702,39 @@ def _(ws: Workspace) -> Input:
     why="config diff_id for layer 0 is the sha256 of something else (blob digests all fine)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    wrong = digest_of(b"something else")
-    b = build_oci(diff_ids=[wrong, good.diff_ids[1]])
-    return _archive(
-        ws,
-        b,
-        must_mention=(hex_of(wrong)[:12], hex_of(good.diff_ids[0])[:12]),
-        image_names=_oci_names(b),
-    )
+    return _wrong_diff_id(ws, build_oci, 0, _oci_names)
 
 
 @case("oci-layer-size-too-big", "oci", metadata=False, why="layer descriptor size is 1 too big")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) + 1))
-    )
+    return _size_off_by(ws, +1, "manifest_edit", ["layers", 0, "size"], lambda b: b.layer_blobs[0])
 
 
 @case("oci-layer-size-too-small", "oci", metadata=False, why="layer descriptor size is 1 too small")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(manifest_edit=_set(["layers", 0, "size"], len(good.layer_blobs[0]) - 1))
-    )
+    return _size_off_by(ws, -1, "manifest_edit", ["layers", 0, "size"], lambda b: b.layer_blobs[0])
 
 
 @case("oci-config-size-lies", "oci", metadata=True, why="config descriptor size is 1 too big")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(ws, build_oci(manifest_edit=_set(["config", "size"], len(good.config) + 1)))
+    return _size_off_by(ws, +1, "manifest_edit", ["config", "size"], lambda b: b.config)
 
 
 @case("oci-manifest-size-lies", "oci", metadata=True, why="index.json manifest size is 1 too small")
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    return _archive(
-        ws, build_oci(index_edit=_set(["manifests", 0, "size"], len(good.manifest) - 1))
-    )
+    return _size_off_by(ws, -1, "index_edit", ["manifests", 0, "size"], lambda b: b.manifest)
 
 
 NOT_A_TAR = b"this is a text file, not a tar archive\n" * 40
+
+
+def _first_layer_stored_as(
+    ws: Workspace, blob: bytes, build: Callable[..., Built] = build_oci
+) -> Input:
+    """The valid archive from ``build`` with layer 0 stored as ``blob``; diff_ids unchanged."""
+    good = build()
+    blobs = [blob, *good.layer_blobs[1:]]
+    return _archive(ws, build(layer_blobs=blobs, diff_ids=good.diff_ids))
 
 
 @case(
@@ -1786,9 +1767,7 @@ def _(ws: Workspace) -> Input:
     why="layer says tar+gzip but is not gzip (like the 'insert binary content here' fixtures)",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    blobs = [b"insert binary content here #1\n", good.layer_blobs[1]]
-    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, b"insert binary content here #1\n")
 
 
 @case("empty-file", "oci", metadata=True, stdin=True, why="a zero-byte input")
@@ -1871,9 +1850,7 @@ ZSTD_BOMB_BYTES = 64 * GIB  # 64 GiB of zeros in ~2 MiB of zstd
     why="a tar+gzip layer that inflates to 16 GiB of zeros",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci()
-    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_blobs[1]]
-    return _archive(ws, build_oci(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB))
 
 
 @case(
@@ -1884,9 +1861,8 @@ def _(ws: Workspace) -> Input:
     why="a tar+zstd layer that inflates to 64 GiB of zeros, no declared content size",
 )
 def _(ws: Workspace) -> Input:
-    good = build_oci(compression="zstd")
-    blobs = [zstd_zeros_bomb(ZSTD_BOMB_BYTES), good.layer_blobs[1]]
-    return _archive(ws, build_oci(compression="zstd", layer_blobs=blobs, diff_ids=good.diff_ids))
+    zstd_oci = partial(build_oci, compression="zstd")
+    return _first_layer_stored_as(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES), zstd_oci)
 
 
 @case(
@@ -1897,16 +1873,23 @@ def _(ws: Workspace) -> Input:
     why="a docker-save layer.tar that is gzip of 16 GiB of zeros",
 )
 def _(ws: Workspace) -> Input:
-    good = build_docker()
-    blobs = [gzip_zeros_bomb(GZIP_BOMB_MIB), good.layer_tars[1]]
-    return _archive(ws, build_docker(layer_blobs=blobs, diff_ids=good.diff_ids))
+    return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB), build_docker)
 
 
-def _huge_member_header(ws: Workspace, size: int) -> bytes:
-    info = tarfile.TarInfo("blobs/sha256/" + sha256_hex(ws.token.encode()))
+def _member_header(name: str, size: int) -> bytes:
+    """A tar header announcing ``size`` bytes of content for ``name``."""
+    info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
     return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def _oci_stream_start_with_huge_blob(ws: Workspace, size: int) -> bytes:
+    """An OCI archive's first tar member, then the header of a blob of ``size`` bytes."""
+    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]  # member, no EOF blocks
+    head += _member_header("blobs/sha256/" + sha256_hex(ws.token.encode()), size)
+    assert len(head) % 512 == 0
+    return head
 
 
 @case(
@@ -1918,9 +1901,7 @@ def _huge_member_header(ws: Workspace, size: int) -> bytes:
     why="a .tar.zst whose stream is a tar header for a 64 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
-    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]  # member, no EOF blocks
-    head += _huge_member_header(ws, ZSTD_BOMB_BYTES)
-    assert len(head) % 512 == 0
+    head = _oci_stream_start_with_huge_blob(ws, ZSTD_BOMB_BYTES)
     return Input(_write(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES, prefix=head), "input.tar.zst"))
 
 
@@ -1933,8 +1914,7 @@ def _(ws: Workspace) -> Input:
     why="a .tar.gz whose stream is a tar header for a 16 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
-    head = tar_bytes([Member("oci-layout", OCI_LAYOUT)])[:1024]
-    head += _huge_member_header(ws, GZIP_BOMB_MIB * MIB)
+    head = _oci_stream_start_with_huge_blob(ws, GZIP_BOMB_MIB * MIB)
     return Input(_write(ws, gzip_zeros_bomb(GZIP_BOMB_MIB, prefix=head), "input.tar.gz"))
 
 
@@ -1947,10 +1927,7 @@ def _(ws: Workspace) -> Input:
     why="a .tar.zst whose manifest.json member is 8 GiB of spaces: metadata must be capped",
 )
 def _(ws: Workspace) -> Input:
-    info = tarfile.TarInfo("manifest.json")
-    info.size = 8 * GIB
-    info.mtime = 0
-    head = info.tobuf(tarfile.GNU_FORMAT)
+    head = _member_header("manifest.json", 8 * GIB)
     return Input(_write(ws, zstd_zeros_bomb(8 * GIB, prefix=head, fill=b" "), "input.tar.zst"))
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from sealift.cli import cli
 
-COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(cli.commands)
 SRC = Path(__file__).resolve().parents[2] / "src" / "sealift"
 
 

@@ -115,6 +115,13 @@ def diff_ids(img: dict[str, Any]) -> tuple[str, ...]:
     return tuple(layer["diff_id"] for layer in img["layers"])
 
 
+def convert_from_stdin(work: Path, stdin: bytes | Path) -> Path:
+    """``convert - archive:OUT`` reading ``stdin`` (piped bytes or a file); OUT, converted."""
+    out = work / "dst" / "out.tar"
+    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=stdin))
+    return out
+
+
 def assert_clean_workdirs(work: Path) -> None:
     assert list((work / "cwd").iterdir()) == []
     assert list((work / "tmp").iterdir()) == []
@@ -256,9 +263,7 @@ def test_convert_to_layout_and_back(name: str, work: Path) -> None:
     "name", ["docker20-save-app.tar.gz", "docker20-save-app.tar.zst", "docker20-save-app.tar.xz"]
 )
 def test_convert_compressed_input_from_stdin(name: str, work: Path) -> None:
-    out = work / "dst" / "out.tar"
-    data = (TOOL_FIXTURES / name).read_bytes()
-    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=data))
+    out = convert_from_stdin(work, (TOOL_FIXTURES / name).read_bytes())
     assert_ok(sealift(work, "verify", str(out)))
     images = by_id(inspect(work, out))
     assert set(images) == {APP_ID}
@@ -323,9 +328,7 @@ def test_platform_not_present(work: Path) -> None:
 )
 def test_convert_uncompressed_archive_from_stdin(name: str, work: Path) -> None:
     """Piped archives whose metadata comes after the blobs still convert."""
-    out = work / "dst" / "out.tar"
-    data = (TOOL_FIXTURES / name).read_bytes()
-    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=data))
+    out = convert_from_stdin(work, (TOOL_FIXTURES / name).read_bytes())
     assert check_written_archive(out) == {i.id for i in FIXTURES[name]}, "checked without sealift"
     assert_ok(sealift(work, "verify", str(out)))
     assert set(by_id(inspect(work, out))) == {i.id for i in FIXTURES[name]}
@@ -352,7 +355,6 @@ def test_convert_one_tag(tag: str, image_id: str, work: Path) -> None:
 @pytest.mark.parametrize("name", ["docker20-save-app.tar.zst", "skopeo-oci-archive-gzip.tar"])
 def test_convert_stdin_redirected_from_a_file(name: str, work: Path) -> None:
     """``sealift convert - OUT < file``: '-' is stdin whether it is a pipe or a file."""
-    out = work / "dst" / "out.tar"
-    assert_ok(sealift(work, "convert", "-", f"archive:{out}", stdin=TOOL_FIXTURES / name))
+    out = convert_from_stdin(work, TOOL_FIXTURES / name)
     assert_ok(sealift(work, "verify", str(out)))
     assert set(by_id(inspect(work, out))) == {i.id for i in FIXTURES[name]}
