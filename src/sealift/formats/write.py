@@ -9,6 +9,7 @@ uid/gid 0, no extended attributes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import platform as host
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -226,56 +227,71 @@ def write_archive(
     the stream incomplete.
     """
     manifest_json, repositories = docker_manifest_document(entries)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK) as tar:
-        tar.addfile(_info("oci-layout", len(LAYOUT_DOCUMENT)), io.BytesIO(LAYOUT_DOCUMENT))
-        tar.addfile(_info("blobs", directory=True))
-        tar.addfile(_info("blobs/sha256", directory=True))
-        for blob in planned_blobs(entries):
-            if blob.digest in omit:
-                continue
-            name = f"blobs/{blob.digest.algorithm}/{blob.digest.hex}"
-            if on_blob is not None:
-                on_blob(blob.digest, blob.size)
-            tar.addfile(_info(name, blob.size))
-            copy_blob(
-                blob,
-                cast(IO[bytes], _TarBody(tar)),
-                blob.layer.label if blob.layer else f"blob {blob.digest}",
-            )
-            _finish_member(tar, blob.size)
-        if before_end is not None:
-            before_end()
-        for name, document in (
-            ("index.json", index_document(entries)),
-            ("manifest.json", manifest_json),
-            ("repositories", repositories),
-        ):
-            tar.addfile(_info(name, len(document)), io.BytesIO(document))
+    tar = _TarWriter(out)
+    tar.add("oci-layout", LAYOUT_DOCUMENT)
+    tar.add_directory("blobs")
+    tar.add_directory("blobs/sha256")
+    for blob in planned_blobs(entries):
+        if blob.digest in omit:
+            continue
+        if on_blob is not None:
+            on_blob(blob.digest, blob.size)
+        with tar.member(f"blobs/{blob.digest.algorithm}/{blob.digest.hex}", blob.size) as body:
+            copy_blob(blob, body, blob.layer.label if blob.layer else f"blob {blob.digest}")
+    if before_end is not None:
+        before_end()
+    tar.add("index.json", index_document(entries))
+    tar.add("manifest.json", manifest_json)
+    tar.add("repositories", repositories)
+    tar.close()
 
 
-class _TarBody(io.RawIOBase):
-    """Writes a member's body straight into an open tar stream (header already written)."""
+class _TarWriter:
+    """A tar stream written straight to ``out``: the bytes tarfile's ``w|`` mode writes (GNU
+    format, end blocks, padding to a whole record), without its buffer, which copies every byte
+    of a member's body three times. Nothing ends the archive unless ``close`` is called, so a
+    failure leaves it visibly truncated."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
-        self._file = tar.fileobj
-        assert self._file is not None
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._offset = 0
+
+    def add(self, name: str, data: bytes) -> None:
+        with self.member(name, len(data)) as body:
+            body.write(data)
+
+    def add_directory(self, name: str) -> None:
+        self._write(_info(name, directory=True).tobuf(tarfile.GNU_FORMAT, "utf-8"))
+
+    @contextlib.contextmanager
+    def member(self, name: str, size: int) -> Iterator[IO[bytes]]:
+        """The body of a regular file of ``size`` bytes; exactly that many must be written."""
+        self._write(_info(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8"))
+        before = self._offset
+        yield cast(IO[bytes], _Body(self._write))
+        if self._offset - before != size:
+            raise InvalidArchiveError(f"{name}: wrote {self._offset - before} of {size} bytes")
+        self._write(tarfile.NUL * (-size % tarfile.BLOCKSIZE))
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        self._write(tarfile.NUL * (-self._offset % tarfile.RECORDSIZE))
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+
+
+class _Body(io.RawIOBase):
+    def __init__(self, write: Callable[[bytes | memoryview], None]) -> None:
+        self._write = write
 
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        assert self._file is not None
-        self._file.write(data)
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        self._write(data)
         return len(data)
-
-
-def _finish_member(tar: tarfile.TarFile, size: int) -> None:
-    blocks, remainder = divmod(size, tarfile.BLOCKSIZE)
-    if remainder:
-        assert tar.fileobj is not None
-        tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
-        blocks += 1
-    tar.offset += blocks * tarfile.BLOCKSIZE
 
 
 def write_layout(entries: list[Entry], root: Path) -> None:
