@@ -13,8 +13,10 @@ so the engine sees a truncated archive and loads (and tags) nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -491,7 +493,7 @@ def _loaded_lines(image: Image, entry: Entry) -> list[str]:
 
 
 class _ArchivePipe:
-    """Writes the archive from a thread into a pipe; the HTTP request reads it as chunks.
+    """Writes the archive from a thread; the HTTP request takes it as chunks.
 
     Skipped layers are left out of the tar but still verified, in parallel, before the end of
     the archive is written. If anything fails the chunk generator raises, which aborts the
@@ -502,9 +504,7 @@ class _ArchivePipe:
         self.error: BaseException | None = None
         self.bytes_sent = 0
         self.current: str | None = None
-        read_fd, write_fd = os.pipe()
-        self._reader = os.fdopen(read_fd, "rb", buffering=0)
-        self._writer = os.fdopen(write_fd, "wb", buffering=_PIPE_CHUNK)
+        self._chunks = _ChunkQueue()
         self._thread = threading.Thread(
             target=self._produce, args=(entries, skip, skipped), daemon=True
         )
@@ -514,20 +514,22 @@ class _ArchivePipe:
         try:
             checks = _Background(skipped)
             write_archive(
-                entries, self._writer, omit=skip, before_end=checks.wait, on_blob=self._sending
+                entries,
+                cast(IO[bytes], self._chunks),
+                omit=skip,
+                before_end=checks.wait,
+                on_blob=self._sending,
             )
-            self._writer.flush()
         except BaseException as exc:
             self.error = exc
         finally:
-            with contextlib.suppress(OSError):
-                self._writer.close()
+            self._chunks.end(complete=self.error is None)
 
     def _sending(self, digest: Digest, size: int) -> None:
         self.current = f"{digest.short} ({human_size(size)})"
 
     def chunks(self) -> Iterator[bytes]:
-        while chunk := self._reader.read(_PIPE_CHUNK):
+        for chunk in self._chunks.chunks():
             self.bytes_sent += len(chunk)
             yield chunk
         self._thread.join()
@@ -540,7 +542,61 @@ class _ArchivePipe:
             raise self.error
 
     def close(self) -> None:
-        self._reader.close()
+        self._chunks.cancel()
+
+
+class _ChunkQueue(io.RawIOBase):
+    """What one thread writes, handed to another in ~1 MiB chunks through a short queue: one
+    copy of each byte, where an OS pipe makes two and a system call every 64 KiB."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._buffer = bytearray()
+        self._cancelled = threading.Event()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        size = len(data)
+        if not self._buffer and size >= _PIPE_CHUNK:
+            self._put(bytes(data))
+            return size
+        self._buffer += data
+        if len(self._buffer) >= _PIPE_CHUNK:
+            self._send_buffer()
+        return size
+
+    def _send_buffer(self) -> None:
+        if self._buffer:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+
+    def end(self, *, complete: bool) -> None:
+        """No more chunks; an incomplete stream's last bytes are dropped (after a failure, the
+        reader learns why from the writer)."""
+        with contextlib.suppress(BrokenPipeError):
+            if complete:
+                self._send_buffer()
+            self._buffer.clear()
+            self._put(None)
+
+    def cancel(self) -> None:
+        """The reader is gone: the writer's next write raises instead of waiting forever."""
+        self._cancelled.set()
+
+    def chunks(self) -> Iterator[bytes]:
+        while (chunk := self._queue.get()) is not None:
+            yield chunk
+
+    def _put(self, item: bytes | None) -> None:
+        while not self._cancelled.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise BrokenPipeError("the engine stopped reading the archive")
 
 
 class _AbortedError(Exception):
