@@ -1,17 +1,19 @@
 """The ``sealift`` command: a thin layer over the library.
 
 Exit codes: 0 success, 1 an error (one line on stderr, ``sealift: error: ...``), 2 a usage error,
-130 interrupted.
+130 interrupted (Ctrl-C), 143 / 129 stopped by SIGTERM / SIGHUP (temp files removed either way).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -47,8 +49,8 @@ def errors_to_exit() -> Iterator[None]:
         fail(str(exc), 2)
     except SealiftError as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
+    except KeyboardInterrupt as exc:
+        fail(str(exc) or "interrupted", _exit_code(exc))
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         fail("output pipe closed")
@@ -444,11 +446,30 @@ cli.add_command(pull)
 cli.add_command(agent)
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, unwound like Ctrl-C so that spool directories and partial outputs
+    are removed; the exit code is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.code = 128 + signum
+
+
+def _exit_code(interrupt: BaseException | None) -> int:
+    return interrupt.code if isinstance(interrupt, _Stopped) else 130
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
 def main() -> None:
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _raise_stopped)
     try:
         cli.main(prog_name="sealift", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail("interrupted", 130)
+    except click.exceptions.Abort as exc:
+        fail(str(exc.__cause__ or "") or "interrupted", _exit_code(exc.__cause__))
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -353,16 +353,19 @@ def test_load_killed_midway_tags_nothing_and_a_retry_works(
     test_images: ImageSet,
     tmp_path: Path,
 ) -> None:
-    """``sealift load -`` killed after reading 60% of the archive: no tag; then a full load."""
+    """``sealift load -`` killed after reading 60% of the archive: no tag; then a full load.
+    SIGTERM unwinds like Ctrl-C: exit 143 and the spool directory removed."""
     large = test_images.large
     archive = save(source_engine, tmp_path / "large.tar", large.ref, compression="none")
     data = archive.read_bytes()
+    spool = tmp_path / "spool"
+    spool.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sealift", "load", "-", "-q", "-H", empty_dest_engine.host],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=sealift_env(None),
+        env={**sealift_env(None), "SEALIFT_TMPDIR": str(spool)},
     )
     assert proc.stdin is not None
     try:
@@ -378,6 +381,9 @@ def test_load_killed_midway_tags_nothing_and_a_retry_works(
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert list(spool.iterdir()) == [], "SIGTERM must not leave the spool behind"
     assert empty_dest_engine.tags() == {}
     assert large.id not in empty_dest_engine.image_ids()
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
+import io
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from sealift.cli import cli
+from sealift.samples import demo_images, write_docker_save
+from tests.support.cli import sealift_env
 
 COMMANDS = sorted(cli.commands)
 SRC = Path(__file__).resolve().parents[2] / "src" / "sealift"
@@ -95,3 +100,43 @@ def test_format_code_knows_nothing_of_transports() -> None:
 def test_the_cli_does_not_reach_into_format_internals() -> None:
     imported = _imports(SRC / "cli.py")
     assert not any(name.startswith("sealift.formats") for name in imported)
+
+
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_a_stopped_convert_exits_cleanly_and_leaves_nothing(
+    stop: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP while half an archive has arrived on stdin: one line, the
+    shell's exit code, no output file, no spool left, and no interpreter abort at exit."""
+    archive = io.BytesIO()
+    write_docker_save(demo_images(), archive)
+    spool, out = tmp_path / "spool", tmp_path / "out.tar"
+    spool.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealift", "convert", "-", str(out)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**sealift_env(), "SEALIFT_TMPDIR": str(spool)},
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(archive.getvalue()[: len(archive.getvalue()) // 2])
+    proc.stdin.flush()
+    time.sleep(1.5)  # the half has been read; the reader now waits for more
+    proc.send_signal(stop)
+    try:
+        _, raw_stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = raw_stderr.decode()
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines() == [f"sealift: error: {_stop_message(stop)}"]
+    assert not out.exists()
+    assert list(spool.iterdir()) == []
+
+
+def _stop_message(stop: signal.Signals) -> str:
+    return "interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}"

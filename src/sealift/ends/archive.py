@@ -102,7 +102,7 @@ class ArchiveSource:
         if not isinstance(self._path, str | Path):
             return self._track(self._path)
         if str(self._path) == STDIO:
-            return self._track(sys.stdin.buffer)
+            return self._track(_stdin())
         try:
             file = self._stack.enter_context(Path(self._path).open("rb"))  # noqa: SIM115
         except FileNotFoundError as exc:
@@ -133,6 +133,15 @@ def _short(name: str) -> str:
     """``blobs/sha256/9f86d0...`` -> ``9f86d081884c``; ``<id>/layer.tar`` -> ``<id[:12]>``."""
     parts = name.split("/")
     return parts[-1][:12] if name.startswith("blobs/") else parts[0][:12]
+
+
+def _stdin() -> IO[bytes]:
+    """Standard input without ``sys.stdin``'s buffer: a read-ahead thread blocked in that buffer
+    holds its lock, and the interpreter aborts when it flushes stdin at exit (after Ctrl-C)."""
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (AttributeError, OSError, ValueError):
+        return sys.stdin.buffer
 
 
 def _is_regular_file(stream: IO[bytes]) -> bool:
