@@ -4,6 +4,7 @@
 reading ahead in a thread, so a slow consumer never stalls the producer: an engine's save stream
 or a pipe only moves while someone reads it. With a bounded read-ahead the producer keeps running
 while the consumer hashes and compresses, and memory stays bounded (``depth`` x ``chunk``).
+``ChunkQueue`` is the other direction: what one thread writes, another takes as chunks.
 """
 
 from __future__ import annotations
@@ -11,9 +12,24 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from typing import IO
+from collections.abc import Iterator
+from typing import IO, TypeVar
 
 _DONE = b""
+CHUNK = 1024 * 1024
+T = TypeVar("T")
+
+
+def _put_unless_stopped(target: queue.Queue[T], item: T, stop: threading.Event) -> bool:
+    """Put ``item`` in the bounded queue, waiting for room; False if ``stop`` is set first, so
+    a producer is never left blocked on a queue its consumer has abandoned."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class CountingReader(io.RawIOBase):
@@ -38,7 +54,7 @@ class CountingReader(io.RawIOBase):
 
 
 class PrefetchReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes], chunk: int = 1024 * 1024, depth: int = 8) -> None:
+    def __init__(self, raw: IO[bytes], chunk: int = CHUNK, depth: int = 8) -> None:
         self._raw = raw
         self._chunk = chunk
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
@@ -59,12 +75,7 @@ class PrefetchReader(io.RawIOBase):
             self._put(exc)
 
     def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        _put_unless_stopped(self._queue, item, self._stop)
 
     def readable(self) -> bool:
         return True
@@ -90,3 +101,55 @@ class PrefetchReader(io.RawIOBase):
         self._stop.set()
         self._thread.join(timeout=1)
         super().close()
+
+
+class ChunkQueue(io.RawIOBase):
+    """What one thread writes, handed to another as ~``chunk``-byte pieces through a short
+    queue: one copy of each byte, where an OS pipe makes two and a system call every 64 KiB."""
+
+    def __init__(self, chunk: int = CHUNK, depth: int = 4) -> None:
+        self._chunk = chunk
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._buffer = bytearray()
+        self._cancelled = threading.Event()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        size = len(data)
+        if not self._buffer and size >= self._chunk:
+            self._put(bytes(data))
+            return size
+        self._buffer += data
+        if len(self._buffer) >= self._chunk:
+            self._send_buffer()
+        return size
+
+    def _send_buffer(self) -> None:
+        if self._buffer:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+
+    def end(self, *, complete: bool) -> None:
+        """No more chunks; an incomplete stream's last bytes are dropped (after a failure, the
+        reader learns why from the writer)."""
+        try:
+            if complete:
+                self._send_buffer()
+            self._buffer.clear()
+            self._put(None)
+        except BrokenPipeError:
+            return
+
+    def cancel(self) -> None:
+        """The reader is gone: the writer's next write raises instead of waiting forever."""
+        self._cancelled.set()
+
+    def chunks(self) -> Iterator[bytes]:
+        while (chunk := self._queue.get()) is not None:
+            yield chunk
+
+    def _put(self, item: bytes | None) -> None:
+        if not _put_unless_stopped(self._queue, item, self._cancelled):
+            raise BrokenPipeError("the reader stopped taking chunks")

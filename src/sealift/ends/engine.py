@@ -12,11 +12,8 @@ so the engine sees a truncated archive and loads (and tags) nothing.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -33,6 +30,7 @@ from sealift.formats.write import write_archive
 from sealift.model import Entry, Image, Layer
 from sealift.progress import human_size
 from sealift.reference import Reference
+from sealift.streams import ChunkQueue
 from sealift.transfer import verify_layer
 
 if TYPE_CHECKING:
@@ -344,7 +342,7 @@ class EngineSink:
         self.thin = thin
         self.bytes_sent = 0
         self._state: tuple[set[str], set[Digest]] | None = None
-        self._pipe: _ArchivePipe | None = None
+        self._upload: _ArchiveUpload | None = None
 
     def accepts_codec(self, codec: str) -> bool:
         """Over a local socket, uncompressed layers: we decompress faster than the engine does,
@@ -417,10 +415,10 @@ class EngineSink:
 
     def current_blob(self) -> str | None:
         """The blob being sent to the engine now, for progress displays."""
-        return self._pipe.current if self._pipe is not None else None
+        return self._upload.current if self._upload is not None else None
 
     def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
-        body = self._pipe = _ArchivePipe(entries, skip, skipped)
+        body = self._upload = _ArchiveUpload(entries, skip, skipped)
         api = self.engine.api
         url = f"{api.base_url}/v{api.api_version}/images/load"
         try:
@@ -492,7 +490,7 @@ def _loaded_lines(image: Image, entry: Entry) -> list[str]:
     return [f"Loaded image: {tag.familiar}" for tag in entry.tags]
 
 
-class _ArchivePipe:
+class _ArchiveUpload:
     """Writes the archive from a thread; the HTTP request takes it as chunks.
 
     Skipped layers are left out of the tar but still verified, in parallel, before the end of
@@ -504,7 +502,7 @@ class _ArchivePipe:
         self.error: BaseException | None = None
         self.bytes_sent = 0
         self.current: str | None = None
-        self._chunks = _ChunkQueue()
+        self._chunks = ChunkQueue(_PIPE_CHUNK)
         self._thread = threading.Thread(
             target=self._produce, args=(entries, skip, skipped), daemon=True
         )
@@ -543,60 +541,6 @@ class _ArchivePipe:
 
     def close(self) -> None:
         self._chunks.cancel()
-
-
-class _ChunkQueue(io.RawIOBase):
-    """What one thread writes, handed to another in ~1 MiB chunks through a short queue: one
-    copy of each byte, where an OS pipe makes two and a system call every 64 KiB."""
-
-    def __init__(self, depth: int = 4) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
-        self._buffer = bytearray()
-        self._cancelled = threading.Event()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
-        size = len(data)
-        if not self._buffer and size >= _PIPE_CHUNK:
-            self._put(bytes(data))
-            return size
-        self._buffer += data
-        if len(self._buffer) >= _PIPE_CHUNK:
-            self._send_buffer()
-        return size
-
-    def _send_buffer(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
-
-    def end(self, *, complete: bool) -> None:
-        """No more chunks; an incomplete stream's last bytes are dropped (after a failure, the
-        reader learns why from the writer)."""
-        with contextlib.suppress(BrokenPipeError):
-            if complete:
-                self._send_buffer()
-            self._buffer.clear()
-            self._put(None)
-
-    def cancel(self) -> None:
-        """The reader is gone: the writer's next write raises instead of waiting forever."""
-        self._cancelled.set()
-
-    def chunks(self) -> Iterator[bytes]:
-        while (chunk := self._queue.get()) is not None:
-            yield chunk
-
-    def _put(self, item: bytes | None) -> None:
-        while not self._cancelled.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise BrokenPipeError("the engine stopped reading the archive")
 
 
 class _AbortedError(Exception):
