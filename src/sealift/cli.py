@@ -28,9 +28,11 @@ from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.transfer import CopyOptions, Selection, copy, verify
 
-_LEVEL_HELP = (
-    "Compression level: gzip 1-9 (default 3; 4 and up are denser for twice the CPU), "
-    "zstd 1-19 (default 3)."
+LEVEL = click.option(
+    "--level",
+    type=int,
+    help="Compression level: gzip 1-9 (default 3; 4 and up are denser for twice the CPU), "
+    "zstd 1-19 (default 3).",
 )
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.xz", ".tar.bz2")
 
@@ -124,11 +126,7 @@ def cli() -> None:
     help="Layer compression inside the output. gzip loads on every engine; zstd is "
     "smaller and faster (Docker >= 23, containerd, podman).",
 )
-@click.option(
-    "--level",
-    type=int,
-    help=_LEVEL_HELP,
-)
+@LEVEL
 @click.option(
     "--platform", help="Keep one platform (os/arch[/variant]) of multi-platform images, or 'all'."
 )
@@ -299,11 +297,7 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
     show_default=True,
     help="What will load the archive (docker = any Docker; docker23 = Docker >= 23).",
 )
-@click.option(
-    "--level",
-    type=int,
-    help=_LEVEL_HELP,
-)
+@LEVEL
 @click.option("--platform", help="Keep one platform (os/arch[/variant]).")
 @ENGINE_HOST
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
