@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from bench.contenders import CONVERT_BASE, SAVE_BASE, UPDATE_BASE
 from bench.engines import DOCKER_CLI
 from bench.measure import cpu_seconds
 
@@ -86,7 +87,7 @@ def floors(result: dict[str, Any], rows: dict[str, Row]) -> list[dict[str, Any]]
     for codec in ("zstd", "gzip"):
         row, base = (
             rows.get(f"save:sealift save --compression {codec}"),
-            rows.get("save:docker save -o"),
+            rows.get(f"save:{SAVE_BASE}"),
         )
         if not (export and row and base and row.num("bytes") and base.wall()):
             continue
@@ -107,7 +108,7 @@ def floors(result: dict[str, Any], rows: dict[str, Row]) -> list[dict[str, Any]]
             )
         )
     row = rows.get("convert:sealift convert --compression zstd")
-    base = rows.get("convert:skopeo copy docker-archive → oci-archive zstd")
+    base = rows.get(f"convert:{CONVERT_BASE}")
     tar = facts.get("convert_input_bytes")
     if row and base and base.wall() and isinstance(tar, int):
         cpu = _cpu_for(tar, row.num("bytes") or 0, "zstd", limits)
@@ -128,7 +129,7 @@ def floors(result: dict[str, Any], rows: dict[str, Row]) -> list[dict[str, Any]]
 def _update_floors(facts: dict[str, Any], rows: dict[str, Row]) -> list[dict[str, Any]]:
     export, base = (
         facts.get("export_probe_update"),
-        rows.get("update:docker save | pv | docker load"),
+        rows.get(f"update:{UPDATE_BASE}"),
     )
     if not (export and base and base.wall()):
         return []
