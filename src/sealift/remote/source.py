@@ -41,7 +41,8 @@ class LazySource:
         self.refs = refs
         self.platform = platform
         self._source: EngineSource | None = EngineSource(engine, refs) if export_early else None
-        self.offer = _offer(engine, refs)
+        found = self._source.found if self._source else {ref: engine.inspect(ref) for ref in refs}
+        self.offer = _offer(found)
         self._lock = threading.Lock()
         self._entries: list[Entry] | None = None
         self._error: SealiftError | None = None
@@ -76,10 +77,10 @@ class LazySource:
             self._source.close()
 
 
-def _offer(engine: Engine, refs: list[str]) -> list[OfferedImage]:
+def _offer(found: dict[str, dict[str, Any]]) -> list[OfferedImage]:
+    """What an offer says of each image, from the engine's inspect of every ref asked for."""
     by_id: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for ref in refs:
-        info = engine.inspect(ref)
+    for ref, info in found.items():
         image_id = str(info["Id"])
         _, tags = by_id.setdefault(image_id, (info, []))
         reference = None if _is_id(ref, image_id) else Reference.parse(ref)
