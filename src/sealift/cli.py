@@ -31,8 +31,8 @@ from sealift.transfer import CopyOptions, Selection, copy, verify
 LEVEL = click.option(
     "--level",
     type=int,
-    help="Compression level: gzip 1-9 (default 3; 4 and up are denser for twice the CPU), "
-    "zstd 1-19 (default 3).",
+    help="Compression level: gzip 0-9 (default 3; 4 and up are denser for twice the CPU), "
+    "zstd 1-22 (default 3).",
 )
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.xz", ".tar.bz2")
 

@@ -33,7 +33,9 @@ def _options(function: Any) -> Any:
                 help="Compression on the wire: auto is zstd with sealift on the remote, gzip "
                 "into a bare docker/podman load.",
             ),
-            click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19)."),
+            click.option(
+                "--level", type=int, help="Compression level on the wire (gzip 0-9, zstd 1-22)."
+            ),
             click.option("--platform", help="Take one platform (os/arch[/variant])."),
             click.option(
                 "--dry-run", is_flag=True, help="Show what would be sent, per host; send nothing."
@@ -76,9 +78,10 @@ def _remote_options(
 ) -> RemoteOptions:
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
+    wire_codec = compression.ZSTD if codec == "auto" else codec
     return RemoteOptions(
-        compression=compression.ZSTD if codec == "auto" else codec,
-        level=level,
+        compression=wire_codec,
+        level=compression.check_level(wire_codec, level),
         dry_run=dry_run,
         ssh_command=tuple(ssh_command(ssh)),
         parallel=parallel,

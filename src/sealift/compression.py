@@ -59,6 +59,23 @@ def check_layer_codec(codec: str) -> str:
     return codec
 
 
+# zstd's negative levels are its "fast" ones, 20-22 its "ultra" ones
+_LEVELS: Final = {
+    GZIP: (range(0, 10), "0-9"),
+    ZSTD: (range(-(1 << 17), zstandard.MAX_COMPRESSION_LEVEL + 1), "1-22, or below 0 to go faster"),
+}
+
+
+def check_level(codec: str, level: int | None) -> int | None:
+    """``level`` if ``codec`` has it (any level goes with ``none``, which ignores it)."""
+    if level is None or codec not in _LEVELS:
+        return level
+    allowed, choices = _LEVELS[codec]
+    if level not in allowed:
+        raise UsageError(f"{codec} has no level {level}: choose {choices}")
+    return level
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -168,6 +185,7 @@ def open_compressor(out: IO[bytes], codec: str, level: int | None = None) -> IO[
     Output is deterministic for the same input, codec and level: gzip carries no name or mtime,
     and multi-threaded zstd output does not depend on the number of threads.
     """
+    level = check_level(codec, level)
     level = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
     if codec == ZSTD:
         # 4 MiB jobs: a third of the memory of the default job size for ~0.4% more output
@@ -209,7 +227,7 @@ class _GzipWriter(io.RawIOBase):
         self._writer: IO[bytes]
         if level <= ISAL_MAX_LEVEL:
             self._writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
-                self._sink, "wb", compresslevel=max(level, 0), threads=cpu_count()
+                self._sink, "wb", compresslevel=level, threads=cpu_count()
             )
         else:
             from zlib_ng import gzip_ng_threaded

@@ -132,7 +132,7 @@ def copy(
     """Copy the selected images from ``source`` to ``sink``."""
     target = options.compression
     if target is not None:
-        compression.check_layer_codec(target)
+        compression.check_level(compression.check_layer_codec(target), options.level)
     entries = options.selection.apply(source.entries(want_codec=target, want_level=options.level))
     if not entries:
         raise NotFoundError("the source holds no images")

@@ -140,3 +140,29 @@ def test_a_stopped_convert_exits_cleanly_and_leaves_nothing(
 
 def _stop_message(stop: signal.Signals) -> str:
     return "interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}"
+
+
+@pytest.mark.parametrize("command", ["convert", "push"])
+def test_a_level_out_of_range_is_a_usage_error_before_any_work(
+    command: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "in.tar"
+    with archive.open("wb") as out:
+        write_docker_save(demo_images(), out)
+    args = {
+        "convert": ["convert", str(archive), str(tmp_path / "out.tar"), "--compression", "gzip"],
+        "push": ["push", "sample/app:1.0", "ssh://nohost.invalid"],
+    }[command]
+    result = subprocess.run(
+        [sys.executable, "-m", "sealift", *args, "--level", "99"],
+        capture_output=True,
+        env=sealift_env(),
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        f"sealift: error: {'gzip' if command == 'convert' else 'zstd'} has no level 99: "
+        + ("choose 0-9" if command == "convert" else "choose 1-22, or below 0 to go faster")
+    ]
+    assert not (tmp_path / "out.tar").exists()

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from sealift import compression
 from sealift.digest import sha256_of
-from sealift.errors import DigestMismatchError, InvalidArchiveError, LimitExceededError
+from sealift.errors import (
+    DigestMismatchError,
+    InvalidArchiveError,
+    LimitExceededError,
+    UsageError,
+)
 from sealift.layers import LayerDigester, TarShape, check_layer
 
 CODECS = list(compression.LAYER_CODECS)
@@ -45,6 +50,22 @@ def test_compressed_data_is_detected_by_its_magic(data: bytes, codec: str) -> No
 def test_compression_is_deterministic(codec: str) -> None:
     data = b"sealift " * 100_000
     assert compress(data, codec) == compress(data, codec)
+
+
+@pytest.mark.parametrize(("codec", "level"), [("gzip", 0), ("gzip", 9), ("zstd", 22), ("zstd", -5)])
+def test_every_level_a_codec_has_compresses(codec: str, level: int) -> None:
+    assert (
+        compression.open_decompressed(
+            io.BytesIO(compress(b"layer" * 100, codec, level)), codec, "data"
+        ).read()
+        == b"layer" * 100
+    )
+
+
+@pytest.mark.parametrize(("codec", "level"), [("gzip", -1), ("gzip", 10), ("zstd", 23)])
+def test_a_level_the_codec_lacks_is_a_usage_error(codec: str, level: int) -> None:
+    with pytest.raises(UsageError, match=f"{codec} has no level {level}"):
+        compression.open_compressor(io.BytesIO(), codec, level)
 
 
 def test_plain_tar_is_not_mistaken_for_compressed_data() -> None:
