@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an error (one line on stderr, ``sealift: error: ...``),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,14 +20,13 @@ from typing import Any, NoReturn
 import click
 
 from sealift import __version__, compression, progress
-from sealift.ends.archive import ArchiveSink, ArchiveSource
-from sealift.ends.base import Sink, Source
-from sealift.ends.layout import LayoutSink, LayoutSource
+from sealift.ends import open as ends
+from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import SealiftError, UsageError
 from sealift.inspection import describe
 from sealift.progress import human_size
 from sealift.reference import Reference
-from sealift.transfer import CopyOptions, Selection, copy, verify
+from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, verify
 
 LEVEL = click.option(
     "--level",
@@ -34,7 +34,6 @@ LEVEL = click.option(
     help="Compression level: gzip 0-9 (default 3; 4 and up are denser for twice the CPU), "
     "zstd 1-22 (default 3).",
 )
-_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.xz", ".tar.bz2")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -63,35 +62,22 @@ def errors_to_exit() -> Iterator[None]:
 
 
 def open_source(spec: str, *, keep_layers: bool = True) -> Source:
-    """The source a SOURCE argument names; ``keep_layers=False`` for reading metadata or
-    verifying a stream without spooling its layers to disk."""
-    kind, path = _split_spec(spec)
-    if kind == "oci" or (kind is None and Path(path).is_dir()):
-        return LayoutSource(path)
-    return ArchiveSource(path, keep_layers=keep_layers)
+    """The source a SOURCE argument names (see sealift.ends.open)."""
+    return ends.open_source(spec, ends.EndOptions(keep_layers=keep_layers))
 
 
 def open_sink(spec: str) -> Sink:
-    kind, path = _split_spec(spec)
-    if kind == "oci" or (kind is None and Path(path).is_dir()):
-        return LayoutSink(path)
-    if kind is None and path.endswith("/"):
-        return LayoutSink(path)
-    return ArchiveSink(path)
+    return ends.open_sink(spec)
 
 
-def _split_spec(spec: str) -> tuple[str | None, str]:
-    for kind in ("archive", "oci"):
-        if spec.startswith(f"{kind}:"):
-            rest = spec[len(kind) + 1 :]
-            if not rest:
-                raise UsageError(f"{spec!r} names no path")
-            return kind, rest
-    if not spec:
-        raise UsageError("empty source or destination")
-    return None, spec
-
-
+ENGINE_HOST = click.option(
+    "-H",
+    "--host",
+    envvar=None,
+    metavar="HOST",
+    help="Engine address (unix:///path.sock, tcp://host:port). Default: DOCKER_HOST, then the "
+    "current docker context, then /var/run/docker.sock.",
+)
 COMPRESSION = click.Choice(list(compression.LAYER_CODECS))
 
 
@@ -162,16 +148,133 @@ def convert(
         try:
             sink = open_sink(destination)
             options = CopyOptions(codec, level, Selection(tags, platform))
-            with progress.byte_progress(
-                "converting",
-                _input_counter(src),
-                _size_of(source),
-                show=progress.enabled(quiet) and destination != "-",
-                detail=lambda: _current_member(src),
-            ):
+            with _progress("converting", src, source, quiet=quiet or destination == "-"):
                 copy(src, sink, options)
         finally:
             src.close()
+
+
+KEEP = "keep"
+
+
+@cli.command(name="copy")
+@click.argument("source")
+@click.argument("destination")
+@click.option(
+    "--compression",
+    "codec",
+    type=click.Choice([KEEP, *compression.LAYER_CODECS]),
+    default=KEEP,
+    show_default=True,
+    help="Layer compression at the destination. keep moves every blob as it is, so manifest "
+    "digests survive wherever the destination can hold the blobs.",
+)
+@LEVEL
+@click.option("--platform", help="Keep one platform (os/arch[/variant]) or 'all'.")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="NAME:TAG", help="Take only this image (repeatable)."
+)
+@ENGINE_HOST
+@click.option("--ssh-command", metavar="CMD", help="The ssh client (default: ssh).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def copy_command(
+    source: str,
+    destination: str,
+    codec: str,
+    level: int | None,
+    platform: str | None,
+    tags: tuple[str, ...],
+    host: str | None,
+    ssh_command: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Copy images from SOURCE to DESTINATION: any two of an engine, an archive, an OCI layout
+    and a host over SSH.
+
+    \b
+    Ends (skopeo's transport names where skopeo has one):
+      docker-daemon:IMAGE[,IMAGE...]   the engine at -H / DOCKER_HOST / the docker context
+                                       (as a destination: load; docker-daemon:NAME:TAG retags)
+      docker-archive:PATH, archive:PATH, oci-archive:PATH, PATH, -
+                                       an archive file (any format sealift reads), stdin/stdout
+      oci:DIR[:REF]                    an OCI image layout directory
+      ssh://[user@]host[:port][/IMAGE[,IMAGE...]]
+                                       the engine of a host over SSH
+
+    \b
+    Only what the destination lacks is read and sent. With --compression keep (the default)
+    blobs arrive byte for byte, so image IDs and manifest digests survive; a destination that
+    cannot hold a blob as it is (zstd into Docker < 23, a classic-store engine) gets it adapted,
+    and --json says so per image.
+
+    \b
+    Examples:
+      sealift copy docker-daemon:myapp:1.4 myapp.tar
+      sealift copy stack.tar ssh://deploy@web1
+      sealift copy ssh://build-box/myapp:1.4 oci:./layout
+      sealift copy oci:./layout:myapp-1.4 docker-daemon:
+    """
+    from sealift.ends.ssh import ssh_command as ssh_words
+
+    with errors_to_exit():
+        if destination == "-" and sys.stdout.isatty():
+            raise UsageError("refusing to write an archive to a terminal: redirect stdout")
+        if destination == "-" and as_json:
+            raise UsageError("--json needs a destination other than stdout")
+        options = ends.EndOptions(
+            engine_host=host,
+            ssh_command=tuple(ssh_words(ssh_command)),
+            platform=platform if platform != ALL_PLATFORMS else None,
+        )
+        src = ends.open_source(source, options)
+        try:
+            sink = ends.open_sink(destination, options)
+            copy_options = CopyOptions(
+                None if codec == KEEP else codec,
+                level,
+                Selection(tags, platform or ends.platform_for(sink)),
+            )
+            with _progress("copying", src, source, quiet=quiet or destination == "-", sink=sink):
+                result = copy(src, sink, copy_options)
+        finally:
+            src.close()
+        _print_result(result, as_json=as_json, quiet=quiet or destination == "-")
+
+
+def _print_result(result: WriteResult, *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "names": result.names,
+                    "images": result.images,
+                    "layers_sent": result.layers_sent,
+                    "layers_skipped": result.layers_skipped,
+                    "bytes_sent": result.bytes_sent,
+                },
+                indent=2,
+            )
+        )
+    elif not quiet:
+        for line in result.names:
+            click.echo(line if line.startswith("Loaded image") else f"Copied: {line}")
+
+
+def _progress(
+    verb: str, source: Source, spec: str | None, *, quiet: bool, sink: Sink | None = None
+) -> contextlib.AbstractContextManager[object]:
+    """A progress bar over what is read from ``source`` (of ``spec``'s size when known)."""
+    total = getattr(source, "total_size", None) or (_size_of(spec) if spec else None)
+
+    def detail() -> str | None:
+        current = getattr(sink, "current_blob", None)
+        return (current() if callable(current) else None) or _current_member(source)
+
+    return progress.byte_progress(
+        verb, _input_counter(source), total, show=progress.enabled(quiet), detail=detail
+    )
 
 
 def _input_counter(source: Source) -> Callable[[], int]:
@@ -190,9 +293,10 @@ def _current_member(source: Source) -> str | None:
 
 
 def _size_of(spec: str) -> int | None:
-    _, path = _split_spec(spec)
+    end = ends.parse_end(spec)
+    path = Path(end.location)
     try:
-        return Path(path).stat().st_size if path != "-" and Path(path).is_file() else None
+        return path.stat().st_size if end.kind == ends.ARCHIVE and path.is_file() else None
     except OSError:
         return None
 
@@ -267,14 +371,6 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
 
 
-ENGINE_HOST = click.option(
-    "-H",
-    "--host",
-    envvar=None,
-    metavar="HOST",
-    help="Engine address (unix:///path.sock, tcp://host:port). Default: DOCKER_HOST, then the "
-    "current docker context, then /var/run/docker.sock.",
-)
 TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
 
 
@@ -324,8 +420,6 @@ def save(
       sealift save nginx:1.27 postgres:16 -o stack.tar
       sealift save myapp:1.0 -o - | ssh host sealift load -
     """
-    from sealift.ends.engine import Engine, EngineSource
-
     with errors_to_exit():
         if output is None:
             if sys.stdout.isatty():
@@ -336,19 +430,13 @@ def save(
         if output == "-" and as_json:
             raise UsageError("--json needs -o FILE (stdout carries the archive)")
         if codec == "auto":
-            codec = compression.GZIP if target == "docker" else compression.ZSTD
-        engine = Engine(host)
-        source = EngineSource(engine, list(images))
+            codec = compression.codec_for_target(target)
+        engine_end = ends.End(ends.ENGINE, images=images)
+        source = ends.open_source(engine_end, ends.EndOptions(engine_host=host))
         try:
             options = CopyOptions(codec, level, Selection((), platform))
-            with progress.byte_progress(
-                "saving",
-                lambda: source.bytes_read,
-                source.total_size,
-                show=progress.enabled(quiet),
-                detail=source.current_member,
-            ):
-                copy(source, ArchiveSink(output), options)
+            with _progress("saving", source, None, quiet=quiet):
+                copy(source, ends.open_sink(output), options)
         finally:
             source.close()
         if as_json:
@@ -396,24 +484,15 @@ def load(
     the engine already has are not sent; images it already has are only tagged. zstd layers are
     decompressed for engines older than Docker 23.
     """
-    from sealift.ends.engine import Engine, EngineSink
-
     with errors_to_exit():
         path = input_path or archive
         if path == "-" and sys.stdin.isatty():
             raise UsageError("no archive given and stdin is a terminal: name a FILE or pipe one in")
-        engine = Engine(host)
-        sink = EngineSink(engine)
+        sink = ends.open_sink(ends.End(ends.ENGINE), ends.EndOptions(engine_host=host))
         source = open_source(path)
         try:
-            selection = Selection((), platform or f"linux/{engine.version.get('Arch', 'amd64')}")
-            with progress.byte_progress(
-                "loading",
-                _input_counter(source),
-                _size_of(path),
-                show=progress.enabled(quiet),
-                detail=lambda: sink.current_blob() or _current_member(source),
-            ):
+            selection = Selection((), platform or ends.platform_for(sink))
+            with _progress("loading", source, path, quiet=quiet, sink=sink):
                 result = copy(source, sink, CopyOptions(None, None, selection))
         finally:
             source.close()
@@ -422,6 +501,7 @@ def load(
                 json.dumps(
                     {
                         "loaded": result.names,
+                        "images": result.images,
                         "layers_sent": result.layers_sent,
                         "layers_skipped": result.layers_skipped,
                         "bytes_sent": result.bytes_sent,

@@ -17,6 +17,7 @@ from sealift.errors import SealiftError, UsageError
 from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.remote.hosts import HostResult, RemoteOptions, pull_host, push_many
+from sealift.remote.source import open_offering
 
 COMPRESSION = click.Choice(["auto", *compression.LAYER_CODECS])
 
@@ -100,7 +101,7 @@ def _references(texts: list[str]) -> list[str]:
 
 @click.command()
 @click.argument(
-    "arguments", nargs=-1, required=True, metavar="IMAGE... ssh://[user@]host[:port]..."
+    "arguments", nargs=-1, required=True, metavar="IMAGE...|ARCHIVE ssh://[user@]host[:port]..."
 )
 @_options
 @click.option(
@@ -109,6 +110,13 @@ def _references(texts: list[str]) -> list[str]:
     default=4,
     show_default=True,
     help="Hosts served at once.",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="NAME:TAG",
+    help="From an archive or layout: push only this image (repeatable).",
 )
 def push(
     arguments: tuple[str, ...],
@@ -122,8 +130,10 @@ def push(
     quiet: bool,
     as_json: bool,
     parallel: int,
+    tags: tuple[str, ...],
 ) -> None:
-    """Send IMAGEs from the local engine to the engines of one or more hosts over SSH.
+    """Send IMAGEs from the local engine, or the images of an ARCHIVE or OCI layout, to the
+    engines of one or more hosts over SSH.
 
     Only what a host lacks crosses the wire: images it has are only tagged, layers it has are
     not sent. With sealift on the remote PATH, layers travel zstd-compressed, are verified and
@@ -131,23 +141,25 @@ def push(
     archive goes into the remote's `docker load` (or `podman load`).
 
     \b
+    ARCHIVE is any archive sealift reads (a bundle carried in on a USB stick, say) or oci:DIR.
+
+    \b
     Examples:
       sealift push myapp:1.4 ssh://deploy@web1 ssh://deploy@web2
       sealift push myapp:1.4 ssh://web1:2222 --dry-run
+      sealift push /media/usb/stack.tar ssh://web1 ssh://web2
     """
     from sealift.cli import errors_to_exit
-    from sealift.ends.engine import Engine
-    from sealift.remote.source import LazySource
 
     with errors_to_exit():
-        refs = _references([a for a in arguments if not is_ssh_url(a)])
+        sources = [a for a in arguments if not is_ssh_url(a)]
         targets = [SshTarget.parse(a) for a in arguments if is_ssh_url(a)]
-        if not refs:
-            raise UsageError("name at least one image to push")
+        if not sources:
+            raise UsageError("name at least one image (or an archive) to push")
         if not targets:
             raise UsageError("name at least one destination ssh://[user@]host[:port]")
         options = _remote_options(codec, level, platform, dry_run, ssh_command, mode, parallel)
-        source = LazySource(Engine(engine_host), refs, platform, export_early=not dry_run)
+        source = open_offering(sources, engine_host, platform, tags, export_early=not dry_run)
         try:
             with _host_progress([str(t) for t in targets], show=progress.enabled(quiet)) as count:
                 results = push_many(source, targets, options, count)
@@ -166,6 +178,12 @@ def push(
 @click.command()
 @click.argument("arguments", nargs=-1, required=True, metavar="ssh://[user@]host[:port] IMAGE...")
 @_options
+@click.option(
+    "-o",
+    "--output",
+    metavar="DEST",
+    help="Write the images to DEST (an archive file, oci:DIR, -) instead of the local engine.",
+)
 def pull(
     arguments: tuple[str, ...],
     codec: str,
@@ -177,11 +195,18 @@ def pull(
     mode: str,
     quiet: bool,
     as_json: bool,
+    output: str | None,
 ) -> None:
-    """Bring IMAGEs from a remote host's engine into the local one over SSH.
+    """Bring IMAGEs from a remote host's engine into the local one (or, with -o, into a file or
+    layout) over SSH.
 
     The remote needs sealift on its PATH. Only the layers the local engine lacks cross the
     wire, compressed; they are verified and staged locally and loaded once every digest checks.
+
+    \b
+    Examples:
+      sealift pull ssh://build-box myapp:1.4
+      sealift pull ssh://build-box myapp:1.4 -o myapp.tar
     """
     from sealift.cli import errors_to_exit
     from sealift.ends.engine import Engine
@@ -200,9 +225,31 @@ def pull(
         if mode not in ("auto", "agent"):
             raise UsageError("pull works only with sealift on the remote (--mode agent)")
         options = _remote_options(codec, level, platform, dry_run, ssh_command, mode)
-        receiver = Receiver(Engine(engine_host), Staging())
-        result = pull_host(target, refs, receiver, options)
+        if output is not None:
+            _pull_into(output, target, refs, options, as_json=as_json)
+            return
+        with Staging() as staging:
+            result = pull_host(target, refs, Receiver(Engine(engine_host), staging), options)
         _report([result], as_json=as_json, quiet=quiet, dry_run=dry_run, verb="pull")
+
+
+def _pull_into(
+    output: str, target: SshTarget, refs: list[str], options: RemoteOptions, *, as_json: bool
+) -> None:
+    from sealift.cli import _print_result
+    from sealift.ends import open as ends
+    from sealift.ends.ssh_host import SshSource
+    from sealift.transfer import CopyOptions, copy
+
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write an archive to a terminal: redirect stdout")
+    sink = ends.open_sink(output)
+    source = SshSource(target, refs, options)
+    try:
+        result = copy(source, sink, CopyOptions(compression=None))
+    finally:
+        source.close()
+    _print_result(result, as_json=as_json, quiet=output == "-")
 
 
 @click.command(hidden=True)

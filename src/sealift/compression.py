@@ -271,3 +271,9 @@ def abort_compressor(writer: IO[bytes]) -> None:
             writer.close()
     except Exception:  # the output is garbage already; the original error is what matters
         return
+
+
+def codec_for_target(target: str) -> str:
+    """The layer codec for an archive that ``target`` will load (``save --compression auto``):
+    zstd where it is read (Docker >= 23, containerd, podman), gzip for any Docker."""
+    return GZIP if target == "docker" else ZSTD

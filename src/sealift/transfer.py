@@ -8,6 +8,7 @@ rebuilt only when a layer under them changed; configs are never touched, so imag
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -136,10 +137,40 @@ def copy(
     entries = options.selection.apply(source.entries(want_codec=target, want_level=options.level))
     if not entries:
         raise NotFoundError("the source holds no images")
-    if spool is not None:
-        return sink.write(prepare(entries, sink, BlobStore(spool), options))
-    with make_spool_dir() as directory:
-        return sink.write(prepare(entries, sink, BlobStore(Path(directory)), options))
+    with contextlib.ExitStack() as stack:
+        if spool is None:
+            spool = Path(stack.enter_context(make_spool_dir()))
+        prepared = prepare(entries, sink, BlobStore(spool), options)
+        result = sink.write(prepared)
+    result.images = image_records(entries, prepared)
+    return result
+
+
+def image_records(before: list[Entry], after: list[Entry]) -> list[dict[str, object]]:
+    """What each copied entry is now: names, image IDs, manifest (and index) digests, and whether
+    its blobs were adapted on the way (then its manifest digest changed)."""
+    records: list[dict[str, object]] = []
+    for old, new in zip(before, after, strict=True):
+        records.append(
+            {
+                "names": [tag.familiar for tag in new.tags] + list(new.ref_names),
+                "ids": [str(image.id) for image in new.images()],
+                "digest": _text(_top_digest(new.target)),
+                "source_digest": _text(_top_digest(old.target)),
+                "adapted": _top_digest(old.target) not in (None, _top_digest(new.target)),
+            }
+        )
+    return records
+
+
+def _text(digest: Digest | None) -> str | None:
+    return None if digest is None else str(digest)
+
+
+def _top_digest(target: Image | ImageIndex) -> Digest | None:
+    if isinstance(target, ImageIndex):
+        return target.index.digest
+    return target.manifest.digest if target.manifest is not None else None
 
 
 def prepare(
@@ -153,14 +184,31 @@ def prepare(
         for image in entry.images()
         for layer in image.layers
     }
-    # a sink that can tell which layers it will really send (an engine that has some) is asked,
-    # so that layers it skips are not recompressed for nothing
-    layers_needed = getattr(sink, "layers_needed", None)
-    needed = set(layers) if layers_needed is None else layers_needed(list(entries))
+    # layers the sink has are never read, let alone recompressed
+    needed = sink.missing_layers(list(entries))
     converted = _convert_layers(list(layers.values()), sink, store, options, needed)
     return [
         Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries
     ]
+
+
+def renamed(entries: list[Entry], name: str, *, as_reference: bool) -> list[Entry]:
+    """The one entry of ``entries`` under ``name`` alone (a destination that names what it gets).
+
+    ``as_reference``: ``name`` must be an image reference (an engine's tag); otherwise it may be
+    any OCI ref name (a layout's ``oci:DIR:REF``).
+    """
+    if len(entries) != 1:
+        raise UsageError(
+            f"the destination names one image ({name}), but the source holds {len(entries)}: "
+            "choose one with --tag"
+        )
+    reference = _as_reference(name)
+    if reference is not None and (as_reference or ":" in name or "/" in name):
+        return [Entry(entries[0].target, (reference,), ())]
+    if as_reference:
+        raise UsageError(f"invalid image reference {name!r}")
+    return [Entry(entries[0].target, (), (name,))]
 
 
 def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:

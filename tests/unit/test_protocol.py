@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -240,55 +241,58 @@ def _receive(staging: Staging, wire: bytes) -> int:
     return appended
 
 
+@pytest.fixture
+def staging(tmp_path: Path) -> Iterator[Staging]:
+    with Staging(tmp_path) as held:
+        yield held
+
+
 @pytest.mark.parametrize("codec", [compression.ZSTD, compression.GZIP, compression.NONE])
-def test_layer_arrives_whole(tmp_path: Path, codec: str) -> None:
+def test_layer_arrives_whole(tmp_path: Path, staging: Staging, codec: str) -> None:
     data = _payload()
     layer = _layer(data)
-    staging = Staging(tmp_path)
     wire = _wire(layer, 0, codec)
     if codec != compression.NONE:
         assert len(wire) < len(data)
     assert _receive(staging, wire) == len(data)
-    assert staging.has(layer.diff_id)
+    assert staging.hold(layer.diff_id)
     assert staging.complete_path(layer.diff_id).read_bytes() == data
 
 
-def test_cut_mid_layer_resumes_from_the_bytes_that_arrived(tmp_path: Path) -> None:
+def test_cut_mid_layer_resumes_from_the_bytes_that_arrived(
+    tmp_path: Path, staging: Staging
+) -> None:
     data = _payload()
     layer = _layer(data)
-    staging = Staging(tmp_path)
     full = _wire(layer, 0, compression.ZSTD)
     with pytest.raises(ProtocolError):
         _receive(staging, full[: len(full) // 2])
     offset = staging.offset(layer.diff_id)
     assert 0 < offset < len(data)
-    assert not staging.has(layer.diff_id)
+    assert not staging.hold(layer.diff_id)
     resumed = _wire(layer, offset, compression.ZSTD)
     assert len(resumed) < len(full)
     assert _receive(staging, resumed) == len(data) - offset
     assert staging.complete_path(layer.diff_id).read_bytes() == data
 
 
-def test_wrong_content_is_refused_and_forgotten(tmp_path: Path) -> None:
+def test_wrong_content_is_refused_and_forgotten(tmp_path: Path, staging: Staging) -> None:
     data = _payload()
     layer = _layer(data)
     liar = Layer(layer.descriptor, layer.diff_id, compression.NONE, lambda: io.BytesIO(b"x" * 99))
-    staging = Staging(tmp_path)
     with pytest.raises(DigestMismatchError):
         _receive(staging, _wire(liar, 0, compression.ZSTD))
-    assert staging.offset(layer.diff_id) == 0 and not staging.has(layer.diff_id)
+    assert staging.offset(layer.diff_id) == 0 and not staging.hold(layer.diff_id)
 
 
-def test_resume_offset_must_match_staging(tmp_path: Path) -> None:
+def test_resume_offset_must_match_staging(tmp_path: Path, staging: Staging) -> None:
     data = _payload()
     layer = _layer(data)
-    staging = Staging(tmp_path)
     with pytest.raises(Exception, match="resumed at 10"):
         _receive(staging, _wire(layer, 10, compression.ZSTD))
 
 
-def test_stale_staging_expires(tmp_path: Path) -> None:
-    staging = Staging(tmp_path)
+def test_stale_staging_expires(tmp_path: Path, staging: Staging) -> None:
     old = tmp_path / ("a" * 64 + ".partial")
     new = tmp_path / ("b" * 64)
     old.write_bytes(b"old")

@@ -13,7 +13,8 @@ from typing import IO, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
-from sealift.ends.base import WriteResult
+from sealift.digest import Digest
+from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
 from sealift.formats.files import Files, StreamFiles, TarFiles
 from sealift.formats.read import read_entries
@@ -154,11 +155,16 @@ def _is_regular_file(stream: IO[bytes]) -> bool:
 class ArchiveSink:
     """Writes the dual-format archive to a path (atomically) or to stdout (``-``)."""
 
+    keeps_blobs = True
+
     def __init__(self, path: str | Path | IO[bytes]) -> None:
         self._path = path
 
     def accepts_codec(self, codec: str) -> bool:
         return codec in compression.LAYER_CODECS
+
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
+        return all_layers(entries)
 
     def write(self, entries: list[Entry]) -> WriteResult:
         if not isinstance(self._path, str | Path):

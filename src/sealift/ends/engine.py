@@ -30,8 +30,8 @@ from sealift.formats.write import write_archive
 from sealift.model import Entry, Image, Layer
 from sealift.progress import human_size
 from sealift.reference import Reference
-from sealift.streams import ChunkQueue
-from sealift.transfer import verify_layer
+from sealift.streams import ChunkQueue, CountingReader
+from sealift.transfer import renamed, verify_layer
 
 if TYPE_CHECKING:
     import docker
@@ -67,6 +67,7 @@ class Engine:
         self._timeout = timeout
         self._api: docker.APIClient | None = None
         self._version: dict[str, Any] | None = None
+        self._containerd_store: bool | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -107,11 +108,14 @@ class Engine:
 
     @property
     def containerd_store(self) -> bool:
-        info = self.call(self.api.info)
-        status = info.get("DriverStatus") or []
-        return any(
-            pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1]) for pair in status
-        )
+        """Whether the engine keeps images in containerd's image store (Docker 25+, opt-in)."""
+        if self._containerd_store is None:
+            status = self.call(self.api.info).get("DriverStatus") or []
+            self._containerd_store = any(
+                pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1])
+                for pair in status
+            )
+        return self._containerd_store
 
     def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         import docker
@@ -301,9 +305,9 @@ class EngineSource:
         )
 
     @property
-    def bytes_read(self) -> int:
-        counter = self._archive.input_counter if self._archive else None
-        return counter.count if counter else 0
+    def input_counter(self) -> CountingReader | None:
+        """What has been read of the engine's save stream so far."""
+        return self._archive.input_counter if self._archive else None
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         import requests
@@ -337,12 +341,21 @@ class LoadPlan:
 class EngineSink:
     """Loads images into an engine: only what it lacks, verified before anything is tagged."""
 
-    def __init__(self, engine: Engine, *, thin: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, *, thin: bool = True, rename: Reference | None = None
+    ) -> None:
         self.engine = engine
         self.thin = thin
+        self.rename = rename
         self.bytes_sent = 0
         self._state: tuple[set[str], set[Digest]] | None = None
         self._upload: _ArchiveUpload | None = None
+
+    @property
+    def keeps_blobs(self) -> bool:
+        """Only the containerd image store keeps the blobs it is given; the classic store keeps
+        uncompressed layers and rebuilds manifests when it pushes or saves."""
+        return self.engine.containerd_store
 
     def accepts_codec(self, codec: str) -> bool:
         """Over a local socket, uncompressed layers: we decompress faster than the engine does,
@@ -355,6 +368,8 @@ class EngineSink:
         return codec in (compression.NONE, compression.GZIP)
 
     def plan(self, entries: list[Entry]) -> LoadPlan:
+        if self.rename is not None:
+            entries = renamed(entries, str(self.rename), as_reference=True)
         present, chains = self._engine_state()
         plan = LoadPlan()
         for entry in entries:
@@ -382,7 +397,7 @@ class EngineSink:
             )
         return self._state
 
-    def layers_needed(self, entries: list[Entry]) -> set[Digest]:
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
         """The layers a load of ``entries`` will actually send (the copy prepares only these)."""
         plan = self.plan(entries)
         return set(_layers_of(plan.send)) - plan.skip_layers

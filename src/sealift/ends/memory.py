@@ -6,8 +6,8 @@ import io
 from dataclasses import dataclass, field
 
 from sealift import compression, media
-from sealift.digest import sha256_of
-from sealift.ends.base import WriteResult
+from sealift.digest import Digest, sha256_of
+from sealift.ends.base import WriteResult, all_layers
 from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest, canonical_json
 from sealift.reference import Reference
 
@@ -31,8 +31,13 @@ class MemorySink:
     blobs: dict[str, bytes] = field(default_factory=dict)
     codecs: tuple[str, ...] = compression.LAYER_CODECS
 
+    keeps_blobs = True
+
     def accepts_codec(self, codec: str) -> bool:
         return codec in self.codecs
+
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
+        return {digest for digest in all_layers(entries) if str(digest) not in self.blobs}
 
     def write(self, entries: list[Entry]) -> WriteResult:
         from sealift.formats.write import copy_blob, planned_blobs

@@ -10,6 +10,7 @@ uid/gid 0, no extended attributes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -310,6 +311,11 @@ def write_layout(entries: list[Entry], root: Path) -> None:
         _write_layout_into(entries, temp)
         temp.chmod(0o755)
         temp.rename(root)
+    except OSError:
+        shutil.rmtree(temp, ignore_errors=True)
+        if not root.is_dir():
+            raise
+        _write_layout_into(entries, root)  # another copy made the layout meanwhile: add to it
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -322,12 +328,24 @@ def _write_layout_into(entries: list[Entry], root: Path) -> None:
             continue
         store.add(partial(_copy_to, blob), expected=blob.digest)
     index = json.loads(index_document(entries))
-    existing = _existing_descriptors(
-        root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]}
-    )
-    index["manifests"] = existing + index["manifests"]
-    _atomic_write(root / "oci-layout", LAYOUT_DOCUMENT)
-    _atomic_write(root / "index.json", canonical_json(index))
+    with _locked(root):  # copies into one layout at once each add their names
+        existing = _existing_descriptors(
+            root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]}
+        )
+        index["manifests"] = existing + index["manifests"]
+        _atomic_write(root / "oci-layout", LAYOUT_DOCUMENT)
+        _atomic_write(root / "index.json", canonical_json(index))
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the layout directory itself (no lock file is left in it)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _existing_descriptors(root: Path, replaced: set[str | None]) -> list[dict[str, object]]:

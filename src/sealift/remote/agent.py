@@ -17,7 +17,7 @@ from sealift import __version__
 from sealift.ends.engine import Engine
 from sealift.errors import EngineError, SealiftError, TransportError
 from sealift.remote import protocol
-from sealift.remote.protocol import BANNER, Channel, Need, parse_offer
+from sealift.remote.protocol import BANNER, Channel, Need, OfferedImage, parse_offer
 from sealift.remote.receiver import Receiver
 from sealift.remote.sender import configs_for, send_layers
 from sealift.remote.source import LazySource
@@ -71,8 +71,11 @@ def _report(channel: Channel, message: str, kind: str | None = None) -> None:
 
 
 def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
-    images = parse_offer(request)
-    receiver = Receiver(engine, Staging())
+    with Staging() as staging:
+        _receive_into(channel, Receiver(engine, staging), parse_offer(request))
+
+
+def _receive_into(channel: Channel, receiver: Receiver, images: list[OfferedImage]) -> None:
     need = receiver.plan(images)
     channel.send(need.to_json())
     channel.flush()

@@ -28,10 +28,18 @@ from sealift.formats.write import write_archive
 from sealift.model import Entry
 from sealift.reference import Reference
 from sealift.remote import protocol
-from sealift.remote.protocol import NO_AGENT, Channel, Need, ProtocolError, RemoteError
-from sealift.remote.receiver import Receiver
+from sealift.remote.protocol import (
+    NO_AGENT,
+    Channel,
+    Need,
+    OfferedImage,
+    ProtocolError,
+    RemoteError,
+)
+from sealift.remote.receiver import Receiver, StagingReceiver, staged_entry
 from sealift.remote.sender import configs_for, layers_by_diff_id, send_layers, single_images
-from sealift.remote.source import LazySource
+from sealift.remote.source import Offering
+from sealift.remote.staging import Staging
 
 TOOLS_PROBE = "for t in docker podman; do command -v $t >/dev/null 2>&1 && echo tool $t; done; true"
 BOOTSTRAP = (
@@ -208,7 +216,7 @@ def _hello(channel: Channel) -> None:
 
 # ---------------------------------------------------------------------------------------- push
 def push_host(
-    source: LazySource, target: SshTarget, options: RemoteOptions, progress: HostProgress
+    source: Offering, target: SshTarget, options: RemoteOptions, progress: HostProgress
 ) -> HostResult:
     result = HostResult(str(target))
     start = time.monotonic()
@@ -260,7 +268,7 @@ def _candidates(tools: list[str], mode: str, target: SshTarget) -> list[str]:
 
 def _push_agent(
     session: _Session,
-    source: LazySource,
+    source: Offering,
     options: RemoteOptions,
     result: HostResult,
     progress: HostProgress,
@@ -300,7 +308,7 @@ def _count_layers(result: HostResult, need: Need) -> None:
     result.layers_resumed = sum(1 for offset in need.layers.values() if offset)
 
 
-def _tally(result: HostResult, source: LazySource, entries: list[Entry], need: Need) -> None:
+def _tally(result: HostResult, source: Offering, entries: list[Entry], need: Need) -> None:
     layers = layers_by_diff_id(entries)
     _count_layers(result, need)
     result.bytes_to_send = sum(
@@ -312,7 +320,7 @@ def _tally(result: HostResult, source: LazySource, entries: list[Entry], need: N
     result.images = _statuses(source, lambda image_id: image_id in present)
 
 
-def _statuses(source: LazySource, present: Callable[[str], bool]) -> list[dict[str, Any]]:
+def _statuses(source: Offering, present: Callable[[str], bool]) -> list[dict[str, Any]]:
     statuses = []
     for image in source.offer:
         status = "present" if present(str(image.id)) else "send"
@@ -371,7 +379,7 @@ class _CountingWriter:
 def _push_cli(
     ssh: Ssh,
     tools: list[str],
-    source: LazySource,
+    source: Offering,
     options: RemoteOptions,
     result: HostResult,
     progress: HostProgress,
@@ -501,11 +509,54 @@ def _check_tags(ssh: Ssh, tool: str, expected: list[tuple[str, Any]], shown: lis
 
 
 # ---------------------------------------------------------------------------------------- pull
+class _PullPlanner(Protocol):
+    """The receiving side of a pull: what it lacks, and where layers arrive."""
+
+    def plan(self, images: list[OfferedImage]) -> Need: ...
+
+    def receive(self, channel: Channel, header: dict[str, Any]) -> None: ...
+
+
 def pull_host(
     target: SshTarget,
     refs: Sequence[str],
     receiver: Receiver,
     options: RemoteOptions,
+) -> HostResult:
+    """Pull ``refs`` from the host's engine into the local engine (only what it lacks)."""
+
+    def load(images: list[OfferedImage], configs: dict[Digest, bytes]) -> None:
+        result.images = receiver.commit(images, configs)
+
+    result = _pull(target, refs, receiver, options, load)
+    return result
+
+
+def fetch_host(
+    target: SshTarget, refs: Sequence[str], staging: Staging, options: RemoteOptions
+) -> list[Entry]:
+    """Fetch ``refs`` from the host's engine into ``staging``; return them as images there.
+
+    Everything not already staged crosses (there is no engine on this side to ask).
+    """
+    receiver = StagingReceiver(staging)
+    entries: list[Entry] = []
+
+    def keep(images: list[OfferedImage], configs: dict[Digest, bytes]) -> None:
+        entries.extend(staged_entry(staging, image, configs[image.id]) for image in images)
+
+    result = _pull(target, refs, receiver, options, keep)
+    if not result.ok:
+        raise TransportError(f"pull failed: {result.error}")
+    return entries
+
+
+def _pull(
+    target: SshTarget,
+    refs: Sequence[str],
+    receiver: _PullPlanner,
+    options: RemoteOptions,
+    finish: Callable[[list[OfferedImage], dict[Digest, bytes]], None],
 ) -> HostResult:
     result = HostResult(str(target), mode="agent")
     start = time.monotonic()
@@ -541,7 +592,7 @@ def pull_host(
             channel.send({"t": "bye"})
             channel.flush()
             if not options.dry_run:
-                result.images = receiver.commit(images, configs)
+                finish(images, configs)
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
@@ -551,7 +602,7 @@ def pull_host(
 
 # ------------------------------------------------------------------------------------ fan-out
 def push_many(
-    source: LazySource,
+    source: Offering,
     targets: Sequence[SshTarget],
     options: RemoteOptions,
     progress: HostProgress | None = None,

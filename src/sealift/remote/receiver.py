@@ -63,7 +63,7 @@ class Receiver:
             for diff_id, chain in zip(image.diff_ids, chain_ids(list(image.diff_ids)), strict=True):
                 if chain in chains:
                     skipped.add(diff_id)
-                elif not self.staging.has(diff_id):
+                elif not self.staging.hold(diff_id):
                     needed[diff_id] = self.staging.offset(diff_id)
         return Need(
             needed,
@@ -73,21 +73,7 @@ class Receiver:
         )
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
-        """Stage one layer from a ``layer`` header and the frames after it."""
-        try:
-            diff_id = Digest.parse(header.get("diff_id"))
-            offset = header.get("offset")
-            codec = compression.check_layer_codec(str(header.get("codec")))
-        except SealiftError as exc:
-            raise ProtocolError(f"invalid layer header: {exc}") from exc
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise ProtocolError(f"invalid layer offset {offset!r}")
-        stream = LayerStream(channel)
-        appended = self.staging.receive(diff_id, offset, codec, cast(IO[bytes], stream))
-        stream.finish()
-        self.received.layers += 1
-        self.received.bytes_appended += appended
-        self.received.wire_bytes += stream.wire_bytes
+        receive_layer(self.staging, self.received, channel, header)
 
     def commit(
         self, images: list[OfferedImage], configs: dict[Digest, bytes]
@@ -98,7 +84,11 @@ class Receiver:
         the other images are already in the engine and are only tagged.
         """
         start = time.monotonic()
-        load = [self._entry(image, configs[image.id]) for image in images if image.id in configs]
+        load = [
+            staged_entry(self.staging, image, configs[image.id])
+            for image in images
+            if image.id in configs
+        ]
         if load:
             EngineSink(self.engine).write(load)
         results: list[dict[str, Any]] = []
@@ -124,31 +114,76 @@ class Receiver:
         self.received.results = results
         return results
 
-    def _entry(self, image: OfferedImage, raw: bytes) -> Entry:
-        config = ImageConfig.parse(raw, f"config of image {image.id}")
-        if config.diff_ids != image.diff_ids:
-            raise ProtocolError(f"image {image.id}: its config lists other layers than offered")
-        layers = []
-        for offered, diff_id in zip(image.layers, config.diff_ids, strict=True):
-            if self.staging.has(diff_id):
-                descriptor = Descriptor(media.OCI_LAYER, diff_id, self.staging.size(diff_id))
-                layers.append(
-                    Layer(
-                        descriptor,
-                        diff_id,
-                        compression.NONE,
-                        _opener(self.staging, diff_id),
-                        verified=True,
-                    )
+
+def receive_layer(
+    staging: Staging, received: Received, channel: Channel, header: dict[str, Any]
+) -> None:
+    """Stage one layer from a ``layer`` header and the frames after it."""
+    try:
+        diff_id = Digest.parse(header.get("diff_id"))
+        offset = header.get("offset")
+        codec = compression.check_layer_codec(str(header.get("codec")))
+    except SealiftError as exc:
+        raise ProtocolError(f"invalid layer header: {exc}") from exc
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ProtocolError(f"invalid layer offset {offset!r}")
+    stream = LayerStream(channel)
+    appended = staging.receive(diff_id, offset, codec, cast(IO[bytes], stream))
+    stream.finish()
+    received.layers += 1
+    received.bytes_appended += appended
+    received.wire_bytes += stream.wire_bytes
+
+
+class StagingReceiver:
+    """The receiving side with no engine behind it (a pull into a file or a layout): every
+    layer not already staged is asked for, and every image's config."""
+
+    def __init__(self, staging: Staging) -> None:
+        self.staging = staging
+        self.received = Received()
+
+    def plan(self, images: list[OfferedImage]) -> Need:
+        self.staging.expire()
+        needed = {
+            diff_id: self.staging.offset(diff_id)
+            for image in images
+            for diff_id in image.diff_ids
+            if not self.staging.hold(diff_id)
+        }
+        return Need(needed, (), 0, tuple(sorted({str(image.id) for image in images})))
+
+    def receive(self, channel: Channel, header: dict[str, Any]) -> None:
+        receive_layer(self.staging, self.received, channel, header)
+
+
+def staged_entry(staging: Staging, image: OfferedImage, raw: bytes) -> Entry:
+    """The offered image built from its config and the layers in ``staging`` (a layer not
+    staged is one the engine has: it must not be read)."""
+    config = ImageConfig.parse(raw, f"config of image {image.id}")
+    if config.diff_ids != image.diff_ids:
+        raise ProtocolError(f"image {image.id}: its config lists other layers than offered")
+    layers = []
+    for offered, diff_id in zip(image.layers, config.diff_ids, strict=True):
+        if staging.hold(diff_id):
+            descriptor = Descriptor(media.OCI_LAYER, diff_id, staging.size(diff_id))
+            layers.append(
+                Layer(
+                    descriptor,
+                    diff_id,
+                    compression.NONE,
+                    _opener(staging, diff_id),
+                    verified=True,
                 )
-            else:
-                codec = media.layer_codec(offered.media_type) or compression.GZIP
-                descriptor = Descriptor(offered.media_type, offered.digest, offered.size)
-                layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
-        config_descriptor = Descriptor(media.OCI_CONFIG, config.digest, len(config.raw))
-        manifest = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
-        tags = tuple(Reference.parse(tag) for tag in image.tags)
-        return Entry(Image(config, tuple(layers), manifest), tags)
+            )
+        else:
+            codec = media.layer_codec(offered.media_type) or compression.GZIP
+            descriptor = Descriptor(offered.media_type, offered.digest, offered.size)
+            layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
+    config_descriptor = Descriptor(media.OCI_CONFIG, config.digest, len(config.raw))
+    manifest = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
+    tags = tuple(Reference.parse(tag) for tag in image.tags)
+    return Entry(Image(config, tuple(layers), manifest), tags)
 
 
 def _opener(staging: Staging, diff_id: Digest) -> Any:

@@ -18,7 +18,7 @@ import zstandard
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
 from sealift.digest import Digest
-from sealift.ends.base import WriteResult
+from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Entry, Image, Layer
 from sealift.remote.protocol import Channel, Need, configs_json
@@ -63,8 +63,13 @@ def layers_by_diff_id(entries: list[Entry]) -> dict[Digest, Layer]:
 class _KeepCodecs:
     """A stand-in sink that takes every codec, so :func:`prepare` transcodes nothing."""
 
+    keeps_blobs = True
+
     def accepts_codec(self, codec: str) -> bool:
         return True
+
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
+        return all_layers(entries)
 
     def write(self, entries: list[Entry]) -> WriteResult:  # pragma: no cover - never called
         raise NotImplementedError

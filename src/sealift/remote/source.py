@@ -1,25 +1,78 @@
-"""The sending side's images: offered from the engine's metadata, saved only if someone needs them.
+"""The sending side's images: what is offered to a host, and the images behind the offer.
 
-``docker image inspect`` gives what an offer needs (image ID, diff_ids, tags) without reading a
-byte of layer data. The engine's save stream is read (and spooled, once, however many hosts)
-only when a receiver asks for a layer or a config: pushing an image every host already has
-costs no ``docker save`` at all.
+Two kinds: :class:`LazySource` offers an engine's images from its metadata (``docker image
+inspect`` gives image IDs, diff_ids and tags without reading a byte of layer data) and reads the
+engine's save stream (spooled, once, however many hosts) only when a receiver asks for a layer
+or a config, so pushing an image every host already has costs no ``docker save``.
+:class:`EntriesOffer` offers the images of any other source (an archive, a layout), whose
+metadata is cheap and whose layers are read only when sent.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from sealift import media
 from sealift.digest import Digest
+from sealift.ends import open as ends
+from sealift.ends.base import Source
 from sealift.ends.engine import Engine, EngineSource
 from sealift.errors import EngineError, InvalidArchiveError, SealiftError, UsageError
-from sealift.model import Entry
+from sealift.model import Entry, Image
 from sealift.reference import Reference
 from sealift.remote.protocol import OfferedImage, OfferedLayer
 from sealift.remote.sender import single_images, with_manifests
 from sealift.transfer import Selection
+
+
+class Offering(Protocol):
+    """Images a push offers: ``offer`` describes them, ``entries()`` gives them (once read)."""
+
+    offer: list[OfferedImage]
+    saved: bool
+
+    def entries(self) -> list[Entry]: ...
+
+    def close(self) -> None: ...
+
+
+class EntriesOffer:
+    """The images of any source, offered from their configs and manifests as read."""
+
+    def __init__(self, entries: list[Entry], *, closing: Source | None = None) -> None:
+        self._entries = with_manifests(entries)
+        self.offer = _offers(self._entries)
+        self.saved = False
+        self._closing = closing
+
+    def entries(self) -> list[Entry]:
+        self.saved = True
+        return self._entries
+
+    def close(self) -> None:
+        if self._closing is not None:
+            self._closing.close()
+
+
+def _offers(entries: list[Entry]) -> list[OfferedImage]:
+    """One offer per image, with every tag any entry gives it."""
+    images: dict[Digest, Image] = {}
+    tags: dict[Digest, list[str]] = {}
+    for image, entry in single_images(entries):
+        images.setdefault(image.id, image)
+        named = tags.setdefault(image.id, [])
+        named.extend(str(tag) for tag in entry.tags if str(tag) not in named)
+    return [_offered(image, tuple(tags[image_id])) for image_id, image in images.items()]
+
+
+def _offered(image: Image, tags: tuple[str, ...]) -> OfferedImage:
+    layers = tuple(
+        OfferedLayer(layer.diff_id, layer.digest, layer.size, layer.descriptor.media_type)
+        for layer in image.layers
+    )
+    return OfferedImage(image.id, image.config.diff_ids, layers, tags)
 
 
 class LazySource:
@@ -104,3 +157,49 @@ def _is_id(ref: str, image_id: str) -> bool:
     hex_id = image_id.removeprefix("sha256:")
     text = ref.removeprefix("sha256:")
     return len(text) >= 4 and hex_id.startswith(text) and ":" not in ref.removeprefix("sha256:")
+
+
+def open_offering(
+    arguments: list[str],
+    engine_host: str | None,
+    platform: str | None,
+    tags: tuple[str, ...],
+    *,
+    export_early: bool,
+) -> Offering:
+    """What a push offers: an archive or layout's images, or images of the local engine.
+
+    ``arguments`` are what the user named: one archive or layout, or engine images.
+    """
+    ends_named = [ends.parse_end(a) for a in arguments]
+    files = [end for end in ends_named if _names_a_file(end)]
+    if files:
+        if len(arguments) != 1:
+            raise UsageError("push takes one archive or layout, or engine images, not both")
+        source = ends.open_source(files[0], ends.EndOptions(engine_host=engine_host))
+        try:
+            entries = Selection(tags, platform).apply(source.entries())
+            return EntriesOffer(entries, closing=source)
+        except BaseException:
+            source.close()
+            raise
+    if tags:
+        raise UsageError("--tag picks images from an archive; name engine images directly")
+    refs: list[str] = []
+    for end in ends_named:
+        refs.extend(end.images if end.kind == ends.ENGINE else [_reference(end.text)])
+    return LazySource(Engine(engine_host), refs, platform, export_early=export_early)
+
+
+def _names_a_file(end: ends.End) -> bool:
+    """An archive or layout named as such (a transport prefix, or a path that exists)."""
+    if end.kind == ends.LAYOUT:
+        return True
+    return end.kind == ends.ARCHIVE and (end.text != end.location or Path(end.location).exists())
+
+
+def _reference(text: str) -> str:
+    if text.startswith("-"):
+        raise UsageError(f"invalid image reference {text!r}")
+    Reference.parse(text)
+    return text

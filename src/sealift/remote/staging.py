@@ -5,8 +5,13 @@
 * ``<hex>.partial``: the uncompressed bytes received so far (its length is the resume offset);
 * ``<hex>``: a complete layer whose content hashed to the diff_id.
 
-A receiver locks a ``.partial`` file while it appends to it. Files untouched for longer than
-SEALIFT_STAGING_TTL seconds (default a week) are removed when a receiver starts.
+Several receivers may share one staging directory at once (two pushes to two engines on one
+host, two CI jobs): a receiver holds an exclusive lock on a ``.partial`` file while it appends to
+it, and a second receiver of the same layer waits for that lock, then appends only what is still
+missing (or nothing, when the layer is complete by then). A receiver that needs a complete layer
+holds a shared lock on it (:meth:`Staging.hold`) until it is done; :meth:`Staging.discard` removes
+only layers no other receiver holds. Files untouched for longer than SEALIFT_STAGING_TTL seconds
+(default a week) are removed when a receiver starts.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def default_root() -> Path:
 class Staging:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else default_root()
+        self._held: dict[Digest, IO[bytes]] = {}
 
     def ensure(self) -> Staging:
         try:
@@ -52,8 +58,32 @@ class Staging:
     def partial_path(self, diff_id: Digest) -> Path:
         return self.root / f"{diff_id.hex}.partial"
 
-    def has(self, diff_id: Digest) -> bool:
-        return self.complete_path(diff_id).is_file()
+    def close(self) -> None:
+        """Let go of every layer held (without removing any)."""
+        for file in self._held.values():
+            file.close()
+        self._held.clear()
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def hold(self, diff_id: Digest) -> bool:
+        """Whether the layer is complete here; if so, keep it until :meth:`discard`."""
+        if diff_id in self._held:
+            return True
+        try:
+            file = self.complete_path(diff_id).open("rb")
+        except FileNotFoundError:
+            return False
+        fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+        if not _still_named(file, self.complete_path(diff_id)):
+            file.close()  # discarded while we waited for the lock
+            return False
+        self._held[diff_id] = file
+        return True
 
     def offset(self, diff_id: Digest) -> int:
         try:
@@ -62,7 +92,12 @@ class Staging:
             return 0
 
     def size(self, diff_id: Digest) -> int:
-        return self.complete_path(diff_id).stat().st_size
+        return os.fstat(self._held_file(diff_id).fileno()).st_size
+
+    def _held_file(self, diff_id: Digest) -> IO[bytes]:
+        if not self.hold(diff_id):
+            raise SealiftError(f"layer {diff_id} is not in staging")
+        return self._held[diff_id]
 
     def expire(self, ttl: float | None = None) -> int:
         """Remove staging files older than ``ttl`` seconds; return how many."""
@@ -80,46 +115,95 @@ class Staging:
         return removed
 
     def discard(self, diff_ids: list[Digest]) -> None:
+        """Let go of these layers; remove those no other receiver holds."""
         for diff_id in diff_ids:
-            self.complete_path(diff_id).unlink(missing_ok=True)
-            self.partial_path(diff_id).unlink(missing_ok=True)
+            held = self._held.pop(diff_id, None)
+            if held is not None:
+                held.close()
+            try:
+                file = self.complete_path(diff_id).open("rb")
+            except FileNotFoundError:
+                continue
+            with file:
+                try:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # another receiver still needs it; it removes it when done
+                if _still_named(file, self.complete_path(diff_id)):
+                    self.complete_path(diff_id).unlink()
 
     def receive(self, diff_id: Digest, offset: int, codec: str, stream: IO[bytes]) -> int:
         """Append the layer bytes from ``offset`` on (``stream``, compressed with ``codec``).
 
-        The whole layer is hashed; when it matches ``diff_id`` it becomes complete, otherwise
-        the partial file is removed and DigestMismatchError raised. If ``stream`` breaks, what
-        arrived stays in the partial file for the next attempt. Returns bytes appended.
+        Another receiver of the same layer is waited for; what it appended meanwhile is not
+        appended twice (the incoming bytes it covers are only read). The whole layer is hashed;
+        when it matches ``diff_id`` it becomes complete (and held), otherwise the partial file
+        is removed and DigestMismatchError raised. If ``stream`` breaks, what arrived stays in
+        the partial file for the next attempt. Returns bytes appended.
         """
         self.ensure()
         what = f"layer {diff_id}"
-        path = self.partial_path(diff_id)
-        with path.open("ab") as file:
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                raise TransportError(f"{what} is being received by another sealift") from exc
+        incoming = decoded(stream, codec, what)
+        file = self._lock_partial(diff_id)
+        if file is None:  # another receiver completed it while we waited
+            for _ in incoming:
+                pass
+            self.hold(diff_id)
+            return 0
+        with file:
             have = file.seek(0, os.SEEK_END)
-            if have != offset:
+            if have < offset:
                 raise TransportError(
                     f"{what}: staging holds {have} bytes but the sender resumed at {offset}"
                 )
-            hasher = _hash_prefix(path, offset)
+            hasher = _hash_prefix(self.partial_path(diff_id), have)
             appended = 0
-            for chunk in decoded(stream, codec, what):
+            for chunk in _skipping(incoming, have - offset):
                 file.write(chunk)
                 hasher.update(chunk)
                 appended += len(chunk)
             file.flush()
-            actual = hasher.digest()
-        if actual != diff_id:
-            path.unlink(missing_ok=True)
-            raise DigestMismatchError(f"{what}: uncompressed content is {actual}")
-        path.replace(self.complete_path(diff_id))
+            if hasher.digest() != diff_id:
+                self.partial_path(diff_id).unlink(missing_ok=True)
+                raise DigestMismatchError(f"{what}: uncompressed content is {hasher.digest()}")
+            self.partial_path(diff_id).replace(self.complete_path(diff_id))
+        self.hold(diff_id)
         return appended
 
+    def _lock_partial(self, diff_id: Digest) -> IO[bytes] | None:
+        """The partial file, opened for appending and locked (waiting for another receiver);
+        None when the layer is complete."""
+        path = self.partial_path(diff_id)
+        while not self.complete_path(diff_id).exists():
+            file = path.open("ab")
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+            if _still_named(file, path):
+                return cast(IO[bytes], file)
+            file.close()  # the previous holder finished (renamed it) or gave up: look again
+        return None
+
     def open(self, diff_id: Digest) -> IO[bytes]:
-        return cast(IO[bytes], self.complete_path(diff_id).open("rb"))
+        """A new reader of a held layer (it stays readable even once discarded elsewhere)."""
+        fd = self._held_file(diff_id).fileno()
+        return cast(IO[bytes], Path(f"/proc/self/fd/{fd}").open("rb"))
+
+
+def _still_named(file: IO[bytes], path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``file`` (not removed or replaced)."""
+    try:
+        return path.stat().st_ino == os.fstat(file.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _skipping(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """``chunks`` without their first ``count`` bytes."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
 
 
 def _hash_prefix(path: Path, size: int) -> Hasher:
