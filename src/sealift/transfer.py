@@ -118,6 +118,9 @@ class CopyOptions:
     level: int | None = None
     selection: Selection = Selection()
     workers: int = 2
+    keep_compressed: bool = False
+    """With ``compression`` set: apply it to uncompressed layers only; compressed ones stay as
+    they are (``save`` from an engine that holds compressed blobs keeps them)."""
 
 
 Progress = Callable[[str, int], None]
@@ -215,6 +218,8 @@ def _target_codec(layer: Layer, sink: Sink, options: CopyOptions) -> str:
     if layer.opaque:
         return layer.codec
     if options.compression is not None:
+        if options.keep_compressed and layer.codec != compression.NONE:
+            return layer.codec
         return options.compression
     if sink.accepts_codec(layer.codec):
         return layer.codec

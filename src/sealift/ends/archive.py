@@ -33,9 +33,18 @@ class ArchiveSource:
     and spooled to a private temp directory, removed on close.
     """
 
-    def __init__(self, path: str | Path | IO[bytes], *, keep_layers: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path | IO[bytes],
+        *,
+        keep_layers: bool = True,
+        transcode_compressed: bool = True,
+    ) -> None:
+        """``transcode_compressed=False``: a codec asked of a streamed read is applied on arrival
+        to uncompressed layers only (an engine's save: what it holds compressed stays so)."""
         self._path = path
         self._keep = keep_layers
+        self._transcode_compressed = transcode_compressed
         self._stack = ExitStack()
         self._entries: list[Entry] | None = None
         self._current: tuple[str, int] | None = None
@@ -91,6 +100,7 @@ class ArchiveSource:
             BlobStore(Path(spool)),
             what=self.what,
             transcode_to=want_codec,
+            transcode_compressed=self._transcode_compressed,
             level=want_level,
             keep=self._keep,
             on_progress=self._member_started,

@@ -313,7 +313,7 @@ class EngineSource:
         import requests
 
         if self._archive is None:
-            self._archive = ArchiveSource(self._request.stream())
+            self._archive = ArchiveSource(self._request.stream(), transcode_compressed=False)
         try:
             entries = self._archive.entries(want_codec, want_level)
         except (requests.exceptions.RequestException, OSError) as exc:
@@ -334,7 +334,8 @@ class LoadPlan:
     """What a load sends: images the engine lacks, tags for those it has, layers it can skip."""
 
     send: list[Entry] = field(default_factory=list)
-    tag_only: list[tuple[Image, Entry]] = field(default_factory=list)
+    tag_only: list[tuple[Image, Entry, str]] = field(default_factory=list)
+    """Images the engine has, with the ID it knows each by."""
     skip_layers: set[Digest] = field(default_factory=set)
 
 
@@ -358,14 +359,18 @@ class EngineSink:
         return self.engine.containerd_store
 
     def accepts_codec(self, codec: str) -> bool:
-        """Over a local socket, uncompressed layers: we decompress faster than the engine does,
-        in parallel with it, and the engine then skips decompression. Over a network, whatever
-        the engine can decompress (zstd from Docker 23 on)."""
+        """The containerd store keeps blobs as given (and reads zstd): every layer goes as it
+        is, so the loaded image's digest is the manifest's. A classic store over a local socket
+        takes uncompressed layers: we decompress faster than the engine does, in parallel with
+        it, and the engine then skips decompression. Over a network, whatever the engine can
+        decompress (zstd from Docker 23 on)."""
+        if codec == compression.ZSTD and self.engine.version_tuple < ZSTD_MIN_VERSION:
+            return False
+        if self.engine.containerd_store:
+            return codec in compression.LAYER_CODECS
         if self.engine.is_local:
             return codec == compression.NONE
-        if codec == compression.ZSTD:
-            return self.engine.version_tuple >= ZSTD_MIN_VERSION
-        return codec in (compression.NONE, compression.GZIP)
+        return codec in compression.LAYER_CODECS
 
     def plan(self, entries: list[Entry]) -> LoadPlan:
         if self.rename is not None:
@@ -379,16 +384,24 @@ class EngineSink:
                     f"{_name(entry)} is an OCI artifact, not a container image: "
                     "engines cannot load it"
                 )
-            if len(images) == 1 and str(images[0].id) in present:
-                plan.tag_only.append((images[0], entry))
+            known = engine_ids(images[0]) & present if len(images) == 1 else set()
+            if known:
+                plan.tag_only.append((images[0], entry, known.pop()))
             else:
                 plan.send.append(entry)
-        if chains:
+        if self.engine.containerd_store:
+            held = _layers_of([entry for _, entry, _ in plan.tag_only])
+            plan.skip_layers = set(_layers_of(plan.send)) & set(held) if self.thin else set()
+        elif chains:
             plan.skip_layers = _layers_engine_has(plan.send, chains)
         return plan
 
     def _engine_state(self) -> tuple[set[str], set[Digest]]:
-        """Image IDs the engine has, and (for thin loads) its layer chain IDs; asked once."""
+        """Image IDs the engine has, and (classic store, thin loads) its layer chain IDs.
+
+        The containerd store cannot say which blobs it holds (Docker 26's API lists images,
+        not content); it is judged by the images it has, whose manifests name their blobs.
+        """
         if self._state is None:
             thin = self.thin and not self.engine.containerd_store
             self._state = (
@@ -412,21 +425,33 @@ class EngineSink:
             skipped = [layers[digest] for digest in plan.skip_layers]
             try:
                 result.names.extend(self._load(plan.send, plan.skip_layers, skipped))
+                self._check_loaded(plan.send)
             except EngineError:
                 if not plan.skip_layers:
                     raise
-                # an engine that refuses thin archives gets everything
-                result.names.extend(self._load(plan.send, set(), []))
+                # an engine that refuses (or half takes) a thin archive gets everything
+                result.names = self._load(plan.send, set(), [])
                 result.layers_sent, result.layers_skipped = len(layers), 0
         if plan.tag_only:
-            tagged_layers = _layers_of([entry for _, entry in plan.tag_only])
+            tagged_layers = _layers_of([entry for _, entry, _ in plan.tag_only])
             _Background([layer for d, layer in tagged_layers.items() if d not in layers]).wait()
-        for image, entry in plan.tag_only:
+        for image, entry, engine_id in plan.tag_only:
             for tag in entry.tags:
-                self.engine.tag(str(image.id), tag)
+                self.engine.tag(engine_id, tag)
             result.names.extend(_loaded_lines(image, entry))
         result.bytes_sent = self.bytes_sent
         return result
+
+    def _check_loaded(self, entries: list[Entry]) -> None:
+        """The containerd store accepts an archive whose blobs it lacks and then hides the
+        image; only what it lists was loaded whole."""
+        if not self.engine.containerd_store:
+            return
+        listed = set(self.engine.image_ids())
+        for entry in entries:
+            images = list(entry.images())
+            if len(images) == 1 and not engine_ids(images[0]) & listed:
+                raise EngineError(f"the engine did not take {_name(entry)} whole")
 
     def current_blob(self) -> str | None:
         """The blob being sent to the engine now, for progress displays."""
@@ -454,6 +479,15 @@ class EngineSink:
         body.raise_if_failed()
         self.bytes_sent += body.bytes_sent
         return _load_messages(response)
+
+
+def engine_ids(image: Image) -> set[str]:
+    """The IDs an engine may know ``image`` by: its config digest (the classic store) or its
+    manifest digest (the containerd store)."""
+    ids = {str(image.id)}
+    if image.manifest is not None:
+        ids.add(str(image.manifest.digest))
+    return ids
 
 
 def _layers_of(entries: list[Entry]) -> dict[Digest, Layer]:

@@ -259,6 +259,7 @@ class StreamFiles:
         *,
         what: str = "archive",
         transcode_to: str | None = None,
+        transcode_compressed: bool = True,
         keep: bool = True,
         level: int | None = None,
         on_progress: ProgressCallback | None = None,
@@ -266,6 +267,7 @@ class StreamFiles:
         self._table = _LinkTable()
         self._store = store
         self._transcode_to = transcode_to
+        self._transcode_compressed = transcode_compressed
         self._keep = keep
         self._level = level
         self._progress = on_progress
@@ -300,13 +302,14 @@ class StreamFiles:
             raise InvalidArchiveError(f"archive is truncated inside {name!r}")
         if size <= _INLINE_LIMIT and not _looks_like_layer(head):
             return Member(name, size, _never, digest=_digest_of(head), inline=head)
+        compressed = compression.sniff(head) != compression.NONE
         return _spool_large(
             name,
             size,
             head,
             source,
             self._store,
-            self._transcode_to,
+            None if compressed and not self._transcode_compressed else self._transcode_to,
             self._keep,
             self._level,
         )

@@ -21,7 +21,7 @@ from typing import IO, Any, Protocol, cast
 
 from sealift import compression
 from sealift.digest import Digest
-from sealift.ends.engine import chain_ids
+from sealift.ends.engine import chain_ids, engine_ids
 from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
@@ -331,18 +331,21 @@ def _statuses(source: Offering, present: Callable[[str], bool]) -> list[dict[str
 
 
 # ----------------------------------------------------------------------------- mode 2: a CLI
-def _inventory(ssh: Ssh, tool: str) -> dict[str, list[Digest]]:
-    """Image ID -> diff_ids of every image the remote's docker/podman holds."""
+def _inventory(ssh: Ssh, tool: str) -> tuple[dict[str, list[Digest]], bool]:
+    """Image ID -> diff_ids of every image the remote's docker/podman holds, and whether it
+    keeps them in containerd's image store (where IDs are manifest digests)."""
     script = (
         f"ids=$({tool} images -aq --no-trunc) || exit 3; "
-        f'if [ -n "$ids" ]; then {tool} image inspect $ids; else echo "[]"; fi'
+        f'if [ -n "$ids" ]; then {tool} image inspect $ids; else echo "[]"; fi; '
+        f"echo {_STORE_MARK}; {tool} info --format '{{{{json .DriverStatus}}}}' 2>/dev/null; true"
     )
     answer = ssh.run(script, timeout=300)
     if answer.returncode != 0:
         raise EngineError(f"{ssh.target}: {tool} failed: {last_line(answer.stderr)}")
+    images_text, _, store_text = (answer.stdout or b"[]").partition(_STORE_MARK.encode())
     try:
-        items = json.loads(answer.stdout or b"[]")
-        return {
+        items = json.loads(images_text or b"[]")
+        images = {
             _prefixed(str(item["Id"])): [
                 Digest.parse(d) for d in (item.get("RootFS") or {}).get("Layers") or []
             ]
@@ -350,6 +353,28 @@ def _inventory(ssh: Ssh, tool: str) -> dict[str, list[Digest]]:
         }
     except (ValueError, KeyError, TypeError, SealiftError) as exc:
         raise EngineError(f"{ssh.target}: cannot read `{tool} image inspect`: {exc}") from exc
+    return images, b"io.containerd.snapshotter" in store_text
+
+
+_STORE_MARK = "SEALIFT-STORE"
+
+
+def _remote_ids(
+    source: Offering, have: dict[str, list[Digest]], containerd: bool
+) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """(config digest -> the ID the remote knows it by, for images it has; config digest ->
+    every ID it may show once loaded). The containerd store names images by manifest digest,
+    so there the images are read to learn their manifests."""
+    if not containerd:
+        ids = {str(image.id) for image in source.offer}
+        return {i: i for i in ids if i in have}, {i: {i} for i in ids}
+    accepted = {str(image.id): engine_ids(image) for image, _ in single_images(source.entries())}
+    known = {
+        image_id: next(iter(ids & set(have)))
+        for image_id, ids in accepted.items()
+        if ids & set(have)
+    }
+    return known, accepted
 
 
 def _prefixed(image_id: str) -> str:
@@ -387,14 +412,16 @@ def _push_cli(
     """Push with the first of ``tools`` (docker, podman) that answers on the remote."""
     for index, tool in enumerate(tools):
         try:
-            have = _inventory(ssh, tool)
+            have, containerd = _inventory(ssh, tool)
             break
         except EngineError:
             if index == len(tools) - 1:
                 raise
     result.mode = tool
-    chains = {chain for diff_ids in have.values() for chain in chain_ids(diff_ids)}
-    missing = {str(image.id) for image in source.offer if str(image.id) not in have}
+    known, accepted = _remote_ids(source, have, containerd)
+    # the containerd store takes no thin archive: it hides an image whose blobs it lacks
+    chains = set() if containerd else {c for ids in have.values() for c in chain_ids(ids)}
+    missing = {str(image.id) for image in source.offer if str(image.id) not in known}
     result.images = _statuses(source, lambda image_id: image_id not in missing)
     send: list[Entry] = []
     omit: set[Digest] = set()
@@ -418,7 +445,7 @@ def _push_cli(
         return
     tagged = [(str(image.id), Reference.parse(tag)) for image in source.offer for tag in image.tags]
     words = [
-        remote_command([tool, "tag", image_id, _tag_name(tool, tag)])
+        remote_command([tool, "tag", known[image_id], _tag_name(tool, tag)])
         for image_id, tag in tagged
         if image_id not in missing
     ]
@@ -442,7 +469,8 @@ def _push_cli(
         shown = answer.stdout.decode(errors="replace")
     else:
         return
-    _check_tags(ssh, tool, expected, shown.split()[-len(expected) :] if expected else [])
+    shown_ids = shown.split()[-len(expected) :] if expected else []
+    _check_tags(ssh, tool, expected, shown_ids, accepted)
     for item in result.images:
         item["status"] = "loaded" if item["status"] == "send" else "tagged"
 
@@ -497,12 +525,18 @@ def _load(
     return b"".join(stdout).decode(errors="replace")
 
 
-def _check_tags(ssh: Ssh, tool: str, expected: list[tuple[str, Any]], shown: list[str]) -> None:
+def _check_tags(
+    ssh: Ssh,
+    tool: str,
+    expected: list[tuple[str, Any]],
+    shown: list[str],
+    accepted: dict[str, set[str]],
+) -> None:
     """Every tag must show its image's ID: success is what the remote engine says."""
     if len(shown) != len(expected):
         raise EngineError(f"{ssh.target}: after loading, {tool} does not show every image")
     for (image_id, tag), actual in zip(expected, shown, strict=True):
-        if _prefixed(actual) != image_id:
+        if _prefixed(actual) not in accepted.get(image_id, {image_id}):
             raise EngineError(
                 f"{ssh.target}: after loading, {tag.familiar} is {actual}, expected {image_id}"
             )
@@ -525,10 +559,13 @@ def pull_host(
 ) -> HostResult:
     """Pull ``refs`` from the host's engine into the local engine (only what it lacks)."""
 
+    loaded: list[dict[str, Any]] = []
+
     def load(images: list[OfferedImage], configs: dict[Digest, bytes]) -> None:
-        result.images = receiver.commit(images, configs)
+        loaded.extend(receiver.commit(images, configs))
 
     result = _pull(target, refs, receiver, options, load)
+    result.images = loaded
     return result
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any, cast
 
 from sealift import compression, media
 from sealift.digest import Digest
-from sealift.ends.engine import Engine, EngineSink, chain_ids
+from sealift.ends.engine import Engine, EngineSink, chain_ids, engine_ids
 from sealift.errors import EngineError, SealiftError
 from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest
 from sealift.reference import Reference
@@ -91,22 +91,25 @@ class Receiver:
         ]
         if load:
             EngineSink(self.engine).write(load)
+        # the IDs the engine may show: config digest, or (containerd store) manifest digest
+        known = {image.id: engine_ids(image) for entry in load for image in entry.images()}
         results: list[dict[str, Any]] = []
         for image in images:
             image_id = str(image.id)
             status = "loaded" if image.id in configs else "present"
+            expected = known.get(image.id, {image_id})
             tags = [Reference.parse(tag) for tag in image.tags]
             for tag in tags:
                 if status == "present":
                     self.engine.tag(image_id, tag)
                 shown = self.engine.inspect(tag.familiar).get("Id")
-                if shown != image_id:
+                if shown not in expected:
                     raise EngineError(
                         f"after loading, {tag.familiar} is {shown}, expected {image_id}"
                     )
                 results.append({"ref": tag.familiar, "id": image_id, "status": status})
             if not tags:
-                if image_id not in set(self.engine.image_ids()):
+                if not expected & set(self.engine.image_ids()):
                     raise EngineError(f"after loading, the engine has no image {image_id}")
                 results.append({"ref": None, "id": image_id, "status": status})
         self.staging.discard([diff_id for image in images for diff_id in image.diff_ids])
