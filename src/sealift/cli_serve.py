@@ -104,22 +104,23 @@ def serve(
 
 
 def _verify(content: Content, quiet: bool) -> None:
+    """Check every blob not checked yet, in parallel: a bar on a terminal, then one line."""
     blobs = content.blobs_to_verify()
-    total = sum(blob.size for blob in blobs)
     if not blobs:
         return
+    total = sum(blob.size for blob in blobs)
     done = [0]
 
     def add(count: int) -> None:
         done[0] += count
 
     started = time.monotonic()
-    if not quiet:
-        _stderr_line(f"verifying {len(blobs)} blobs ({human_size(total)})...")
-    with progress.byte_progress("verifying", lambda: done[0], total, show=progress.enabled(quiet)):
+    description = f"verifying {len(blobs)} blobs"
+    with progress.byte_progress(description, lambda: done[0], total, show=progress.enabled(quiet)):
         verify_blobs(blobs, add)
     if not quiet:
-        _stderr_line(f"verified in {time.monotonic() - started:.1f} s")
+        elapsed = time.monotonic() - started
+        _stderr_line(f"verified {len(blobs)} blobs ({human_size(total)}) in {elapsed:.1f} s")
 
 
 def _announce(
@@ -173,7 +174,7 @@ def _serve_until_stopped(server: RegistryServer, quiet: bool) -> None:
         server.serve_forever()
     except KeyboardInterrupt as stop:
         if not quiet:
-            _stderr_line(f"sealift serve: {stop or 'stopped by Ctrl-C'}")
+            _stderr_line(f"sealift serve: {str(stop) or 'stopped by Ctrl-C'}")
 
 
 def _stderr_line(line: str) -> None:
