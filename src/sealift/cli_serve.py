@@ -16,7 +16,7 @@ from sealift.serving import (
     Content,
     ListenAddress,
     RegistryServer,
-    is_loopback,
+    exposure_warning,
     open_served_source,
     tls_context,
     verify_blobs,
@@ -128,11 +128,9 @@ def _announce(
 ) -> None:
     for warning in content.warnings:
         _stderr_line(f"sealift: warning: {warning}")
-    if server.tls is None and not is_loopback(server.bound.host):
-        _stderr_line(
-            f"sealift: warning: serving on {server.bound} without TLS: anyone who can reach it "
-            "can pull every image, unencrypted (use --tls-cert/--tls-key)"
-        )
+    exposed = exposure_warning(server.bound, server.tls is not None)
+    if exposed is not None:
+        _stderr_line(f"sealift: warning: {exposed}")
     if as_json:
         click.echo(json.dumps(_startup_document(server, content, source)))
     else:

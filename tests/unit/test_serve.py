@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from sealift.serving import (
     Content,
     ListenAddress,
     RegistryServer,
+    exposure_warning,
     is_loopback,
     open_served_source,
     verify_blobs,
@@ -487,6 +489,21 @@ def test_only_loopback_addresses_count_as_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("127.8.9.1") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
     assert not is_loopback("::")
+
+
+def test_listening_beyond_loopback_without_tls_is_warned_about() -> None:
+    warning = exposure_warning(ListenAddress("0.0.0.0", 5000), tls=False)
+    assert warning is not None and "without TLS" in warning and "0.0.0.0:5000" in warning
+    assert exposure_warning(ListenAddress("0.0.0.0", 5000), tls=True) is None
+    assert exposure_warning(ListenAddress("127.0.0.1", 5000), tls=False) is None
+
+
+def test_an_ipv6_loopback_address_serves(oci_archive: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with serving(content_of(oci_archive), host="::1") as server:
+        assert json.loads(ask(server, "/v2/sample/base/tags/list").body)["tags"] == ["1", "latest"]
+        assert server.url == f"http://[::1]:{server.bound.port}"
 
 
 def test_usage_errors_exit_2_with_one_line(oci_archive: Path) -> None:

@@ -6,7 +6,13 @@ requests, ``server`` listens (HTTP or HTTPS, threaded, bounded).
 """
 
 from sealift.serving.content import Content, ServedBlob, ServedManifest, verify_blobs
-from sealift.serving.server import ListenAddress, RegistryServer, is_loopback, tls_context
+from sealift.serving.server import (
+    ListenAddress,
+    RegistryServer,
+    exposure_warning,
+    is_loopback,
+    tls_context,
+)
 from sealift.serving.source import PinnedArchive, open_served_source
 
 __all__ = [
@@ -16,6 +22,7 @@ __all__ = [
     "RegistryServer",
     "ServedBlob",
     "ServedManifest",
+    "exposure_warning",
     "is_loopback",
     "open_served_source",
     "tls_context",

@@ -68,6 +68,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(bound: ListenAddress, tls: bool) -> str | None:
+    """The warning a server listening beyond this machine without TLS deserves, if any."""
+    if tls or is_loopback(bound.host):
+        return None
+    return (
+        f"serving on {bound} without TLS: anyone who can reach it can pull every image, "
+        "unencrypted (use --tls-cert/--tls-key)"
+    )
+
+
 def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
