@@ -63,8 +63,10 @@ class Response:
 
 
 @contextmanager
-def serving(content: Content, tls: ssl.SSLContext | None = None) -> Iterator[RegistryServer]:
-    server = RegistryServer(ListenAddress("127.0.0.1", 0), content, tls=tls)
+def serving(
+    content: Content, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> Iterator[RegistryServer]:
+    server = RegistryServer(ListenAddress(host, 0), content, tls=tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -78,7 +80,7 @@ def serving(content: Content, tls: ssl.SSLContext | None = None) -> Iterator[Reg
 def ask(
     server: RegistryServer, path: str, method: str = "GET", headers: dict[str, str] | None = None
 ) -> Response:
-    connection = http.client.HTTPConnection("127.0.0.1", server.bound.port, timeout=20)
+    connection = http.client.HTTPConnection(server.bound.host, server.bound.port, timeout=20)
     try:
         connection.request(method, path, headers=headers or {})
         reply = connection.getresponse()
