@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import ssl
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -40,7 +39,7 @@ _NAME = REPOSITORY_NAME.pattern
 _MANIFEST = re.compile(rf"/v2/({_NAME})/manifests/([^/]+)")
 _BLOB = re.compile(rf"/v2/({_NAME})/blobs/([^/]+)")
 _TAGS = re.compile(rf"/v2/({_NAME})/tags/list")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _JSON = "application/json"
 
 
@@ -325,6 +324,4 @@ def _paginate(names: list[str], query: dict[str, str], path: str) -> tuple[list[
 
 def is_disconnect(error: BaseException) -> bool:
     """A client that went away or spoke something else (a TLS probe on plain HTTP): no news."""
-    return isinstance(
-        error, ConnectionError | TimeoutError | socket.timeout | ssl.SSLError | BrokenPipeError
-    )
+    return isinstance(error, ConnectionError | TimeoutError | ssl.SSLError)
