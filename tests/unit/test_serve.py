@@ -19,6 +19,7 @@ import sys
 import tarfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from sealift.serving import (
     Content,
     ListenAddress,
     RegistryServer,
+    ServedBlob,
     exposure_warning,
     is_loopback,
     open_served_source,
@@ -311,6 +313,29 @@ def test_a_range_of_an_uncompressed_legacy_layer_is_read_from_the_middle_of_the_
         whole = ask(server, f"/v2/x/blobs/{layer}").body
         part = ask(server, f"/v2/x/blobs/{layer}", headers={"Range": "bytes=500000-500099"})
     assert part.body == whole[500_000:500_100]
+
+
+def test_many_clients_at_once_each_get_exactly_their_bytes(docker_save: Path) -> None:
+    with serving(content_of(docker_save)) as server:
+        blobs = {str(blob.digest): read_all(blob) for blob in server.content.blobs.values()}
+        jobs = [(digest, 1000 * i) for i in range(4) for digest in blobs]
+
+        def fetch(job: tuple[str, int]) -> bool:
+            digest, offset = job
+            expected = blobs[digest]
+            whole = ask(server, f"/v2/x/blobs/{digest}")
+            part = ask(server, f"/v2/x/blobs/{digest}", headers={"Range": f"bytes={offset}-"})
+            if offset >= len(expected):
+                return whole.body == expected and part.status == 416
+            return whole.body == expected and part.body == expected[offset:]
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            assert all(pool.map(fetch, jobs))
+
+
+def read_all(blob: ServedBlob) -> bytes:
+    with blob.open() as stream:
+        return stream.read()
 
 
 def test_unknown_and_malformed_blob_digests_get_spec_errors(oci_server: RegistryServer) -> None:

@@ -170,8 +170,9 @@ def verify_blobs(blobs: list[ServedBlob], on_bytes: Progress, workers: int | Non
         with lock:
             on_bytes(n)
 
+    largest_first = sorted(blobs, key=lambda blob: blob.size, reverse=True)
     with ThreadPoolExecutor(max_workers=count) as pool:
-        for _ in pool.map(lambda blob: _verify(blob, counted), blobs):
+        for _ in pool.map(lambda blob: _verify(blob, counted), largest_first):
             pass
 
 
