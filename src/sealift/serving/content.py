@@ -78,15 +78,17 @@ class Content:
         """The content of ``entries``; ``ref_repository`` names the repository under which
         images with only an OCI ref name (``app-1``, ``latest``) are served, tagged with it."""
         content = cls()
+        targets: list[Digest] = []
         for entry in entries:
             digest = content._add_target(entry.target)
+            targets.append(digest)
             names = list(_tag_names(entry.tags))
             if ref_repository is not None and not entry.tags:
                 names += [(ref_repository, ref) for ref in entry.ref_names if TAG.fullmatch(ref)]
             for repository, tag in names:
                 content._tag(repository, tag, digest)
-            if not names and digest not in content.untagged:
-                content.untagged.append(digest)
+        tagged = {digest for tags in content.repositories.values() for digest in tags.values()}
+        content.untagged = list(dict.fromkeys(d for d in targets if d not in tagged))
         return content
 
     def _tag(self, repository: str, tag: str, digest: Digest) -> None:
