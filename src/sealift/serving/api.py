@@ -85,7 +85,7 @@ class RegistryHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sealift"
     sys_version = ""
-    timeout = 120
+    timeout = 60  # seconds a connection may sit idle (or stall) before it is closed
     _length: int | str = "-"
 
     def setup(self) -> None:
