@@ -378,6 +378,8 @@ def test_tags_list_is_sorted_and_pages_with_n_last_and_a_link(oci_server: Regist
     assert "Link" not in second.headers
     missing = ask(oci_server, "/v2/nobody/tags/list")
     assert (missing.status, missing.error_code()) == (404, "NAME_UNKNOWN")
+    invalid = ask(oci_server, "/v2/sample/app/tags/list?n=two")
+    assert (invalid.status, invalid.error_code()) == (400, "PAGINATION_NUMBER_INVALID")
 
 
 def test_catalog_lists_every_repository_name_served(oci_server: RegistryServer) -> None:

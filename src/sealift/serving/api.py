@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+from collections.abc import Generator, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import IO, TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ _MANIFEST = re.compile(rf"/v2/({_NAME})/manifests/([^/]+)")
 _BLOB = re.compile(rf"/v2/({_NAME})/blobs/([^/]+)")
 _TAGS = re.compile(rf"/v2/({_NAME})/tags/list")
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_COUNT = re.compile(r"[0-9]{1,9}")
 _JSON = "application/json"
 
 
@@ -247,35 +249,18 @@ class RegistryHandler(BaseHTTPRequestHandler):
         self._send_bytes(error.status, json.dumps(body).encode(), _JSON, head, extra)
 
     def _send_blob_body(self, blob: ServedBlob, first: int, length: int, *, whole: bool) -> None:
-        check = whole and blob.from_storage
-        hasher = blob.digest.new_hasher() if check else None
-        held = b""
+        reader = _read_chunks(blob, first, length)
+        check = whole and blob.from_storage  # bytes in memory cannot change
+        chunks = _held_back_until_verified(reader, blob.digest) if check else reader
         try:
-            with blob.open() as stream:
-                _skip(stream, first)
-                remaining = length
-                while remaining > 0:
-                    chunk = stream.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise InvalidArchiveError(f"blob {blob.digest} ended early")
-                    remaining -= len(chunk)
-                    if hasher is None:
-                        self.wfile.write(chunk)
-                        continue
-                    hasher.update(chunk)
-                    if held:
-                        self.wfile.write(held)
-                    held = chunk
-            if hasher is not None and hasher.digest() != blob.digest:
-                raise InvalidArchiveError(
-                    f"blob {blob.digest} changed in storage since it was verified"
-                )
+            for chunk in chunks:
+                self.wfile.write(chunk)
         except SealiftError as exc:
             self.close_connection = True
             self.server.report(f"cut the response to {self.requestline!r}: {exc}")
-            return
-        if held:
-            self.wfile.write(held)
+        finally:
+            chunks.close()
+            reader.close()
 
     def version_string(self) -> str:
         return self.server_version
@@ -288,6 +273,36 @@ class RegistryHandler(BaseHTTPRequestHandler):
         self.server.access(
             f"{self.address_string()} - [{self.log_date_time_string()}] " + (format % args)
         )
+
+
+def _read_chunks(blob: ServedBlob, first: int, length: int) -> Generator[bytes, None, None]:
+    with blob.open() as stream:
+        _skip(stream, first)
+        remaining = length
+        while remaining > 0:
+            chunk = stream.read(min(CHUNK, remaining))
+            if not chunk:
+                raise InvalidArchiveError(f"blob {blob.digest} ended early")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _held_back_until_verified(
+    chunks: Iterator[bytes], digest: Digest
+) -> Generator[bytes, None, None]:
+    """``chunks``, each passed on once the next one is read, the last only when the whole blob
+    hashes to ``digest``: a blob that changed in storage is cut short, never completed."""
+    hasher = digest.new_hasher()
+    held: bytes | None = None
+    for chunk in chunks:
+        hasher.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if hasher.digest() != digest:
+        raise InvalidArchiveError(f"blob {digest} changed in storage since it was verified")
+    if held is not None:
+        yield held
 
 
 def _skip(stream: IO[bytes], count: int) -> None:
@@ -311,7 +326,7 @@ def _paginate(names: list[str], query: dict[str, str], path: str) -> tuple[list[
     limit_text = query.get("n")
     if limit_text is None:
         return names, None
-    if not limit_text.isdigit():
+    if not _COUNT.fullmatch(limit_text):
         raise ApiError(
             HTTPStatus.BAD_REQUEST, "PAGINATION_NUMBER_INVALID", f"invalid n={limit_text!r}"
         )
