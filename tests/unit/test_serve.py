@@ -432,6 +432,8 @@ def test_untagged_images_are_served_by_digest_and_ref_names_under_repository(
         assert ask(server, f"/v2/any/manifests/{untagged.untagged[0]}").status == 200
     named = content_of(f"oci:{layout}", repository="fixture/app")
     assert sorted(named.repositories["fixture/app"]) == ["app-1", "base-1"]
+    one = content_of(f"oci:{layout}:base-1", repository="fixture/app")
+    assert list(one.repositories["fixture/app"]) == ["base-1"]
 
 
 def test_a_tampered_archive_is_refused_before_anything_is_served(
@@ -541,6 +543,8 @@ def test_usage_errors_exit_2_with_one_line(oci_archive: Path) -> None:
     ).assert_one_line_error(2)
     run_sealift("serve", oci_archive, "--listen", "1.2.3.4:x").assert_one_line_error(2)
     run_sealift("serve", oci_archive, "--repository", "Bad Name").assert_one_line_error(2)
+    engine = run_sealift("serve", "docker-daemon:app:1").assert_one_line_error(2)
+    assert "reads an archive or an OCI layout" in engine
 
 
 def test_a_busy_port_is_one_error_line(oci_archive: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-from sealift.ends.archive import STDIO, ArchiveSource
+from sealift.ends.archive import ArchiveSource
 from sealift.ends.base import Source
-from sealift.ends.layout import LayoutSource
+from sealift.ends.open import ARCHIVE, LAYOUT, open_source, parse_end
 from sealift.errors import NotFoundError, SealiftError, UsageError
 
 
@@ -44,21 +44,11 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def open_served_source(spec: str) -> Source:
-    """``oci:DIR`` or a directory is a layout; ``archive:PATH``, a path or ``-`` an archive."""
-    if not spec:
-        raise UsageError("empty source")
-    if spec.startswith("oci:"):
-        return LayoutSource(_named(spec, "oci:"))
-    path = _named(spec, "archive:") if spec.startswith("archive:") else spec
-    if path == STDIO:
-        return ArchiveSource(STDIO)
-    if not spec.startswith("archive:") and Path(path).is_dir():
-        return LayoutSource(path)
-    return PinnedArchive(Path(path))
-
-
-def _named(spec: str, prefix: str) -> str:
-    rest = spec.removeprefix(prefix)
-    if not rest:
-        raise UsageError(f"{spec!r} names no path")
-    return rest
+    """The archive (a path, ``archive:PATH``, ``-``) or layout (``oci:DIR[:REF]``, a directory)
+    ``spec`` names, as every command names them; an archive file is pinned."""
+    end = parse_end(spec)
+    if end.kind not in (ARCHIVE, LAYOUT):
+        raise UsageError(f"{spec!r}: sealift serve reads an archive or an OCI layout (oci:DIR)")
+    if end.kind == LAYOUT or end.is_stdio:
+        return open_source(end)
+    return PinnedArchive(Path(end.location))
