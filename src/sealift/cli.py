@@ -519,6 +519,10 @@ cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(agent)
 
+from sealift.cli_serve import serve  # noqa: E402
+
+cli.add_command(serve)
+
 
 class _Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP, unwound like Ctrl-C so that spool directories and partial outputs

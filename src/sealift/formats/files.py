@@ -213,18 +213,31 @@ def _hash(member: Member) -> Digest:
 
 
 class _Section(io.RawIOBase):
-    """A read-only window onto part of a file, with its own file descriptor (thread safe)."""
+    """A read-only, seekable window onto part of a file, with its own file descriptor (thread
+    safe)."""
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
         self._fd = os.open(path, os.O_RDONLY)
+        self._start = offset
+        self._end = offset + size
         self._offset = offset
-        self._remaining = size
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: self._start, io.SEEK_CUR: self._offset, io.SEEK_END: self._end}
+        target = base[whence] + offset
+        if target < self._start:
+            raise ValueError("negative seek position")
+        self._offset = min(target, self._end)
+        return self._offset - self._start
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._remaining)
+        want = min(len(buffer), self._end - self._offset)
         if want <= 0:
             return 0
         data = os.pread(self._fd, want, self._offset)
@@ -233,7 +246,6 @@ class _Section(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         self._offset += n
-        self._remaining -= n
         return n
 
     def close(self) -> None:
