@@ -88,7 +88,7 @@ class ArchiveSource:
             compression.ExpansionGuard(self.what),
         )
         spool = self._stack.enter_context(make_spool_dir())
-        files = StreamFiles(
+        streamed = StreamFiles(
             stream,
             BlobStore(Path(spool)),
             what=self.what,
@@ -99,7 +99,7 @@ class ArchiveSource:
         )
         if self._joined:
             drain(stream)  # the last part is checked only once read to its end
-        return files
+        return streamed
 
     def _member_started(self, name: str, size: int) -> None:
         self._current = (name, size)
