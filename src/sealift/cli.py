@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from sealift import __version__, compression, progress
+from sealift.cli_airgap import SPLIT, check_signature, output_size, sign, signature_options
 from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.base import Sink, Source
 from sealift.ends.layout import LayoutSink, LayoutSource
@@ -26,6 +27,7 @@ from sealift.errors import SealiftError, UsageError
 from sealift.inspection import describe
 from sealift.progress import human_size
 from sealift.reference import Reference
+from sealift.split import find_split
 from sealift.transfer import CopyOptions, Selection, copy, verify
 
 LEVEL = click.option(
@@ -71,13 +73,14 @@ def open_source(spec: str, *, keep_layers: bool = True) -> Source:
     return ArchiveSource(path, keep_layers=keep_layers)
 
 
-def open_sink(spec: str) -> Sink:
+def open_sink(spec: str, split: int | None = None) -> Sink:
     kind, path = _split_spec(spec)
-    if kind == "oci" or (kind is None and Path(path).is_dir()):
+    layout = kind == "oci" or (kind is None and (Path(path).is_dir() or path.endswith("/")))
+    if layout and split is not None:
+        raise UsageError("--split writes archives, not OCI layouts")
+    if layout:
         return LayoutSink(path)
-    if kind is None and path.endswith("/"):
-        return LayoutSink(path)
-    return ArchiveSink(path)
+    return ArchiveSink(path, split=split)
 
 
 def _split_spec(spec: str) -> tuple[str | None, str]:
@@ -137,6 +140,7 @@ def cli() -> None:
     metavar="NAME:TAG",
     help="Take only this image (repeatable). OCI ref names work too.",
 )
+@SPLIT
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(
     source: str,
@@ -145,6 +149,7 @@ def convert(
     level: int | None,
     platform: str | None,
     tags: tuple[str, ...],
+    split: int | None,
     quiet: bool,
 ) -> None:
     """Convert SOURCE to DESTINATION.
@@ -160,7 +165,7 @@ def convert(
     with errors_to_exit():
         src = open_source(source)
         try:
-            sink = open_sink(destination)
+            sink = open_sink(destination, split)
             options = CopyOptions(codec, level, Selection(tags, platform))
             with progress.byte_progress(
                 "converting",
@@ -192,8 +197,10 @@ def _current_member(source: Source) -> str | None:
 def _size_of(spec: str) -> int | None:
     _, path = _split_spec(spec)
     try:
+        if path != "-" and find_split(path) is not None:
+            return output_size(path)
         return Path(path).stat().st_size if path != "-" and Path(path).is_file() else None
-    except OSError:
+    except (OSError, SealiftError):
         return None
 
 
@@ -240,13 +247,18 @@ def _print_inspection(report: dict[str, Any]) -> None:
 @click.argument("archive")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
+@signature_options
+def verify_command(
+    archive: str, as_json: bool, quiet: bool, allowed_signers: Path | None, signer: str | None
+) -> None:
     """Check every digest in ARCHIVE; exit 0 only if it is whole and untampered.
 
     Each blob is checked against its digest and size, each uncompressed layer against the
-    diff_id in its image config, and every referenced blob must be present.
+    diff_id in its image config, and every referenced blob must be present. With
+    --allowed-signers, ARCHIVE.sig must also be a valid signature by an allowed key.
     """
     with errors_to_exit():
+        signed_by = check_signature(archive, allowed_signers, signer)
         source = open_source(archive, keep_layers=False)
         try:
             report = verify(source)
@@ -260,10 +272,13 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
                         "images": report.images,
                         "layers": report.layers,
                         "bytes_checked": report.bytes_checked,
+                        "signer": str(signed_by) if signed_by else None,
                     }
                 )
             )
         elif not quiet:
+            if signed_by is not None:
+                click.echo(f"Good signature from {signed_by}")
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
 
 
@@ -300,6 +315,7 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
 @LEVEL
 @click.option("--platform", help="Keep one platform (os/arch[/variant]).")
 @ENGINE_HOST
+@SPLIT
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save(
@@ -310,6 +326,7 @@ def save(
     level: int | None,
     platform: str | None,
     host: str | None,
+    split: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -333,8 +350,9 @@ def save(
                     "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
                 )
             output = "-"
-        if output == "-" and as_json:
-            raise UsageError("--json needs -o FILE (stdout carries the archive)")
+        if output == "-" and (as_json or split is not None):
+            option = "--json" if as_json else "--split"
+            raise UsageError(f"{option} needs -o FILE (stdout carries the archive)")
         if codec == "auto":
             codec = compression.GZIP if target == "docker" else compression.ZSTD
         engine = Engine(host)
@@ -348,7 +366,7 @@ def save(
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
-                copy(source, ArchiveSink(output), options)
+                copy(source, ArchiveSink(output, split=split), options)
         finally:
             source.close()
         if as_json:
@@ -358,7 +376,7 @@ def save(
                         "output": output,
                         "images": list(images),
                         "compression": codec,
-                        "bytes": Path(output).stat().st_size,
+                        "bytes": output_size(output),
                     }
                 )
             )
@@ -438,6 +456,7 @@ from sealift.cli_remote import agent, pull, push  # noqa: E402  (they import err
 cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(agent)
+cli.add_command(sign)
 
 
 class _Stopped(KeyboardInterrupt):

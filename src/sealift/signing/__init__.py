@@ -213,7 +213,7 @@ def check_bundle(
             f"{bundle} does not match its signature {bundle.signature_path}: "
             "it changed after it was signed"
         )
-    return Signer(allowed.principals, signature.public_key)
+    return Signer(identity or allowed.principals, signature.public_key)
 
 
 def _read_signature(bundle: Bundle, required_by: str) -> Signature:
