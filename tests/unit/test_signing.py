@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -273,7 +274,11 @@ def test_a_pattern_without_wildcards_matches_only_itself(value: str, pattern: st
 # -------------------------------------------------------------------------------- split
 def split_bundle(tmp_path: Path) -> SplitArchive:
     base = tmp_path / "stack.tar"
-    write_split(base, 70_000, lambda out: out.write(PAYLOAD) and None)
+
+    def write(out: IO[bytes]) -> None:
+        out.write(PAYLOAD)
+
+    write_split(base, 70_000, write)
     return SplitArchive(base)
 
 
