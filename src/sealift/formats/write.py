@@ -255,7 +255,8 @@ def archive_size(entries: list[Entry]) -> int:
         "manifest.json": manifest_json,
         "repositories": repositories,
     }
-    size = _header_size("blobs", True) + _header_size("blobs/sha256", True) + 2 * tarfile.BLOCKSIZE
+    directories = _header_size("blobs", True) + _header_size("blobs/sha256", True)
+    size = directories + 2 * tarfile.BLOCKSIZE  # and the two zero blocks that end a tar
     for name, length in [
         *((name, len(document)) for name, document in documents.items()),
         *((f"blobs/{b.digest.algorithm}/{b.digest.hex}", b.size) for b in planned_blobs(entries)),
