@@ -169,7 +169,7 @@ class SplitArchive:
         except FileNotFoundError as exc:
             raise PartError(
                 f"{self.sidecar} is missing: it lists the parts of {self.base}; copy it "
-                f"beside them (or join them yourself: cat {self.base}.[0-9]* | sealift load -)"
+                f"beside them, or join them yourself: cat {self.base}.[0-9]* > {self.base}"
             ) from exc
         except OSError as exc:
             raise SealiftError(f"cannot read {self.sidecar}: {exc.strerror}") from exc
@@ -302,12 +302,12 @@ def _check_present(split: SplitArchive, index: PartsIndex) -> None:
 def _mismatch(path: Path, actual: str, part: Part, index: PartsIndex) -> str:
     for other in index.parts:
         if other.sha256 == actual and other is not part:
-            listed = f"{index_name(index)} lists as {other.name}"
+            listed = f"{_sidecar_name(index)} lists as {other.name}"
             return f"{path} holds what {listed}: parts out of order"
-    return f"{path} changed: its sha256 is {actual}, {index_name(index)} lists {part.sha256}"
+    return f"{path} changed: its sha256 is {actual}, {_sidecar_name(index)} lists {part.sha256}"
 
 
-def index_name(index: PartsIndex) -> str:
+def _sidecar_name(index: PartsIndex) -> str:
     return index.archive + SIDECAR_SUFFIX
 
 
