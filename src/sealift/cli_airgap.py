@@ -7,13 +7,15 @@ import getpass
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sealift.errors import SealiftError, UsageError
-from sealift.signing import ALLOWED_SIGNERS_VARIABLE, Signer, require_signature, sign_bundle
 from sealift.split import find_split, parse_size
+
+if TYPE_CHECKING:  # sealift.signing loads cryptography: only commands that sign or check do
+    from sealift.signing import Signer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,7 +50,7 @@ def signature_options(function: F) -> F:
         metavar="FILE",
         type=click.Path(dir_okay=False, path_type=Path),
         help="Require a valid SSH signature (ARCHIVE.sig, see `sealift sign`) by a key this "
-        f"OpenSSH allowed_signers file lists. Default: ${ALLOWED_SIGNERS_VARIABLE}, if set.",
+        "OpenSSH allowed_signers file lists. Default: $SEALIFT_ALLOWED_SIGNERS, if set.",
     )(function)
 
 
@@ -56,6 +58,8 @@ def check_signature(
     archive: str, allowed_signers: Path | None, signer: str | None
 ) -> Signer | None:
     """Who signed ARCHIVE, when a signature is required; None when nobody asked for one."""
+    from sealift.signing import ALLOWED_SIGNERS_VARIABLE, require_signature
+
     asked = allowed_signers is not None or os.environ.get(ALLOWED_SIGNERS_VARIABLE)
     if signer is not None and not asked:
         raise UsageError(f"--signer needs --allowed-signers (or {ALLOWED_SIGNERS_VARIABLE})")
@@ -97,6 +101,7 @@ def sign(archive: str, key: Path, quiet: bool) -> None:
     An allowed_signers line: SIGNER namespaces="sealift" ssh-ed25519 AAAA...
     """
     from sealift.cli import errors_to_exit  # cli imports this module first
+    from sealift.signing import sign_bundle
 
     with errors_to_exit():
         ask = _ask_passphrase if _has_terminal() else None

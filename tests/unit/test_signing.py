@@ -515,3 +515,12 @@ def test_the_cli_signs_and_verify_names_the_signer(
     assert checked.stdout.startswith("Good signature from release@example.com (ED25519 key")
     lone_signer = run("verify", archive, "--signer", "x")
     assert lone_signer.returncode == 2
+
+
+def test_verify_help_names_the_variable_that_requires_signatures() -> None:
+    from click.testing import CliRunner
+
+    from sealift.cli import cli
+
+    result = CliRunner().invoke(cli, ["verify", "--help"], terminal_width=200)
+    assert f"${ALLOWED_SIGNERS_VARIABLE}" in result.output
