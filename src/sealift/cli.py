@@ -20,12 +20,14 @@ from typing import Any, NoReturn
 import click
 
 from sealift import __version__, compression, progress
+from sealift.cli_airgap import SPLIT, check_signature, output_size, sign, signature_options
 from sealift.ends import open as ends
 from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import SealiftError, UsageError
 from sealift.inspection import describe
 from sealift.progress import human_size
 from sealift.reference import Reference
+from sealift.split import find_split
 from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, verify
 
 LEVEL = click.option(
@@ -66,8 +68,8 @@ def open_source(spec: str, *, keep_layers: bool = True) -> Source:
     return ends.open_source(spec, ends.EndOptions(keep_layers=keep_layers))
 
 
-def open_sink(spec: str) -> Sink:
-    return ends.open_sink(spec)
+def open_sink(spec: str, split: int | None = None) -> Sink:
+    return ends.open_sink(spec, ends.EndOptions(split=split))
 
 
 ENGINE_HOST = click.option(
@@ -123,6 +125,7 @@ def cli() -> None:
     metavar="NAME:TAG",
     help="Take only this image (repeatable). OCI ref names work too.",
 )
+@SPLIT
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(
     source: str,
@@ -131,6 +134,7 @@ def convert(
     level: int | None,
     platform: str | None,
     tags: tuple[str, ...],
+    split: int | None,
     quiet: bool,
 ) -> None:
     """Convert SOURCE to DESTINATION.
@@ -146,7 +150,7 @@ def convert(
     with errors_to_exit():
         src = open_source(source)
         try:
-            sink = open_sink(destination)
+            sink = open_sink(destination, split)
             options = CopyOptions(codec, level, Selection(tags, platform))
             with _progress("converting", src, source, quiet=quiet or destination == "-"):
                 copy(src, sink, options)
@@ -296,8 +300,12 @@ def _size_of(spec: str) -> int | None:
     end = ends.parse_end(spec)
     path = Path(end.location)
     try:
-        return path.stat().st_size if end.kind == ends.ARCHIVE and path.is_file() else None
-    except OSError:
+        if end.kind != ends.ARCHIVE or end.is_stdio:
+            return None
+        if find_split(end.location) is not None:
+            return output_size(end.location)
+        return path.stat().st_size if path.is_file() else None
+    except (OSError, SealiftError):
         return None
 
 
@@ -344,13 +352,18 @@ def _print_inspection(report: dict[str, Any]) -> None:
 @click.argument("archive")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
+@signature_options
+def verify_command(
+    archive: str, as_json: bool, quiet: bool, allowed_signers: Path | None, signer: str | None
+) -> None:
     """Check every digest in ARCHIVE; exit 0 only if it is whole and untampered.
 
     Each blob is checked against its digest and size, each uncompressed layer against the
-    diff_id in its image config, and every referenced blob must be present.
+    diff_id in its image config, and every referenced blob must be present. With
+    --allowed-signers, ARCHIVE.sig must also be a valid signature by an allowed key.
     """
     with errors_to_exit():
+        signed_by = check_signature(archive, allowed_signers, signer)
         source = open_source(archive, keep_layers=False)
         try:
             report = verify(source)
@@ -364,10 +377,13 @@ def verify_command(archive: str, as_json: bool, quiet: bool) -> None:
                         "images": report.images,
                         "layers": report.layers,
                         "bytes_checked": report.bytes_checked,
+                        "signer": str(signed_by) if signed_by else None,
                     }
                 )
             )
         elif not quiet:
+            if signed_by is not None:
+                click.echo(f"Good signature from {signed_by}")
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
 
 
@@ -396,6 +412,7 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
 @LEVEL
 @click.option("--platform", help="Keep one platform (os/arch[/variant]).")
 @ENGINE_HOST
+@SPLIT
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save(
@@ -406,6 +423,7 @@ def save(
     level: int | None,
     platform: str | None,
     host: str | None,
+    split: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -427,8 +445,9 @@ def save(
                     "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
                 )
             output = "-"
-        if output == "-" and as_json:
-            raise UsageError("--json needs -o FILE (stdout carries the archive)")
+        if output == "-" and (as_json or split is not None):
+            option = "--json" if as_json else "--split"
+            raise UsageError(f"{option} needs -o FILE (stdout carries the archive)")
         if codec == "auto":
             codec = compression.codec_for_target(target)
         engine_end = ends.End(ends.ENGINE, images=images)
@@ -436,7 +455,7 @@ def save(
         try:
             options = CopyOptions(codec, level, Selection((), platform))
             with _progress("saving", source, None, quiet=quiet):
-                copy(source, ends.open_sink(output), options)
+                copy(source, open_sink(output, split), options)
         finally:
             source.close()
         if as_json:
@@ -446,7 +465,7 @@ def save(
                         "output": output,
                         "images": list(images),
                         "compression": codec,
-                        "bytes": Path(output).stat().st_size,
+                        "bytes": output_size(output),
                     }
                 )
             )
@@ -518,6 +537,7 @@ from sealift.cli_remote import agent, pull, push  # noqa: E402  (they import err
 cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(agent)
+cli.add_command(sign)
 
 from sealift.cli_serve import serve  # noqa: E402
 

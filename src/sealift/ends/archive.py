@@ -8,6 +8,7 @@ import stat
 import sys
 import tempfile
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import IO, cast
 
@@ -18,9 +19,10 @@ from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
 from sealift.formats.files import Files, StreamFiles, TarFiles
 from sealift.formats.read import read_entries
-from sealift.formats.write import write_archive
+from sealift.formats.write import archive_size, write_archive
 from sealift.model import Entry
 from sealift.progress import human_size
+from sealift.split import check_free_space, drain, find_split, open_parts, write_split
 from sealift.streams import CountingReader, PrefetchReader
 
 STDIO = "-"
@@ -50,6 +52,7 @@ class ArchiveSource:
         self._current: tuple[str, int] | None = None
         self.outer_codec = compression.NONE
         self.input_counter: CountingReader | None = None
+        self._joined = False
 
     @property
     def what(self) -> str:
@@ -95,7 +98,7 @@ class ArchiveSource:
             compression.ExpansionGuard(self.what),
         )
         spool = self._stack.enter_context(make_spool_dir())
-        return StreamFiles(
+        streamed = StreamFiles(
             stream,
             BlobStore(Path(spool)),
             what=self.what,
@@ -105,6 +108,9 @@ class ArchiveSource:
             keep=self._keep,
             on_progress=self._member_started,
         )
+        if self._joined:
+            drain(stream)  # the last part is checked only once read to its end
+        return streamed
 
     def _member_started(self, name: str, size: int) -> None:
         self._current = (name, size)
@@ -114,6 +120,10 @@ class ArchiveSource:
             return self._track(self._path)
         if str(self._path) == STDIO:
             return self._track(_stdin())
+        parts = find_split(self._path)
+        if parts is not None:
+            self._joined = True
+            return self._track(cast(IO[bytes], self._stack.enter_context(open_parts(parts))))
         try:
             file = self._stack.enter_context(Path(self._path).open("rb"))  # noqa: SIM115
         except FileNotFoundError as exc:
@@ -163,12 +173,16 @@ def _is_regular_file(stream: IO[bytes]) -> bool:
 
 
 class ArchiveSink:
-    """Writes the dual-format archive to a path (atomically) or to stdout (``-``)."""
+    """Writes the dual-format archive to a path (atomically) or to stdout (``-``); with
+    ``split``, to a path as parts of at most that many bytes (see ``sealift.split``)."""
 
     keeps_blobs = True
 
-    def __init__(self, path: str | Path | IO[bytes]) -> None:
+    def __init__(self, path: str | Path | IO[bytes], *, split: int | None = None) -> None:
+        if split is not None and (not isinstance(path, str | Path) or str(path) == STDIO):
+            raise UsageError("a split archive needs a file name, not a stream")
         self._path = path
+        self._split = split
 
     def accepts_codec(self, codec: str) -> bool:
         return codec in compression.LAYER_CODECS
@@ -182,7 +196,11 @@ class ArchiveSink:
         elif str(self._path) == STDIO:
             write_archive(entries, sys.stdout.buffer)
             sys.stdout.buffer.flush()
+        elif self._split is not None:
+            write = partial(write_archive, entries)
+            write_split(Path(self._path), self._split, write, archive_size(entries))
         else:
+            check_free_space(Path(self._path), archive_size(entries))
             write_atomically(Path(self._path), lambda out: write_archive(entries, out))
         names = [str(tag) for entry in entries for tag in entry.tags]
         return WriteResult(names=names, layers_sent=sum(len(list(e.images())) for e in entries))

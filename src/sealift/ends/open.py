@@ -51,6 +51,8 @@ class EndOptions:
     """The platform a remote host picks from a multi-platform image before sending it."""
     keep_layers: bool = True
     """False when only metadata is read (inspect, verify of a stream): layers are not spooled."""
+    split: int | None = None
+    """An archive destination is written as parts of at most this many bytes."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ def open_source(end: End | str, options: EndOptions = EndOptions()) -> Source:
 def open_sink(end: End | str, options: EndOptions = EndOptions()) -> Sink:
     """The sink ``end`` names."""
     end = parse_end(end, as_sink=True) if isinstance(end, str) else end
+    if options.split is not None and end.kind != ARCHIVE:
+        raise UsageError("--split writes archives, not OCI layouts, engines or hosts")
     if end.kind == ENGINE:
         from sealift.ends.engine import Engine, EngineSink
 
@@ -165,7 +169,7 @@ def open_sink(end: End | str, options: EndOptions = EndOptions()) -> Sink:
         return SshSink(_ssh_target(end), _remote(options))
     from sealift.ends.archive import ArchiveSink
 
-    return ArchiveSink(end.location)
+    return ArchiveSink(end.location, split=options.split)
 
 
 def platform_for(sink: Sink) -> str | None:

@@ -247,6 +247,29 @@ def write_archive(
     tar.close()
 
 
+def archive_size(entries: list[Entry]) -> int:
+    """The exact size in bytes of what ``write_archive(entries, ...)`` writes."""
+    manifest_json, repositories = docker_manifest_document(entries)
+    documents = {
+        "oci-layout": LAYOUT_DOCUMENT,
+        "index.json": index_document(entries),
+        "manifest.json": manifest_json,
+        "repositories": repositories,
+    }
+    directories = _header_size("blobs", True) + _header_size("blobs/sha256", True)
+    size = directories + 2 * tarfile.BLOCKSIZE  # and the two zero blocks that end a tar
+    for name, length in [
+        *((name, len(document)) for name, document in documents.items()),
+        *((f"blobs/{b.digest.algorithm}/{b.digest.hex}", b.size) for b in planned_blobs(entries)),
+    ]:
+        size += _header_size(name) + length + (-length % tarfile.BLOCKSIZE)
+    return size + (-size % tarfile.RECORDSIZE)
+
+
+def _header_size(name: str, directory: bool = False) -> int:
+    return len(_info(name, directory=directory).tobuf(tarfile.GNU_FORMAT, "utf-8"))
+
+
 class _TarWriter:
     """A tar stream written straight to ``out``: the bytes tarfile's ``w|`` mode writes (GNU
     format, end blocks, padding to a whole record), without its buffer, which copies every byte
