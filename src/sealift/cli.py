@@ -488,6 +488,7 @@ def save(
 @click.option(
     "--platform", help="Load one platform of multi-platform images (default: the engine's)."
 )
+@signature_options
 def load(
     archive: str,
     input_path: str | None,
@@ -495,6 +496,8 @@ def load(
     quiet: bool,
     as_json: bool,
     platform: str | None,
+    allowed_signers: Path | None,
+    signer: str | None,
 ) -> None:
     """Load an archive (any format sealift reads, compressed or not) into a Docker engine.
 
@@ -502,11 +505,15 @@ def load(
     of the archive only after all checks pass: a corrupt archive loads and tags nothing. Layers
     the engine already has are not sent; images it already has are only tagged. zstd layers are
     decompressed for engines older than Docker 23.
+
+    With --allowed-signers (or SEALIFT_ALLOWED_SIGNERS set) nothing is loaded unless FILE.sig is
+    a valid signature by a listed key (see `sealift sign`).
     """
     with errors_to_exit():
         path = input_path or archive
         if path == "-" and sys.stdin.isatty():
             raise UsageError("no archive given and stdin is a terminal: name a FILE or pipe one in")
+        check_signature(path, allowed_signers, signer)
         sink = ends.open_sink(ends.End(ends.ENGINE), ends.EndOptions(engine_host=host))
         source = open_source(path)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -200,3 +201,22 @@ def test_copy_command_recompresses_when_asked_and_says_so(
 
 def _only(tag: str) -> Selection:
     return Selection((tag,))
+
+
+def test_load_refuses_an_unsigned_archive_when_signatures_are_required(
+    zstd_archive: Path, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(
+        "ops@site ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIHZx1oVSNXW0C8KlGKmlB0bdVVbfjr4ZqKk2bQrJ2Xhv\n"
+    )
+    result = run_sealift(
+        "load",
+        str(zstd_archive),
+        "-H",
+        "unix:///nonexistent.sock",
+        env={**os.environ, "SEALIFT_ALLOWED_SIGNERS": str(allowed)},
+    )
+    line = result.assert_one_line_error()
+    assert "sig" in line, line
