@@ -400,7 +400,8 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
     default="gzip",
     show_default=True,
     help="Layer compression. 'auto' picks zstd when --target says the loading side "
-    "reads it, gzip otherwise.",
+    "reads it, gzip otherwise. Unless this is given, layers the engine already holds "
+    "compressed (containerd image store) are kept as they are.",
 )
 @click.option(
     "--target",
@@ -453,7 +454,15 @@ def save(
         engine_end = ends.End(ends.ENGINE, images=images)
         source = ends.open_source(engine_end, ends.EndOptions(engine_host=host))
         try:
-            options = CopyOptions(codec, level, Selection((), platform))
+            # layers the engine holds compressed (containerd store) stay as they are unless
+            # --compression was given: their digests then match the engine's
+            given = click.get_current_context().get_parameter_source("codec")
+            options = CopyOptions(
+                codec,
+                level,
+                Selection((), platform),
+                keep_compressed=given is not click.core.ParameterSource.COMMANDLINE,
+            )
             with _progress("saving", source, None, quiet=quiet):
                 copy(source, open_sink(output, split), options)
         finally:
