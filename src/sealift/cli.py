@@ -336,6 +336,10 @@ def _print_inspection(report: dict[str, Any]) -> None:
         names = ", ".join(tags or image["ref_names"]) or "<untagged>"
         click.echo(f"{names}")
         click.echo(f"  id        {image['id']}")
+        if image.get("manifest_digest"):
+            click.echo(f"  manifest  {image['manifest_digest']}")
+        if image.get("index_digest"):
+            click.echo(f"  index     {image['index_digest']}")
         click.echo(f"  platform  {image['platform']}")
         click.echo(f"  size      {human_size(image['size'])} in {len(image['layers'])} layers")
         for layer in image["layers"]:
