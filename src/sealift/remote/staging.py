@@ -8,10 +8,10 @@
 Several receivers may share one staging directory at once (two pushes to two engines on one
 host, two CI jobs): a receiver holds an exclusive lock on a ``.partial`` file while it appends to
 it, and a second receiver of the same layer waits for that lock, then appends only what is still
-missing (or nothing, when the layer is complete by then). A receiver that needs a complete layer
-holds a shared lock on it (:meth:`Staging.hold`) until it is done; :meth:`Staging.discard` removes
-only layers no other receiver holds. Files untouched for longer than SEALIFT_STAGING_TTL seconds
-(default a week) are removed when a receiver starts.
+missing (or nothing, when the layer is complete by then). Every receiver leases the layers it
+plans for (a shared lock on ``<hex>.lease``, :meth:`Staging.hold`) until it is done;
+:meth:`Staging.discard` removes only layers no other receiver has leased. Files untouched for
+longer than SEALIFT_STAGING_TTL seconds (default a week) are removed when a receiver starts.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def default_root() -> Path:
 class Staging:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else default_root()
-        self._held: dict[Digest, IO[bytes]] = {}
+        self._leases: dict[Digest, IO[bytes]] = {}
 
     def ensure(self) -> Staging:
         try:
@@ -59,10 +59,10 @@ class Staging:
         return self.root / f"{diff_id.hex}.partial"
 
     def close(self) -> None:
-        """Let go of every layer held (without removing any)."""
-        for file in self._held.values():
+        """Let go of every layer leased (without removing any)."""
+        for file in self._leases.values():
             file.close()
-        self._held.clear()
+        self._leases.clear()
 
     def __enter__(self) -> Staging:
         return self
@@ -71,19 +71,26 @@ class Staging:
         self.close()
 
     def hold(self, diff_id: Digest) -> bool:
-        """Whether the layer is complete here; if so, keep it until :meth:`discard`."""
-        if diff_id in self._held:
-            return True
-        try:
-            file = self.complete_path(diff_id).open("rb")
-        except FileNotFoundError:
-            return False
-        fcntl.flock(file.fileno(), fcntl.LOCK_SH)
-        if not _still_named(file, self.complete_path(diff_id)):
-            file.close()  # discarded while we waited for the lock
-            return False
-        self._held[diff_id] = file
-        return True
+        """Lease the layer, so no other receiver removes it until this one discards it; return
+        whether it is complete here."""
+        self._lease(diff_id)
+        return self.complete_path(diff_id).is_file()
+
+    def _lease(self, diff_id: Digest) -> None:
+        if diff_id in self._leases:
+            return
+        self.ensure()
+        path = self._lease_path(diff_id)
+        while True:
+            file = path.open("ab")
+            fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+            if _still_named(file, path):
+                self._leases[diff_id] = cast(IO[bytes], file)
+                return
+            file.close()  # its last user removed it as we opened it: take a new one
+
+    def _lease_path(self, diff_id: Digest) -> Path:
+        return self.root / f"{diff_id.hex}.lease"
 
     def offset(self, diff_id: Digest) -> int:
         try:
@@ -92,12 +99,7 @@ class Staging:
             return 0
 
     def size(self, diff_id: Digest) -> int:
-        return os.fstat(self._held_file(diff_id).fileno()).st_size
-
-    def _held_file(self, diff_id: Digest) -> IO[bytes]:
-        if not self.hold(diff_id):
-            raise SealiftError(f"layer {diff_id} is not in staging")
-        return self._held[diff_id]
+        return self.complete_path(diff_id).stat().st_size
 
     def expire(self, ttl: float | None = None) -> int:
         """Remove staging files older than ``ttl`` seconds; return how many."""
@@ -115,13 +117,14 @@ class Staging:
         return removed
 
     def discard(self, diff_ids: list[Digest]) -> None:
-        """Let go of these layers; remove those no other receiver holds."""
+        """Let go of these layers; remove those no other receiver has leased."""
         for diff_id in diff_ids:
-            held = self._held.pop(diff_id, None)
-            if held is not None:
-                held.close()
+            lease = self._leases.pop(diff_id, None)
+            if lease is not None:
+                lease.close()
+            path = self._lease_path(diff_id)
             try:
-                file = self.complete_path(diff_id).open("rb")
+                file = path.open("ab")
             except FileNotFoundError:
                 continue
             with file:
@@ -129,8 +132,10 @@ class Staging:
                     fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     continue  # another receiver still needs it; it removes it when done
-                if _still_named(file, self.complete_path(diff_id)):
-                    self.complete_path(diff_id).unlink()
+                if _still_named(file, path):
+                    self.complete_path(diff_id).unlink(missing_ok=True)
+                    self.partial_path(diff_id).unlink(missing_ok=True)
+                    path.unlink()
 
     def receive(self, diff_id: Digest, offset: int, codec: str, stream: IO[bytes]) -> int:
         """Append the layer bytes from ``offset`` on (``stream``, compressed with ``codec``).
@@ -141,14 +146,13 @@ class Staging:
         is removed and DigestMismatchError raised. If ``stream`` breaks, what arrived stays in
         the partial file for the next attempt. Returns bytes appended.
         """
-        self.ensure()
+        self._lease(diff_id)
         what = f"layer {diff_id}"
         incoming = decoded(stream, codec, what)
         file = self._lock_partial(diff_id)
         if file is None:  # another receiver completed it while we waited
             for _ in incoming:
                 pass
-            self.hold(diff_id)
             return 0
         with file:
             have = file.seek(0, os.SEEK_END)
@@ -167,7 +171,6 @@ class Staging:
                 self.partial_path(diff_id).unlink(missing_ok=True)
                 raise DigestMismatchError(f"{what}: uncompressed content is {hasher.digest()}")
             self.partial_path(diff_id).replace(self.complete_path(diff_id))
-        self.hold(diff_id)
         return appended
 
     def _lock_partial(self, diff_id: Digest) -> IO[bytes] | None:
@@ -179,13 +182,11 @@ class Staging:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX)
             if _still_named(file, path):
                 return cast(IO[bytes], file)
-            file.close()  # the previous holder finished (renamed it) or gave up: look again
+            file.close()  # the receiver we waited for completed it, or gave up: look again
         return None
 
     def open(self, diff_id: Digest) -> IO[bytes]:
-        """A new reader of a held layer (it stays readable even once discarded elsewhere)."""
-        fd = self._held_file(diff_id).fileno()
-        return cast(IO[bytes], Path(f"/proc/self/fd/{fd}").open("rb"))
+        return cast(IO[bytes], self.complete_path(diff_id).open("rb"))
 
 
 def _still_named(file: IO[bytes], path: Path) -> bool:
