@@ -1,0 +1,291 @@
+"""One registry's HTTP: a pooled, thread-safe session that retries, authenticates and
+translates failures into one-line errors.
+
+The scheme is found once, by asking ``/v2/``: HTTPS, or plain HTTP where that is allowed
+(loopback, ``insecure``) and the registry does not speak TLS. Requests whose body can be sent
+again (none, or bytes) are retried on connection failures, 429 and 5xx, with exponential backoff
+that honours ``Retry-After``; streamed bodies are resumed by their caller instead
+(:mod:`sealift.registry.upload`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urljoin
+
+import requests
+import requests.adapters
+import urllib3
+
+from sealift import __version__
+from sealift.registry.auth import CLIENT_ID, Authenticator
+from sealift.registry.credentials import Credentials, find_credentials, searched_files
+from sealift.registry.errors import CertificateError, RegistryError
+from sealift.registry.names import api_host
+from sealift.registry.tls import TlsOptions, allows_plain_http, hint, ssl_context
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 60.0
+_MAX_AUTH_ROUNDS = 3
+_TIMEOUT = (30.0, 300.0)
+USER_AGENT = f"sealift/{__version__}"
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    connections: int = 4
+    retries: int = 5
+    backoff: float = 0.5
+    """First wait between attempts, doubled each time (with jitter)."""
+    credentials: Credentials | None = None
+    """A login to use instead of looking one up."""
+
+
+Body = bytes | IO[bytes] | None
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Connections with sealift's TLS context (extra CAs, client certificates)."""
+
+    def __init__(self, context: Any, connections: int) -> None:
+        self._context = context
+        super().__init__(pool_connections=connections, pool_maxsize=connections, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Transport:
+    """HTTP to one registry (``host`` as in references: ``127.0.0.1:5000``, ``docker.io``)."""
+
+    def __init__(self, host: str, options: TransportOptions | None = None) -> None:
+        options = options or TransportOptions()
+        self.host = host
+        self.api_host = api_host(host)
+        self.options = options
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = _Adapter(ssl_context(self.api_host, options.tls), max(options.connections, 1) + 2)
+        self.session.mount("https://", adapter)
+        self.session.mount(
+            "http://",
+            requests.adapters.HTTPAdapter(
+                pool_connections=2, pool_maxsize=max(options.connections, 1) + 2, max_retries=0
+            ),
+        )
+        if options.tls.insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        credentials = options.credentials or find_credentials(host)
+        self.auth = Authenticator(host, credentials, searched_files, self._get_token)
+        self._base: str | None = None
+        self._base_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------- base URL
+    @property
+    def base(self) -> str:
+        """``https://host/`` or ``http://host/``, found by asking ``/v2/`` once."""
+        with self._base_lock:
+            if self._base is None:
+                self._base = self._find_base()
+            return self._base
+
+    def _find_base(self) -> str:
+        secure = f"https://{self.api_host}/"
+        try:
+            self._attempt("GET", secure + "v2/", {}, None, None)
+            return secure
+        except requests.exceptions.SSLError as exc:
+            if _is_certificate_problem(exc):
+                raise self._certificate_error(exc) from exc
+            if not allows_plain_http(self.api_host, self.options.tls):
+                raise CertificateError(
+                    f"registry {self.host} does not speak TLS; pass --insecure to use plain HTTP"
+                ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            if not allows_plain_http(self.api_host, self.options.tls):
+                raise self._unreachable(exc) from exc
+        plain = f"http://{self.api_host}/"
+        try:
+            self._attempt("GET", plain + "v2/", {}, None, None)
+        except requests.exceptions.RequestException as exc:
+            raise self._unreachable(exc) from exc
+        return plain
+
+    def url(self, path_or_url: str) -> str:
+        return urljoin(self.base, path_or_url)
+
+    # -------------------------------------------------------------------------------- requests
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scopes: frozenset[str] = frozenset(),
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        stream: bool = False,
+        params: Mapping[str, str] | None = None,
+        replay: Callable[[], Body] | None = None,
+    ) -> requests.Response:
+        """Send a request, authenticating and retrying as needed; any status is returned.
+
+        A streamed ``body`` is sent once unless ``replay`` can make it again; bytes are resent.
+        """
+        url = self.url(path_or_url)
+        attempt = 0
+        auth_rounds = 0
+        while True:
+            sent = {**(headers or {}), **self.auth.headers(scopes)}
+            try:
+                response = self._attempt(method, url, sent, body, params, stream=stream)
+            except requests.exceptions.SSLError as exc:
+                raise self._certificate_error(exc) from exc
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                body = self._replayable(body, replay)
+                if body is _NOT_REPLAYABLE or attempt >= self.options.retries:
+                    raise self._unreachable(exc) from exc
+                attempt += 1
+                time.sleep(self._backoff(attempt, None))
+                continue
+            if response.status_code == 401 and auth_rounds < _MAX_AUTH_ROUNDS:
+                header = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                self.auth.unauthorized(header, scopes, sent)
+                body = self._replayable(body, replay)
+                if body is _NOT_REPLAYABLE:
+                    raise RegistryError(f"registry {self.host} asked for a login mid-upload")
+                auth_rounds += 1
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.options.retries:
+                again = self._replayable(body, replay)
+                if again is not _NOT_REPLAYABLE:
+                    wait = self._backoff(attempt + 1, response.headers.get("Retry-After"))
+                    response.close()
+                    body = again
+                    attempt += 1
+                    time.sleep(wait)
+                    continue
+            return response
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: Body,
+        params: Mapping[str, str] | None,
+        *,
+        stream: bool = False,
+    ) -> requests.Response:
+        return self.session.request(
+            method,
+            url,
+            headers=dict(headers),
+            data=body,
+            params=params,
+            stream=stream,
+            timeout=_TIMEOUT,
+            allow_redirects=True,
+        )
+
+    @staticmethod
+    def _replayable(body: Body, replay: Callable[[], Body] | None) -> Any:
+        if body is None or isinstance(body, bytes):
+            return body
+        return replay() if replay is not None else _NOT_REPLAYABLE
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        asked = _parse_retry_after(retry_after)
+        if asked is not None:
+            return min(asked, MAX_RETRY_AFTER)
+        base = self.options.backoff * (2 ** (attempt - 1))
+        return float(base * (0.5 + random.random() / 2))
+
+    def _get_token(
+        self, realm: str, params: dict[str, Any], credentials: Credentials | None
+    ) -> requests.Response:
+        if not realm.startswith("https://") and not allows_plain_http(
+            realm.partition("://")[2].partition("/")[0], self.options.tls
+        ):
+            raise CertificateError(
+                f"registry {self.host} sends logins to {realm}, which is not HTTPS; "
+                "pass --insecure to allow it"
+            )
+        try:
+            if credentials is not None and credentials.identity_token:
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": credentials.identity_token,
+                    "client_id": CLIENT_ID,
+                    "service": params.get("service", ""),
+                    "scope": " ".join(params.get("scope", [])),
+                }
+                return self.session.post(realm, data=form, timeout=_TIMEOUT)
+            auth = (credentials.username, credentials.password) if credentials else None
+            return self.session.get(realm, params=params, auth=auth, timeout=_TIMEOUT)
+        except requests.exceptions.SSLError as exc:
+            raise self._certificate_error(exc) from exc
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"token service {realm} of registry {self.host}: {exc}") from exc
+
+    # ---------------------------------------------------------------------------------- errors
+    def _certificate_error(self, exc: Exception) -> CertificateError:
+        return CertificateError(
+            f"TLS certificate of registry {self.host} is not trusted ({_ssl_reason(exc)}); "
+            f"{hint(self.api_host)}"
+        )
+
+    def _unreachable(self, exc: Exception) -> RegistryError:
+        return RegistryError(f"cannot reach registry {self.host}: {_connection_reason(exc)}")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _NotReplayable:
+    pass
+
+
+_NOT_REPLAYABLE: Any = _NotReplayable()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _is_certificate_problem(exc: Exception) -> bool:
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "hostname" in text.lower()
+
+
+def _ssl_reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("certificate verify failed: ", "CERTIFICATE_VERIFY_FAILED"):
+        if marker in text:
+            return text.split(marker, 1)[1].split(")", 1)[0].strip(" (") or "verify failed"
+    return text.splitlines()[0][:200] if text else "TLS handshake failed"
+
+
+def _connection_reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "reset by peer"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
