@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -567,17 +568,32 @@ class Sshd(Service):
 
 # -------------------------------------------------------------------------------------- registry
 class Registry(Service):
-    """Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1, filesystem storage."""
+    """Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1, filesystem storage.
+
+    ``mode``: ``plain`` (HTTP, no auth); ``basic-tls`` (HTTPS with a certificate from a CA the
+    tests make, ``ca_file``, and htpasswd basic auth for ``user``/``password``); ``token``
+    (plain HTTP, ``auth: token`` with :class:`tests.support.registry.TokenIssuer` as its token
+    service, which grants pull only on the repositories in ``denied``).
+    """
 
     BINARY = "docker-registry"
+    MODES = ("plain", "basic-tls", "token")
+    user = "sealift"
+    password = "s3cret-test-password"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, mode: str = "plain", denied: Sequence[str] = ()) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"unknown registry mode {mode!r}")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mode = mode
+        self.denied = tuple(denied)
         self.storage = self.workdir / "storage"
         self.config = self.workdir / "config.yml"
         self.log_path = self.workdir / "registry.log"
         self.port = 0
+        self.ca_file: Path | None = None
+        self.issuer: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -587,7 +603,34 @@ class Registry(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        scheme = "https" if self.mode == "basic-tls" else "http"
+        return f"{scheme}://{self.address}"
+
+    def _mode_config(self) -> str:
+        from tests.support.registry import CertificateAuthority, TokenIssuer, htpasswd_line
+
+        if self.mode == "basic-tls":
+            authority = CertificateAuthority(self.workdir / "tls")
+            self.ca_file = authority.ca_file
+            cert, key = authority.server_certificate("registry")
+            htpasswd = self.workdir / "htpasswd"
+            htpasswd.write_text(htpasswd_line(self.user, self.password) + "\n")
+            return (
+                f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+                f"auth:\n  htpasswd:\n    realm: sealift-test\n    path: {htpasswd}\n"
+            )
+        if self.mode == "token":
+            self.issuer = TokenIssuer(
+                self.workdir / "token", {self.user: self.password}, self.denied
+            ).start()
+            return (
+                "auth:\n  token:\n"
+                f"    realm: {self.issuer.realm}\n"
+                f"    service: {self.issuer.SERVICE}\n"
+                f"    issuer: {self.issuer.ISSUER}\n"
+                f"    rootcertbundle: {self.issuer.bundle}\n"
+            )
+        return ""
 
     def start(self, timeout: float = 30) -> Self:
         if missing_tools(self.BINARY):
@@ -601,7 +644,7 @@ class Registry(Service):
             f"  filesystem:\n    rootdirectory: {self.storage}\n"
             "  delete:\n    enabled: true\n"
             "http:\n"
-            f"  addr: 127.0.0.1:{self.port}\n"
+            f"  addr: 127.0.0.1:{self.port}\n" + self._mode_config()
         )
         self._proc = subprocess.Popen(
             [self.BINARY, "serve", str(self.config)],
@@ -610,11 +653,14 @@ class Registry(Service):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
 
         def serving() -> bool:
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context) as resp:
                     return int(resp.status) == 200
+            except urllib.error.HTTPError as exc:
+                return exc.code == 401  # up, and asking for a login
             except (urllib.error.URLError, OSError):
                 return False
 
@@ -625,4 +671,7 @@ class Registry(Service):
         if self._proc is not None:
             procs.kill_tree(self._proc.pid, proc=self._proc, grace=5)
             self._proc = None
+        if self.issuer is not None:
+            self.issuer.stop()
+            self.issuer = None
         self._close_log()

@@ -62,8 +62,6 @@ def scope_text(repository: str, actions: Iterable[str]) -> str:
 class _Token:
     value: str
     expires: float
-    after_refusal: bool = False
-    """Fetched because the registry refused the one before: if refused too, access is denied."""
 
 
 GetToken = Callable[[str, dict[str, Any], Credentials | None], "requests.Response"]
@@ -86,7 +84,6 @@ class Authenticator:
         self._get_token = get_token
         self._challenge: Challenge | None = None
         self._tokens: dict[frozenset[str], _Token] = {}
-        self._refused: set[frozenset[str]] = set()
         self._lock = threading.Lock()
 
     def headers(self, scopes: frozenset[str]) -> dict[str, str]:
@@ -104,39 +101,39 @@ class Authenticator:
             "which sealift does not speak"
         )
 
-    def unauthorized(self, header: str, scopes: frozenset[str], sent: dict[str, str]) -> None:
-        """Take a 401's challenge into account, so that the request can be retried.
+    def unauthorized(
+        self, header: str, scopes: frozenset[str], sent: dict[str, str], *, retried: bool
+    ) -> None:
+        """Take a 401's challenge into account, so that the request can be sent again.
 
-        Raises when a retry cannot help: the login was refused, or there is none and the
-        registry wants one.
+        A refused token is dropped, so the next attempt gets a new one; when that one is
+        refused too (``retried``) or a login is refused, a retry cannot help: raise what is
+        wrong (no login, wrong login, or no access).
         """
         challenge = parse_challenge(header)
         if challenge is None:
             raise RegistryError(f"registry {self.host} answered 401 without a challenge")
-        if challenge.scheme == "basic" and "Authorization" in sent:
+        authorization = sent.get("Authorization", "")
+        if challenge.scheme == "basic" and authorization:
             raise self._login_refused()
         if challenge.scheme == "basic" and self.credentials is None:
             raise self._missing(scopes)
-        if challenge.scheme == "bearer" and sent.get("Authorization", "").startswith("Bearer "):
-            self._bearer_refused(challenge, scopes, sent["Authorization"][7:])
+        if challenge.scheme == "bearer" and authorization.startswith("Bearer "):
+            if retried:
+                raise self._denied(challenge, scopes)
+            with self._lock:
+                current = self._tokens.get(scopes)
+                if current is not None and current.value == authorization[7:]:
+                    del self._tokens[scopes]
         with self._lock:
             self._challenge = challenge
 
-    def _bearer_refused(self, challenge: Challenge, scopes: frozenset[str], token: str) -> None:
-        """A token was refused: ask for a new one once; a new one refused too means no access."""
-        with self._lock:
-            current = self._tokens.get(scopes)
-            if current is None or current.value != token:
-                return  # another thread has already replaced it
-            del self._tokens[scopes]
-            if not current.after_refusal:
-                self._refused.add(scopes)
-                return
+    def _denied(self, challenge: Challenge, scopes: frozenset[str]) -> RegistryError:
         if self.credentials is None:
-            raise self._missing(scopes)
+            return self._missing(scopes)
         wanted = ", ".join(sorted(scopes)) or "access"
         reason = f" ({challenge.params['error']})" if "error" in challenge.params else ""
-        raise AccessDeniedError(f"registry {self.host} denied {wanted} to {self._who()}{reason}")
+        return AccessDeniedError(f"registry {self.host} denied {wanted} to {self._who()}{reason}")
 
     def _basic(self) -> dict[str, str]:
         if self.credentials is None:
@@ -151,8 +148,6 @@ class Authenticator:
                 return current.value
         token = self._fetch_token(challenge, scopes)
         with self._lock:
-            token.after_refusal = scopes in self._refused
-            self._refused.discard(scopes)
             self._tokens[scopes] = token
         return token.value
 

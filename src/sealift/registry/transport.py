@@ -32,7 +32,7 @@ from sealift.registry.tls import TlsOptions, allows_plain_http, hint, ssl_contex
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
-_MAX_AUTH_ROUNDS = 3
+_MAX_AUTH_ROUNDS = 3  # the challenge, a token, a new token
 _TIMEOUT = (30.0, 300.0)
 USER_AGENT = f"sealift/{__version__}"
 
@@ -142,6 +142,7 @@ class Transport:
         url = self.url(path_or_url)
         attempt = 0
         auth_rounds = 0
+        token_retried = False
         while True:
             sent = {**(headers or {}), **self.auth.headers(scopes)}
             try:
@@ -158,7 +159,9 @@ class Transport:
             if response.status_code == 401 and auth_rounds < _MAX_AUTH_ROUNDS:
                 header = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                self.auth.unauthorized(header, scopes, sent)
+                bearer = sent.get("Authorization", "").startswith("Bearer ")
+                self.auth.unauthorized(header, scopes, sent, retried=bearer and token_retried)
+                token_retried = token_retried or bearer
                 body = self._replayable(body, replay)
                 if body is _NOT_REPLAYABLE:
                     raise RegistryError(f"registry {self.host} asked for a login mid-upload")

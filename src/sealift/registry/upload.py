@@ -68,7 +68,8 @@ class BlobUpload:
         self.monolithic_limit = min(monolithic_limit, chunk_size or monolithic_limit)
         self.progress = progress
         self.stats = UploadStats()
-        self.scopes_for = scopes_for(repository, PUSH)
+        self._location = ""
+        self._scope = scopes_for(repository, PUSH)
         self._what = f"blob {digest} to {client.host}/{repository}"
 
     def run(self) -> UploadStats:
@@ -87,7 +88,7 @@ class BlobUpload:
         response = self.client.transport.request(
             "PUT",
             location,
-            scopes=self.scopes_for,
+            scopes=self._scope,
             headers={"Content-Type": "application/octet-stream"},
             params={"digest": str(self.digest)},
             body=data,
@@ -99,18 +100,22 @@ class BlobUpload:
 
     # ------------------------------------------------------------------------------- large
     def _chunked(self) -> None:
-        location, offset, cuts = self._start(), 0, 0
+        self._location, offset, cuts = self._start(), 0, 0
         while True:
             try:
-                location = self._send_from(location, offset)
+                self._send_from(offset)
                 break
             except _CutError as exc:
                 cuts += 1
                 if cuts > MAX_CUTS:
                     raise UploadError(f"upload of {self._what} kept breaking: {exc}") from exc
-                location, offset = self._where_it_stands(location)
+                self._location, offset = self._where_it_stands(self._location)
         response = self.client.transport.request(
-            "PUT", location, scopes=self.scopes_for, params={"digest": str(self.digest)}, body=b""
+            "PUT",
+            self._location,
+            scopes=self._scope,
+            params={"digest": str(self.digest)},
+            body=b"",
         )
         with response:
             if response.status_code != 201 and not self._arrived():
@@ -119,7 +124,7 @@ class BlobUpload:
     def _where_it_stands(self, location: str) -> tuple[str, int]:
         """Resume where the registry says the session stands, or start a new session."""
         try:
-            response = self.client.transport.request("GET", location, scopes=self.scopes_for)
+            response = self.client.transport.request("GET", location, scopes=self._scope)
         except RegistryError:
             response = None
         if response is not None:
@@ -135,8 +140,9 @@ class BlobUpload:
         self.stats.restarted += 1
         return self._start(), 0
 
-    def _send_from(self, location: str, offset: int) -> str:
-        """Send the blob from ``offset`` on in PATCH requests; the location to commit to."""
+    def _send_from(self, offset: int) -> None:
+        """Send the blob from ``offset`` on in PATCH requests, following the session's
+        location (each answer names the next one: distribution signs the offset into it)."""
         queue = ChunkQueue(chunk=_QUEUE_CHUNK, depth=4)
         failure: list[BaseException] = []
         producer = threading.Thread(
@@ -148,7 +154,7 @@ class BlobUpload:
         try:
             while position < self.size:
                 length = min(self.chunk_size or self.size, self.size - position)
-                location = self._patch(location, pieces, position, length, failure)
+                self._location = self._patch(self._location, pieces, position, length, failure)
                 position += length
             if not pieces.exhausted():
                 raise UploadError(f"{self._what}: the source has more than {self.size} bytes")
@@ -157,7 +163,6 @@ class BlobUpload:
             producer.join()
         if failure:
             raise failure[0]
-        return location
 
     def _produce(self, queue: ChunkQueue, skip: int, failure: list[BaseException]) -> None:
         try:
@@ -184,7 +189,7 @@ class BlobUpload:
             response = self.client.transport.request(
                 "PATCH",
                 location,
-                scopes=self.scopes_for,
+                scopes=self._scope,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{start}-{start + length - 1}",
@@ -206,7 +211,7 @@ class BlobUpload:
     # ------------------------------------------------------------------------------ helpers
     def _start(self) -> str:
         response = self.client.transport.request(
-            "POST", f"v2/{self.repository}/blobs/uploads/", scopes=self.scopes_for
+            "POST", f"v2/{self.repository}/blobs/uploads/", scopes=self._scope
         )
         with response:
             location = response.headers.get("Location")

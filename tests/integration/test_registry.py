@@ -1,0 +1,353 @@
+"""Pushing to and pulling from a real registry: Debian's docker-registry (distribution 2.8).
+
+Three registries, as users meet them: plain HTTP on loopback; HTTPS with a CA the tests make
+and htpasswd basic auth; and ``auth: token`` with a token issuer the tests run, so the bearer
+flow passes distribution's own token validation. Blobs and manifests must arrive byte-exact
+(digests equal the archive's), a repeat push sends no blob bytes, a cut upload resumes, and
+the other tools (skopeo, Docker 20.10) read what sealift pushed and the reverse.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealift.ends.archive import ArchiveSink, ArchiveSource
+from sealift.ends.base import Source, WriteResult
+from sealift.ends.layout import LayoutSource
+from sealift.ends.memory import MemorySource, image_from_layers
+from sealift.ends.registry import RegistryOptions, RegistrySink, RegistrySource
+from sealift.formats.write import target_descriptor
+from sealift.model import Entry
+from sealift.reference import Reference
+from sealift.registry.errors import (
+    AccessDeniedError,
+    BadCredentialsError,
+    CertificateError,
+    ManifestUnknownError,
+    NoCredentialsError,
+)
+from sealift.transfer import CopyOptions, Selection, copy
+from tests.support.dockerd import DockerDaemon
+from tests.support.fixtures import OCI_APP_ID, OCI_BASE_ID
+from tests.support.peers import Registry, Skopeo
+from tests.support.registry import CuttingProxy
+from tests.support.require import require_tools
+from tests.support.service import running
+
+TOOLS = Path(__file__).resolve().parents[2].parent / "shared/fixtures/tools"
+KEEP = CopyOptions(compression=None)
+MiB = 1024 * 1024
+
+
+def fixture(name: str) -> Path:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} not found")
+    return path
+
+
+def digests(source: Source, options: CopyOptions = KEEP) -> dict[str, str]:
+    """Each tag's (or ref name's) manifest or index digest as the source holds it."""
+    found = {}
+    for entry in options.selection.apply(source.entries()):
+        names = [t.familiar for t in entry.tags] or list(entry.ref_names)
+        for name in names:
+            found[name] = str(target_descriptor(entry.target).digest)
+    return found
+
+
+def push(source: Source, destination: str, **options: object) -> WriteResult:
+    return copy(source, RegistrySink(destination, RegistryOptions(**options)), KEEP)  # type: ignore[arg-type]
+
+
+def pushed_digests(result: WriteResult) -> dict[str, str]:
+    images = result.details["images"]
+    assert isinstance(images, list)
+    return {item["name"]: item["digest"] for item in images}
+
+
+def skopeo_inspect(skopeo: Skopeo, ref: str, *extra: str) -> dict[str, Any]:
+    """``skopeo inspect`` of a plain-HTTP loopback registry."""
+    result: dict[str, Any] = json.loads(
+        skopeo.run("inspect", "--tls-verify=false", *extra, ref).stdout
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_tools("docker-registry")
+    yield from running(Registry(tmp_path_factory.mktemp("registry-tls"), "basic-tls"))
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_tools("docker-registry")
+    registry = Registry(tmp_path_factory.mktemp("registry-token"), "token", denied=["locked/app"])
+    yield from running(registry)
+
+
+@pytest.fixture
+def docker_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty docker config dir and containers auth file for this test, nothing else."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    (tmp_path / "docker").mkdir()
+    return tmp_path / "docker" / "config.json"
+
+
+def write_auths(path: Path, host: str, user: str, password: str) -> None:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+
+
+# ------------------------------------------------------------------------------- plain HTTP
+def test_push_keeps_every_manifest_digest_and_pull_gets_them_back(
+    registry: Registry, tmp_path: Path
+) -> None:
+    archive = fixture("docker26-save-multi.tar")
+    expected = digests(ArchiveSource(archive))
+    result = push(ArchiveSource(archive), f"docker://{registry.address}/")
+    assert pushed_digests(result) == {
+        f"{registry.address}/{name}": digest for name, digest in expected.items()
+    }
+    pulled = tmp_path / "pulled.tar"
+    copy(RegistrySource(f"docker://{registry.address}/fixture/app:1"), ArchiveSink(pulled), KEEP)
+    assert digests(ArchiveSource(pulled)) == {
+        f"{registry.address}/fixture/app:1": expected["fixture/app:1"]
+    }
+
+
+def test_repeat_push_sends_no_blob_bytes(registry: Registry) -> None:
+    archive = fixture("skopeo-oci-archive-gzip.tar")
+    first = push(ArchiveSource(archive), f"docker://{registry.address}/repeat/app:1")
+    again = push(ArchiveSource(archive), f"docker://{registry.address}/repeat/app:1")
+    assert first.bytes_sent > 0
+    assert again.bytes_sent == 0
+    assert again.details["blobs_sent"] == 0
+    assert again.details["blobs_skipped"] == first.details["blobs_sent"]
+
+
+def test_second_repository_mounts_blobs_instead_of_uploading(registry: Registry) -> None:
+    (entry,) = ArchiveSource(fixture("skopeo-oci-archive-zstd.tar")).entries()
+    names = (Reference.parse("mount/one:1"), Reference.parse("mount/two:1"))
+    result = push(MemorySource([Entry(entry.target, names)]), f"docker://{registry.address}/")
+    assert result.details["blobs_sent"] == 4  # 3 layers and the config, once
+    assert result.details["blobs_mounted"] == 4
+    assert len(pushed_digests(result)) == 2
+
+
+def test_zstd_layers_stay_zstd_and_skopeo_reads_them(registry: Registry, skopeo: Skopeo) -> None:
+    archive = fixture("skopeo-oci-archive-zstd.tar")
+    (expected,) = digests(ArchiveSource(archive)).values()
+    push(ArchiveSource(archive), f"docker://{registry.address}/zstd/app:1")
+    ref = f"docker://{registry.address}/zstd/app:1"
+    raw = skopeo_inspect(skopeo, ref, "--raw")
+    assert {layer["mediaType"] for layer in raw["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+    assert skopeo_inspect(skopeo, ref)["Digest"] == expected
+    assert skopeo.copy_config_digest(ref, "--src-tls-verify=false") == OCI_APP_ID
+
+
+def test_sealift_pulls_what_skopeo_pushed(
+    registry: Registry, skopeo: Skopeo, tmp_path: Path
+) -> None:
+    archive = fixture("skopeo-oci-archive-gzip.tar")
+    ref = f"{registry.address}/by-skopeo/app:1"
+    skopeo.copy(f"oci-archive:{archive}", f"docker://{ref}", "--dest-tls-verify=false")
+    pushed = skopeo_inspect(skopeo, f"docker://{ref}")["Digest"]
+    pulled = tmp_path / "pulled.tar"
+    copy(RegistrySource(f"docker://{ref}"), ArchiveSink(pulled), KEEP)
+    assert digests(ArchiveSource(pulled)) == {ref: pushed}
+    (image,) = [i for e in ArchiveSource(pulled).entries() for i in e.images()]
+    assert str(image.id) == OCI_APP_ID
+
+
+def test_pull_picks_a_platform_from_an_index(registry: Registry, tmp_path: Path) -> None:
+    layout = fixture("podman-multiplatform-oci-layout")
+    push(LayoutSource(layout), f"docker://{registry.address}/multi/app:1")
+    pulled = tmp_path / "arm64.tar"
+    options = CopyOptions(compression=None, selection=Selection(platform="linux/arm64"))
+    copy(RegistrySource(f"docker://{registry.address}/multi/app:1"), ArchiveSink(pulled), options)
+    (image,) = [i for e in ArchiveSource(pulled).entries() for i in e.images()]
+    assert str(image.id) == OCI_BASE_ID
+
+
+def test_unknown_tag_is_one_clear_error(registry: Registry) -> None:
+    with pytest.raises(ManifestUnknownError, match=r"nothing/here:1 not found on registry"):
+        RegistrySource(f"docker://{registry.address}/nothing/here:1").entries()
+
+
+@pytest.mark.engine
+def test_docker_20_pulls_a_gzip_image_sealift_pushed(
+    registry: Registry, empty_dest_engine: DockerDaemon
+) -> None:
+    archive = fixture("docker20-save-multi.tar")
+    gzip = CopyOptions(compression="gzip", selection=Selection(tags=("fixture/app:1",)))
+    sink = RegistrySink(f"docker://{registry.address}/gzip/app:1")
+    copy(ArchiveSource(archive), sink, gzip)
+    empty_dest_engine.docker("pull", f"{registry.address}/gzip/app:1")
+    image = empty_dest_engine.inspect(f"{registry.address}/gzip/app:1")
+    assert image["Id"] == "sha256:8abab36f1a39cc694e1d7d1a64f83d3afa533724c2312bbd483d16956bca7b5c"
+
+
+# ----------------------------------------------------------------------------- cut uploads
+def big_image(size: int, tag: str) -> MemorySource:
+    """One image with a layer of ``size`` random (incompressible) bytes."""
+    payload = random.Random(size).randbytes(size)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return MemorySource([image_from_layers([out.getvalue()], (tag,))])
+
+
+def layer_size(source: MemorySource) -> int:
+    return source.stored[0].target.layers[0].size  # type: ignore[union-attr]
+
+
+def test_cut_upload_resumes_where_the_registry_stands(registry: Registry) -> None:
+    source = big_image(6 * MiB, "cut/resume:1")
+    size = layer_size(source)
+    with CuttingProxy(registry.port, cut_at=int(3.5 * MiB), swallow=True) as proxy:
+        result = push(
+            source,
+            f"docker://{proxy.address}/cut/resume:1",
+            chunk_size=MiB,
+            monolithic_limit=MiB,
+            backoff=0.01,
+        )
+    assert proxy.cuts == 1
+    assert result.details["uploads_resumed"] == 1
+    assert result.details["uploads_restarted"] == 0
+    # the swallowed fourth MiB went twice; a restart would have sent all six again
+    assert proxy.received == size + MiB
+    assert proxy.forwarded == size
+    (digest,) = digests(source).values()
+    pulled = RegistrySource(f"docker://{registry.address}/cut/resume:1").entries()
+    assert str(target_descriptor(pulled[0].target).digest) == digest
+
+
+def test_cut_upload_restarts_where_the_registry_gave_the_session_up(registry: Registry) -> None:
+    source = big_image(5 * MiB, "cut/restart:1")
+    size = layer_size(source)
+    with CuttingProxy(registry.port, cut_at=2 * MiB, swallow=False) as proxy:
+        result = push(source, f"docker://{proxy.address}/cut/restart:1", backoff=0.01)
+    assert proxy.cuts == 1
+    assert result.details["uploads_restarted"] == 1
+    assert proxy.received == 2 * MiB + size
+    layer = RegistrySource(f"docker://{registry.address}/cut/restart:1").entries()[0]
+    for image in layer.images():
+        for blob in image.layers:
+            with blob.open() as stream:
+                assert len(stream.read()) == size
+
+
+# ------------------------------------------------------------------------ basic auth + TLS
+def test_basic_auth_over_tls_with_the_ca_named(tls_registry: Registry, docker_login: Path) -> None:
+    assert tls_registry.ca_file is not None
+    write_auths(docker_login, tls_registry.address, tls_registry.user, tls_registry.password)
+    archive = fixture("skopeo-oci-archive-gzip.tar")
+    (expected,) = digests(ArchiveSource(archive)).values()
+    result = push(
+        ArchiveSource(archive),
+        f"docker://{tls_registry.address}/tls/app:1",
+        ca_cert=tls_registry.ca_file,
+    )
+    assert pushed_digests(result) == {f"{tls_registry.address}/tls/app:1": expected}
+
+
+def test_certs_d_directory_is_trusted(
+    tls_registry: Registry, docker_login: Path, tmp_path: Path
+) -> None:
+    assert tls_registry.ca_file is not None
+    write_auths(docker_login, tls_registry.address, tls_registry.user, tls_registry.password)
+    host_dir = tmp_path / "certs.d" / tls_registry.address
+    host_dir.mkdir(parents=True)
+    (host_dir / "ca.crt").write_bytes(tls_registry.ca_file.read_bytes())
+    target = f"docker://{tls_registry.address}/tls/certs-d:1"
+    push(
+        ArchiveSource(fixture("skopeo-oci-archive-gzip.tar")), target, ca_cert=tls_registry.ca_file
+    )
+    source = RegistrySource(target, RegistryOptions(certs_dirs=(tmp_path / "certs.d",)))
+    assert len(source.entries()) == 1
+
+
+def test_untrusted_certificate_is_one_clear_error(
+    tls_registry: Registry, docker_login: Path
+) -> None:
+    write_auths(docker_login, tls_registry.address, tls_registry.user, tls_registry.password)
+    with pytest.raises(CertificateError, match=r"not trusted.*--ca-cert"):
+        RegistrySource(f"docker://{tls_registry.address}/tls/app:1").entries()
+
+
+def test_missing_and_wrong_logins_are_told_apart(
+    tls_registry: Registry, docker_login: Path
+) -> None:
+    options = RegistryOptions(ca_cert=tls_registry.ca_file)
+    target = f"docker://{tls_registry.address}/tls/app:1"
+    with pytest.raises(NoCredentialsError, match="wants a login"):
+        RegistrySource(target, options).entries()
+    write_auths(docker_login, tls_registry.address, tls_registry.user, "wrong")
+    with pytest.raises(BadCredentialsError, match="refused the login of user 'sealift'"):
+        RegistrySource(target, options).entries()
+
+
+# ---------------------------------------------------------------------------- bearer tokens
+def test_token_flow_pushes_and_mounts_with_scoped_tokens(
+    token_registry: Registry, tmp_path: Path, docker_login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth_file = tmp_path / "auth.json"
+    write_auths(auth_file, token_registry.address, token_registry.user, token_registry.password)
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    (entry,) = ArchiveSource(fixture("skopeo-oci-archive-gzip.tar")).entries()
+    expected = str(target_descriptor(entry.target).digest)
+    names = (Reference.parse("team/one:1"), Reference.parse("team/two:1"))
+    result = push(MemorySource([Entry(entry.target, names)]), f"docker://{token_registry.address}/")
+    assert pushed_digests(result) == {
+        f"{token_registry.address}/team/one:1": expected,
+        f"{token_registry.address}/team/two:1": expected,
+    }
+    assert result.details["blobs_mounted"] == 4
+    granted = [access for _, grants in token_registry.issuer.issued for access in grants]
+    assert {"type": "repository", "name": "team/two", "actions": ["pull", "push"]} in granted
+    assert {"type": "repository", "name": "team/one", "actions": ["pull"]} in granted
+
+
+def test_expired_token_is_refreshed(token_registry: Registry, docker_login: Path) -> None:
+    write_auths(docker_login, token_registry.address, token_registry.user, token_registry.password)
+    push(
+        ArchiveSource(fixture("skopeo-oci-archive-gzip.tar")),
+        f"docker://{token_registry.address}/team/refresh:1",
+    )
+    token_registry.issuer.expire_next = 1
+    entries = RegistrySource(f"docker://{token_registry.address}/team/refresh:1").entries()
+    assert len(entries) == 1
+
+
+def test_denied_scope_and_missing_login_are_one_clear_error_each(
+    token_registry: Registry, docker_login: Path
+) -> None:
+    archive = fixture("skopeo-oci-archive-gzip.tar")
+    with pytest.raises(NoCredentialsError, match="wants a login"):
+        push(ArchiveSource(archive), f"docker://{token_registry.address}/team/anon:1")
+    write_auths(docker_login, token_registry.address, token_registry.user, token_registry.password)
+    with pytest.raises(AccessDeniedError, match="denied repository:locked/app:pull,push"):
+        push(ArchiveSource(archive), f"docker://{token_registry.address}/locked/app:1")
+    write_auths(docker_login, token_registry.address, token_registry.user, "wrong")
+    with pytest.raises(BadCredentialsError):
+        push(ArchiveSource(archive), f"docker://{token_registry.address}/team/bad:1")
