@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 __all__ = [
     "CertificateAuthority",
     "CuttingProxy",
+    "ThreadedServer",
     "TokenIssuer",
     "htpasswd_line",
 ]
@@ -122,7 +123,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class _Threaded:
+class ThreadedServer:
     """A ThreadingHTTPServer on 127.0.0.1 run in a thread; ``with`` starts and stops it."""
 
     handler: type[http.server.BaseHTTPRequestHandler]
@@ -193,7 +194,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         return
 
 
-class TokenIssuer(_Threaded):
+class TokenIssuer(ThreadedServer):
     """A token service for distribution's ``auth: token``: checks a user's password, grants
     what the scope asks except on ``denied`` repositories (pull only there), and signs an RS256
     JWT whose ``x5c`` certificate is the one in distribution's ``rootcertbundle``.
@@ -331,7 +332,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         return
 
 
-class CuttingProxy(_Threaded):
+class CuttingProxy(ThreadedServer):
     """A reverse proxy to ``upstream_port`` that cuts one upload: the first ``PATCH`` whose
     body would take the PATCH bytes seen past ``cut_at``. Counts PATCH body bytes received from
     the client and forwarded to the registry."""
