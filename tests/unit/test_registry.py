@@ -242,7 +242,7 @@ def test_retry_after_takes_seconds_or_a_date() -> None:
 
 # ---------------------------------------------------------------------- push, pull, retries
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=40_000), min_size=1, max_size=3),
