@@ -38,7 +38,7 @@ from sealift.registry.errors import (
 from sealift.transfer import CopyOptions, Selection, copy
 from tests.support.dockerd import DockerDaemon
 from tests.support.fixtures import OCI_APP_ID, OCI_BASE_ID
-from tests.support.peers import Registry, Skopeo
+from tests.support.peers import Podman, Registry, Skopeo
 from tests.support.registry import CuttingProxy
 from tests.support.require import require_tools
 from tests.support.service import running
@@ -160,6 +160,13 @@ def test_zstd_layers_stay_zstd_and_skopeo_reads_them(registry: Registry, skopeo:
     }
     assert skopeo_inspect(skopeo, ref)["Digest"] == expected
     assert skopeo.copy_config_digest(ref, "--src-tls-verify=false") == OCI_APP_ID
+
+
+def test_podman_pulls_what_sealift_pushed(registry: Registry, podman: Podman) -> None:
+    archive = fixture("skopeo-oci-archive-zstd.tar")
+    push(ArchiveSource(archive), f"docker://{registry.address}/for-podman/app:1")
+    podman.run("pull", "--tls-verify=false", f"{registry.address}/for-podman/app:1")
+    assert podman.image_id(f"{registry.address}/for-podman/app:1") == OCI_APP_ID
 
 
 def test_sealift_pulls_what_skopeo_pushed(

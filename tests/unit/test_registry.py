@@ -353,6 +353,19 @@ def test_progress_counts_bytes_per_blob_and_skips_apart(fake: FakeRegistry) -> N
     assert details["bytes_sent"] == 0 and details["blobs_skipped"] == 3
 
 
+def test_missing_layers_are_those_some_repository_lacks(fake: FakeRegistry) -> None:
+    first = image("missing/app:1", 100, 200)
+    push(fake, [first], "missing/app:1")
+    assert isinstance(first.target, Image)
+    shared = first.target.layers[0]
+    second = image_from_layers([layer_tar(100, 0), layer_tar(300, 9)], ("missing/app:2",))
+    assert isinstance(second.target, Image)
+    sink = RegistrySink(f"docker://{fake.address}/missing/app:2", RegistryOptions(**FAST))  # type: ignore[arg-type]
+    assert sink.missing_layers([first]) == set()
+    assert sink.missing_layers([second]) == {second.target.layers[1].digest}
+    assert shared.digest == second.target.layers[0].digest
+
+
 def test_a_repeat_push_puts_no_manifest_either(fake: FakeRegistry) -> None:
     entry = image("again/app:1", 100)
     push(fake, [entry], "again/app:1")

@@ -278,6 +278,11 @@ class RegistrySink:
         self.target = _target(target)
         self.options = options or RegistryOptions()
         self.client = RegistryClient(self.target.host, self.options.transport())
+        self._checked: dict[tuple[str, Digest], bool] = {}
+
+    @property
+    def keeps_blobs(self) -> bool:
+        return True
 
     def accepts_codec(self, codec: str) -> bool:
         return True  # blobs go up as they are; a registry that refuses a type says so
@@ -347,19 +352,38 @@ class RegistrySink:
         return list(placements.values())
 
     # -------------------------------------------------------------------------- blob steps
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
+        """The layers some repository of the push lacks (HEAD of each, in parallel); the
+        answers are kept for :meth:`write`."""
+        wanted = {p.repository: _blobs(p.target) for p in self.place(entries)}
+        present = self.missing(wanted)
+        return {
+            blob.digest
+            for repository, blobs in wanted.items()
+            for blob in blobs
+            if blob.layer is not None and repository not in present.get(blob.digest, set())
+        }
+
     def missing(self, wanted: dict[str, list[Blob]]) -> dict[Digest, set[str]]:
         """HEAD of every blob in every repository (in parallel): where each one already is."""
-        checks = [(repo, blob) for repo, blobs in wanted.items() for blob in blobs]
-        present: dict[Digest, set[str]] = {}
+        checks = [
+            (repo, blob)
+            for repo, blobs in wanted.items()
+            for blob in blobs
+            if (repo, blob.digest) not in self._checked
+        ]
 
-        def check(item: tuple[str, Blob]) -> tuple[str, Blob, bool]:
+        def check(item: tuple[str, Blob]) -> None:
             repository, blob = item
-            return repository, blob, self.client.blob_size(repository, blob.digest) == blob.size
+            found = self.client.blob_size(repository, blob.digest) == blob.size
+            self._checked[repository, blob.digest] = found
 
         with ThreadPoolExecutor(max_workers=max(self.options.parallel, 1)) as pool:
-            for repository, blob, found in pool.map(check, checks):
-                if found:
-                    present.setdefault(blob.digest, set()).add(repository)
+            list(pool.map(check, checks))
+        present: dict[Digest, set[str]] = {}
+        for (repository, digest), found in self._checked.items():
+            if found:
+                present.setdefault(digest, set()).add(repository)
         return present
 
     def _deliver(
