@@ -23,6 +23,7 @@ __all__ = ["FakeRegistry"]
 
 _BLOB = re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})")
 _UPLOAD = re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<id>[0-9a-f]*)")
+_TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
 _MANIFEST = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)")
 
 
@@ -50,6 +51,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if url.path == "/v2/":
             self._send(200, b"{}")
+        elif url.path == "/v2/_catalog":
+            self._json({"repositories": sorted({name for name, _ in fake.manifests})})
+        elif match := _TAGS.fullmatch(url.path):
+            tags = sorted(ref for name, ref in fake.manifests if name == match["name"])
+            self._json({"name": match["name"], "tags": [t for t in tags if ":" not in t]})
         elif match := _UPLOAD.fullmatch(url.path):
             self._upload(match["name"], match["id"], query, body)
         elif match := _BLOB.fullmatch(url.path):
@@ -157,6 +163,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, body, {"Content-Type": kind, "Docker-Content-Digest": digest})
 
     # -------------------------------------------------------------------------------- replies
+    def _json(self, document: object) -> None:
+        self._send(200, json.dumps(document).encode(), {"Content-Type": "application/json"})
+
     def _error(self, status: int, code: str, message: str) -> None:
         document = {"errors": [{"code": code, "message": message}]}
         self._send(status, json.dumps(document).encode(), {"Content-Type": "application/json"})

@@ -374,6 +374,16 @@ def test_a_repeat_push_puts_no_manifest_either(fake: FakeRegistry) -> None:
     assert fake.count("PUT") == before
 
 
+def test_a_whole_registry_source_lists_every_tag_of_every_repository(fake: FakeRegistry) -> None:
+    push(fake, [image("team/one:1", 10), image("team/one:2", 20), image("team/two:1", 30)])
+    entries = RegistrySource(f"docker://{fake.address}/").entries()
+    assert [str(tag) for entry in entries for tag in entry.tags] == [
+        f"{fake.address}/team/one:1",
+        f"{fake.address}/team/one:2",
+        f"{fake.address}/team/two:1",
+    ]
+
+
 # -------------------------------------------------------------------------------- placement
 def test_one_image_target_refuses_several_images(fake: FakeRegistry) -> None:
     with pytest.raises(UsageError, match="takes one image and the source has 2"):

@@ -290,7 +290,7 @@ class RegistrySink:
     def write(self, entries: list[Entry]) -> WriteResult:
         placements = self.place(entries)
         summary = PushSummary()
-        wanted = {p.repository: _blobs(p.target) for p in placements}
+        wanted = _wanted(placements)
         present = self.missing(wanted)
         with ThreadPoolExecutor(max_workers=max(self.options.parallel, 1)) as pool:
             deliveries = [
@@ -355,7 +355,7 @@ class RegistrySink:
     def missing_layers(self, entries: list[Entry]) -> set[Digest]:
         """The layers some repository of the push lacks (HEAD of each, in parallel); the
         answers are kept for :meth:`write`."""
-        wanted = {p.repository: _blobs(p.target) for p in self.place(entries)}
+        wanted = _wanted(self.place(entries))
         present = self.missing(wanted)
         return {
             blob.digest
@@ -464,6 +464,16 @@ def _media_type(target: Image | ImageIndex) -> str:
         return target.index.media_type
     assert target.manifest is not None
     return target.manifest.media_type
+
+
+def _wanted(placements: list[Placement]) -> dict[str, list[Blob]]:
+    """The blobs each repository needs, each once."""
+    wanted: dict[str, dict[Digest, Blob]] = {}
+    for placement in placements:
+        blobs = wanted.setdefault(placement.repository, {})
+        for blob in _blobs(placement.target):
+            blobs.setdefault(blob.digest, blob)
+    return {repository: list(blobs.values()) for repository, blobs in wanted.items()}
 
 
 def _blobs(target: Image | ImageIndex) -> list[Blob]:
