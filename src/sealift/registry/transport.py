@@ -14,7 +14,7 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urljoin
@@ -100,7 +100,7 @@ class Transport:
     def _find_base(self) -> str:
         secure = f"https://{self.api_host}/"
         try:
-            self._attempt("GET", secure + "v2/", {}, None, None)
+            self._ping(secure)
             return secure
         except requests.exceptions.SSLError as exc:
             if _is_certificate_problem(exc):
@@ -114,10 +114,14 @@ class Transport:
                 raise self._unreachable(exc) from exc
         plain = f"http://{self.api_host}/"
         try:
-            self._attempt("GET", plain + "v2/", {}, None, None)
+            self._ping(plain)
         except requests.exceptions.RequestException as exc:
             raise self._unreachable(exc) from exc
         return plain
+
+    def _ping(self, base: str) -> None:
+        """Any HTTP answer to ``/v2/`` will do (401 included): the scheme works."""
+        self._attempt("GET", base + "v2/", {}, None, None).close()
 
     def url(self, path_or_url: str) -> str:
         return urljoin(self.base, path_or_url)
@@ -133,15 +137,14 @@ class Transport:
         body: Body = None,
         stream: bool = False,
         params: Mapping[str, str] | None = None,
-        replay: Callable[[], Body] | None = None,
     ) -> requests.Response:
         """Send a request, authenticating and retrying as needed; any status is returned.
 
-        A streamed ``body`` is sent once unless ``replay`` can make it again; bytes are resent.
+        A body of bytes is sent again when needed; a streamed body only once.
         """
         url = self.url(path_or_url)
-        attempt = 0
-        auth_rounds = 0
+        resendable = body is None or isinstance(body, bytes)
+        attempt = auth_rounds = 0
         token_retried = False
         while True:
             sent = {**(headers or {}), **self.auth.headers(scopes)}
@@ -150,33 +153,41 @@ class Transport:
             except requests.exceptions.SSLError as exc:
                 raise self._certificate_error(exc) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                body = self._replayable(body, replay)
-                if body is _NOT_REPLAYABLE or attempt >= self.options.retries:
+                if not resendable or attempt >= self.options.retries:
                     raise self._unreachable(exc) from exc
                 attempt += 1
                 time.sleep(self._backoff(attempt, None))
                 continue
             if response.status_code == 401 and auth_rounds < _MAX_AUTH_ROUNDS:
-                header = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                bearer = sent.get("Authorization", "").startswith("Bearer ")
-                self.auth.unauthorized(header, scopes, sent, retried=bearer and token_retried)
-                token_retried = token_retried or bearer
-                body = self._replayable(body, replay)
-                if body is _NOT_REPLAYABLE:
+                token_retried = self._reauthenticate(response, scopes, sent, token_retried)
+                if not resendable:
                     raise RegistryError(f"registry {self.host} asked for a login mid-upload")
                 auth_rounds += 1
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.options.retries:
-                again = self._replayable(body, replay)
-                if again is not _NOT_REPLAYABLE:
-                    wait = self._backoff(attempt + 1, response.headers.get("Retry-After"))
-                    response.close()
-                    body = again
-                    attempt += 1
-                    time.sleep(wait)
-                    continue
+            if (
+                response.status_code in RETRY_STATUSES
+                and resendable
+                and attempt < self.options.retries
+            ):
+                response.close()
+                attempt += 1
+                time.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
+                continue
             return response
+
+    def _reauthenticate(
+        self,
+        response: requests.Response,
+        scopes: frozenset[str],
+        sent: Mapping[str, str],
+        token_retried: bool,
+    ) -> bool:
+        """Let the authenticator learn from a 401; whether a token has now been refused."""
+        bearer = sent.get("Authorization", "").startswith("Bearer ")
+        challenge = response.headers.get("WWW-Authenticate", "")
+        self.auth.unauthorized(challenge, scopes, dict(sent), retried=bearer and token_retried)
+        return token_retried or bearer
 
     def _attempt(
         self,
@@ -198,12 +209,6 @@ class Transport:
             timeout=_TIMEOUT,
             allow_redirects=True,
         )
-
-    @staticmethod
-    def _replayable(body: Body, replay: Callable[[], Body] | None) -> Any:
-        if body is None or isinstance(body, bytes):
-            return body
-        return replay() if replay is not None else _NOT_REPLAYABLE
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         asked = _parse_retry_after(retry_after)
@@ -251,13 +256,6 @@ class Transport:
 
     def close(self) -> None:
         self.session.close()
-
-
-class _NotReplayable:
-    pass
-
-
-_NOT_REPLAYABLE: Any = _NotReplayable()
 
 
 def _parse_retry_after(value: str | None) -> float | None:
