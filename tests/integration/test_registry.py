@@ -43,6 +43,8 @@ from tests.support.registry import CuttingProxy
 from tests.support.require import require_tools
 from tests.support.service import running
 
+pytestmark = pytest.mark.registry
+
 TOOLS = Path(__file__).resolve().parents[2].parent / "shared/fixtures/tools"
 KEEP = CopyOptions(compression=None)
 MiB = 1024 * 1024
@@ -149,6 +151,7 @@ def test_second_repository_mounts_blobs_instead_of_uploading(registry: Registry)
     assert len(pushed_digests(result)) == 2
 
 
+@pytest.mark.interop
 def test_zstd_layers_stay_zstd_and_skopeo_reads_them(registry: Registry, skopeo: Skopeo) -> None:
     archive = fixture("skopeo-oci-archive-zstd.tar")
     (expected,) = digests(ArchiveSource(archive)).values()
@@ -162,6 +165,7 @@ def test_zstd_layers_stay_zstd_and_skopeo_reads_them(registry: Registry, skopeo:
     assert skopeo.copy_config_digest(ref, "--src-tls-verify=false") == OCI_APP_ID
 
 
+@pytest.mark.interop
 def test_podman_pulls_what_sealift_pushed(registry: Registry, podman: Podman) -> None:
     archive = fixture("skopeo-oci-archive-zstd.tar")
     push(ArchiveSource(archive), f"docker://{registry.address}/for-podman/app:1")
@@ -169,6 +173,7 @@ def test_podman_pulls_what_sealift_pushed(registry: Registry, podman: Podman) ->
     assert podman.image_id(f"{registry.address}/for-podman/app:1") == OCI_APP_ID
 
 
+@pytest.mark.interop
 def test_sealift_pulls_what_skopeo_pushed(
     registry: Registry, skopeo: Skopeo, tmp_path: Path
 ) -> None:
