@@ -27,6 +27,7 @@ from sealift.registry.auth import parse_challenge
 from sealift.registry.credentials import Credentials, find_credentials
 from sealift.registry.errors import MediaTypeRefusedError, RegistryError
 from sealift.registry.names import is_loopback, parse_docker_reference
+from sealift.registry.options import parse_size
 from sealift.registry.tls import TlsOptions, allows_plain_http
 from sealift.registry.transport import _parse_retry_after
 from sealift.transfer import CopyOptions, copy
@@ -115,6 +116,20 @@ def test_plain_http_only_for_loopback_or_when_asked() -> None:
     assert allows_plain_http("127.0.0.9:5000", TlsOptions())
     assert not allows_plain_http("registry.site", TlsOptions())
     assert allows_plain_http("registry.site", TlsOptions(insecure=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("5MiB", 5 * 1024**2), ("512k", 512 * 1024), ("1G", 1024**3), ("65536", 65536)],
+)
+def test_chunk_sizes_read_binary_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "5 parsecs", "-1M", "1k"])
+def test_bad_chunk_sizes_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_size(text)
 
 
 # ----------------------------------------------------------------------------------- logins

@@ -17,8 +17,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from sealift import compression, media
 from sealift.digest import Digest
@@ -39,46 +38,14 @@ from sealift.model import (
 )
 from sealift.reference import Reference
 from sealift.registry.client import RegistryClient
-from sealift.registry.credentials import Credentials
 from sealift.registry.names import RegistryTarget, parse_docker_reference
-from sealift.registry.tls import CERTS_DIRS, TlsOptions
-from sealift.registry.transport import TransportOptions
-from sealift.registry.upload import MONOLITHIC_LIMIT, BlobUpload, UploadStats
+from sealift.registry.options import BlobProgress, RegistryOptions
+from sealift.registry.upload import BlobUpload, UploadStats
 from sealift.verify import CHUNK
 
+__all__ = ["BlobProgress", "RegistryOptions", "RegistrySink", "RegistrySource"]
+
 _MAX_DEPTH = 8
-
-
-class BlobProgress(Protocol):
-    """What a push reports as it goes; every method may be called from several threads."""
-
-    def blob_started(self, digest: Digest, size: int) -> None: ...
-
-    def blob_bytes(self, digest: Digest, count: int) -> None: ...
-
-    def blob_skipped(self, digest: Digest, size: int, *, mounted: bool) -> None: ...
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    parallel: int = 4
-    """Blobs checked and uploaded at once."""
-    chunk_size: int | None = None
-    """The largest request body (for proxies that cap them); None sends a blob in one PATCH."""
-    monolithic_limit: int = MONOLITHIC_LIMIT
-    insecure: bool = False
-    ca_cert: Path | None = None
-    certs_dirs: tuple[Path, ...] = CERTS_DIRS
-    credentials: Credentials | None = None
-    retries: int = 5
-    backoff: float = 0.5
-    progress: BlobProgress | None = None
-
-    def transport(self) -> TransportOptions:
-        tls = TlsOptions(self.ca_cert, self.insecure, self.certs_dirs)
-        return TransportOptions(
-            tls, max(self.parallel, 1), self.retries, self.backoff, self.credentials
-        )
 
 
 def _target(target: RegistryTarget | str) -> RegistryTarget:

@@ -23,13 +23,13 @@ from typing import IO, cast
 from sealift.digest import Digest
 from sealift.registry.client import PUSH, RegistryClient, scopes_for
 from sealift.registry.errors import RegistryError, UploadError
+from sealift.registry.options import MONOLITHIC_LIMIT
 from sealift.streams import ChunkQueue
 
 WriteVerified = Callable[[IO[bytes]], None]
 Progress = Callable[[Digest, int], None]
 """``progress(digest, n)``: ``n`` more bytes of the blob went on the wire."""
 
-MONOLITHIC_LIMIT = 4 * 1024 * 1024
 MAX_CUTS = 6
 _QUEUE_CHUNK = 1024 * 1024
 
