@@ -27,7 +27,7 @@ from sealift.registry.auth import parse_challenge
 from sealift.registry.credentials import Credentials, find_credentials
 from sealift.registry.errors import MediaTypeRefusedError, RegistryError
 from sealift.registry.names import is_loopback, parse_docker_reference
-from sealift.registry.options import parse_size
+from sealift.registry.options import PushTotals, parse_size
 from sealift.registry.tls import TlsOptions, allows_plain_http
 from sealift.registry.transport import _parse_retry_after
 from sealift.transfer import CopyOptions, copy
@@ -366,6 +366,15 @@ def test_progress_counts_bytes_per_blob_and_skips_apart(fake: FakeRegistry) -> N
     details = push(fake, [entry], "progress/app:1", progress=second)
     assert second.sent == {} and len(second.skipped) == 3
     assert details["bytes_sent"] == 0 and details["blobs_skipped"] == 3
+
+
+def test_push_totals_add_up_for_a_progress_bar(fake: FakeRegistry) -> None:
+    totals = PushTotals()
+    push(fake, [image("totals/app:1", 30_000, 500)], "totals/app:1", progress=totals)
+    assert totals.bytes_sent == totals.bytes_started > 30_000
+    again = PushTotals()
+    push(fake, [image("totals/app:1", 30_000, 500)], "totals/app:1", progress=again)
+    assert (again.bytes_sent, again.skipped, again.mounted) == (0, 3, 0)
 
 
 def test_missing_layers_are_those_some_repository_lacks(fake: FakeRegistry) -> None:

@@ -7,6 +7,7 @@ library (the CLI builds them for every ``copy``).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -71,3 +72,40 @@ def parse_size(text: str) -> int:
     if size < MIN_CHUNK_SIZE:
         raise UsageError(f"chunk size {text!r} is below the {MIN_CHUNK_SIZE // 1024} KiB minimum")
     return size
+
+
+class PushTotals:
+    """A :class:`BlobProgress` that keeps counts a progress bar can poll: bytes sent of the
+    bytes to send, per blob and in all, and blobs skipped (already there or mounted) apart."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sizes: dict[Digest, int] = {}
+        self.sent: dict[Digest, int] = {}
+        self.skipped = 0
+        self.mounted = 0
+
+    def blob_started(self, digest: Digest, size: int) -> None:
+        with self._lock:
+            self.sizes[digest] = size
+            self.sent.setdefault(digest, 0)
+
+    def blob_bytes(self, digest: Digest, count: int) -> None:
+        with self._lock:
+            self.sent[digest] = self.sent.get(digest, 0) + count
+
+    def blob_skipped(self, digest: Digest, size: int, *, mounted: bool) -> None:
+        with self._lock:
+            self.skipped += not mounted
+            self.mounted += mounted
+
+    @property
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return sum(self.sent.values())
+
+    @property
+    def bytes_started(self) -> int:
+        """The sizes of the blobs whose upload has begun (a resumed one counts once)."""
+        with self._lock:
+            return sum(self.sizes.values())
