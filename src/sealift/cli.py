@@ -180,6 +180,29 @@ KEEP = "keep"
 )
 @ENGINE_HOST
 @click.option("--ssh-command", metavar="CMD", help="The ssh client (default: ssh).")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Registry: blobs checked and uploaded at once.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Registry: allow plain HTTP and unchecked certificates (loopback allows HTTP anyway).",
+)
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Registry: also trust this CA (besides the system's and /etc/docker/certs.d/HOST/).",
+)
+@click.option(
+    "--chunk-size",
+    metavar="SIZE",
+    help="Registry: largest upload request (e.g. 50MiB), for proxies that cap request bodies.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def copy_command(
@@ -191,11 +214,15 @@ def copy_command(
     tags: tuple[str, ...],
     host: str | None,
     ssh_command: str | None,
+    parallel: int,
+    insecure: bool,
+    ca_cert: Path | None,
+    chunk_size: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Copy images from SOURCE to DESTINATION: any two of an engine, an archive, an OCI layout
-    and a host over SSH.
+    """Copy images from SOURCE to DESTINATION: any two of an engine, an archive, an OCI layout,
+    a host over SSH and a registry.
 
     \b
     Ends (skopeo's transport names where skopeo has one):
@@ -206,6 +233,8 @@ def copy_command(
       oci:DIR[:REF]                    an OCI image layout directory
       ssh://[user@]host[:port][/IMAGE[,IMAGE...]]
                                        the engine of a host over SSH
+      docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   an image on a registry
+      docker://HOST[:PORT]/            (destination) every image, under its own repository
 
     \b
     Only what the destination lacks is read and sent. With --compression keep (the default)
@@ -219,8 +248,10 @@ def copy_command(
       sealift copy stack.tar ssh://deploy@web1
       sealift copy ssh://build-box/myapp:1.4 oci:./layout
       sealift copy oci:./layout:myapp-1.4 docker-daemon:
+      sealift copy stack.tar docker://registry.site:5000/
     """
     from sealift.ends.ssh import ssh_command as ssh_words
+    from sealift.registry.options import RegistryOptions, parse_size
 
     with errors_to_exit():
         if destination == "-" and sys.stdout.isatty():
@@ -231,6 +262,12 @@ def copy_command(
             engine_host=host,
             ssh_command=tuple(ssh_words(ssh_command)),
             platform=platform if platform != ALL_PLATFORMS else None,
+            registry=RegistryOptions(
+                parallel=parallel,
+                chunk_size=parse_size(chunk_size) if chunk_size else None,
+                insecure=insecure,
+                ca_cert=ca_cert,
+            ),
         )
         src = ends.open_source(source, options)
         try:
@@ -257,6 +294,7 @@ def _print_result(result: WriteResult, *, as_json: bool, quiet: bool) -> None:
                     "layers_sent": result.layers_sent,
                     "layers_skipped": result.layers_skipped,
                     "bytes_sent": result.bytes_sent,
+                    **({"details": result.details} if result.details else {}),
                 },
                 indent=2,
             )

@@ -36,6 +36,7 @@ from sealift.registry.errors import (
     NoCredentialsError,
 )
 from sealift.transfer import CopyOptions, Selection, copy
+from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
 from tests.support.fixtures import OCI_APP_ID, OCI_BASE_ID
 from tests.support.peers import Podman, Registry, Skopeo
@@ -363,3 +364,29 @@ def test_denied_scope_and_missing_login_are_one_clear_error_each(
     write_auths(docker_login, token_registry.address, token_registry.user, "wrong")
     with pytest.raises(BadCredentialsError):
         push(ArchiveSource(archive), f"docker://{token_registry.address}/team/bad:1")
+
+
+# ------------------------------------------------------------------------------------ the CLI
+def test_cli_copy_to_a_registry_and_back_prints_digests(registry: Registry, tmp_path: Path) -> None:
+    archive = fixture("skopeo-oci-archive-zstd.tar")
+    (expected,) = digests(ArchiveSource(archive)).values()
+    target = f"docker://{registry.address}/cli/app:1"
+    first = run_sealift("copy", archive, target, "--json", "--chunk-size", "256KiB").assert_ok()
+    (image,) = first.json()["details"]["images"]
+    assert image == {"name": f"{registry.address}/cli/app:1", "digest": expected}
+    again = run_sealift("copy", archive, target, "--json").assert_ok().json()
+    assert again["bytes_sent"] == 0 and again["details"]["blobs_skipped"] == 4
+    pulled = tmp_path / "pulled.tar"
+    run_sealift("copy", target, pulled).assert_ok()
+    assert digests(ArchiveSource(pulled)) == {f"{registry.address}/cli/app:1": expected}
+
+
+def test_cli_registry_errors_are_one_line(
+    registry: Registry, tls_registry: Registry, tmp_path: Path
+) -> None:
+    unknown = run_sealift("copy", f"docker://{registry.address}/nothing/here:1", tmp_path / "x")
+    assert "not found on registry" in unknown.assert_one_line_error()
+    untrusted = run_sealift("copy", f"docker://{tls_registry.address}/tls/app:1", tmp_path / "y")
+    assert "--ca-cert" in untrusted.assert_one_line_error()
+    no_host = run_sealift("copy", "docker://team/api:1", tmp_path / "z")
+    assert "not a registry host" in no_host.assert_one_line_error(code=2)

@@ -437,3 +437,16 @@ def test_explicit_credentials_are_sent_on_a_basic_challenge() -> None:
     credentials = Credentials("u", "p", origin="test")
     options = RegistryOptions(credentials=credentials)
     assert options.transport().credentials is credentials
+
+
+def test_docker_ends_open_as_registry_source_and_sink(fake: FakeRegistry) -> None:
+    from sealift.ends import open as ends
+
+    assert ends.parse_end(f"docker://{fake.address}/a/b:1").kind == ends.REGISTRY
+    with pytest.raises(UsageError, match="not a registry host"):
+        ends.parse_end("docker://a/b:1")
+    options = ends.EndOptions(registry=RegistryOptions(parallel=2))
+    sink = ends.open_sink(f"docker://{fake.address}/", options)
+    source = ends.open_source(f"docker://{fake.address}/a/b:1", options)
+    assert isinstance(sink, RegistrySink) and sink.options.parallel == 2
+    assert isinstance(source, RegistrySource)

@@ -9,6 +9,9 @@ same words mean the same place everywhere. Transport names follow skopeo where s
     oci:DIR[:REF]                      an OCI image layout directory
     ssh://[user@]host[:port][/IMAGE[,IMAGE...]]
                                        the engine of a remote host, over SSH
+    docker://HOST[:PORT]/REPO[:TAG|@DIGEST], docker://HOST[:PORT]/
+                                       a registry: one image, or (as a destination) every image
+                                       under its own repository path
 
 A bare path is a layout when it is a directory (or, as a destination, ends with ``/``), else an
 archive. Adding an end means one module that implements :class:`~sealift.ends.base.Source` and
@@ -28,16 +31,18 @@ from sealift.errors import UsageError
 from sealift.reference import Reference
 
 if TYPE_CHECKING:
+    from sealift.registry.options import RegistryOptions
     from sealift.remote.hosts import RemoteOptions
 
 ENGINE = "docker-daemon"
 ARCHIVE = "archive"
 LAYOUT = "oci"
 SSH = "ssh"
+REGISTRY = "docker"
 
 _ARCHIVE_PREFIXES = ("docker-archive:", "oci-archive:", "archive:")
 _TRANSPORT = re.compile(r"[a-z][a-z0-9-]*:")
-_KNOWN = "docker-daemon:, docker-archive:, archive:, oci-archive:, oci:, ssh://"
+_KNOWN = "docker-daemon:, docker-archive:, archive:, oci-archive:, oci:, ssh://, docker://"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class EndOptions:
     """False when only metadata is read (inspect, verify of a stream): layers are not spooled."""
     split: int | None = None
     """An archive destination is written as parts of at most this many bytes."""
+    registry: RegistryOptions | None = None
+    """Parallelism, chunking, TLS and login for a docker:// end."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,11 @@ def parse_end(text: str, *, as_sink: bool = False) -> End:
         return End(ENGINE, images=_images(text[len(ENGINE) + 1 :], text), text=text)
     if text.startswith("ssh://"):
         return _ssh_end(text)
+    if text.startswith(f"{REGISTRY}://"):
+        from sealift.registry.names import parse_docker_reference
+
+        parse_docker_reference(text)
+        return End(REGISTRY, text, text=text)
     for prefix in _ARCHIVE_PREFIXES:
         if text.startswith(prefix):
             return End(ARCHIVE, _path(text[len(prefix) :], text), text=text)
@@ -143,6 +155,10 @@ def open_source(end: End | str, options: EndOptions = EndOptions()) -> Source:
         if not end.images:
             raise UsageError(f"{end.text!r}: name the images to read, e.g. ssh://host/app:1")
         return SshSource(_ssh_target(end), list(end.images), _remote(options))
+    if end.kind == REGISTRY:
+        from sealift.ends.registry import RegistrySource
+
+        return RegistrySource(end.location, options.registry)
     from sealift.ends.archive import ArchiveSource
 
     return ArchiveSource(end.location, keep_layers=options.keep_layers)
@@ -167,6 +183,10 @@ def open_sink(end: End | str, options: EndOptions = EndOptions()) -> Sink:
         if end.images:
             raise UsageError(f"{end.text!r}: a destination host takes no image names")
         return SshSink(_ssh_target(end), _remote(options))
+    if end.kind == REGISTRY:
+        from sealift.ends.registry import RegistrySink
+
+        return RegistrySink(end.location, options.registry)
     from sealift.ends.archive import ArchiveSink
 
     return ArchiveSink(end.location, split=options.split)
