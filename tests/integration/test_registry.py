@@ -300,6 +300,13 @@ def test_certs_d_directory_is_trusted(
     assert len(source.entries()) == 1
 
 
+def test_insecure_skips_the_certificate_check(tls_registry: Registry, docker_login: Path) -> None:
+    write_auths(docker_login, tls_registry.address, tls_registry.user, tls_registry.password)
+    target = f"docker://{tls_registry.address}/tls/insecure:1"
+    push(ArchiveSource(fixture("skopeo-oci-archive-gzip.tar")), target, insecure=True)
+    assert len(RegistrySource(target, RegistryOptions(insecure=True)).entries()) == 1
+
+
 def test_untrusted_certificate_is_one_clear_error(
     tls_registry: Registry, docker_login: Path
 ) -> None:

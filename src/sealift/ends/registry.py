@@ -62,6 +62,7 @@ class RegistrySource:
     ) -> None:
         self.target = _target(target)
         self.client = RegistryClient(self.target.host, (options or RegistryOptions()).transport())
+        self.input_counter = _Counter(self.client)
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         reference = self.target.reference
@@ -150,6 +151,17 @@ class RegistrySource:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _Counter:
+    """Bytes downloaded so far, as the CLI's progress bar reads an input counter."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+
+    @property
+    def count(self) -> int:
+        return self._client.bytes_read
 
 
 # ------------------------------------------------------------------------------------- sink

@@ -57,6 +57,8 @@ class RegistryClient:
     def __init__(self, host: str, options: TransportOptions | None = None) -> None:
         self.host = host
         self.transport = Transport(host, options or TransportOptions())
+        self.bytes_read = 0
+        """Blob bytes downloaded so far, for a progress bar (approximate under threads)."""
 
     def close(self) -> None:
         self.transport.close()
@@ -368,6 +370,7 @@ class BlobReader(io.RawIOBase):
             n = len(data)
             buffer[:n] = data
             self._offset += n
+            self._client.bytes_read += n
             return n
 
     def _cut(self, exc: Exception | None) -> None:

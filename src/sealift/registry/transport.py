@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -81,6 +82,8 @@ class Transport:
                 pool_connections=2, pool_maxsize=max(options.connections, 1) + 2, max_retries=0
             ),
         )
+        # given on every request: a session-wide False loses to REQUESTS_CA_BUNDLE
+        self._verify = not options.tls.insecure
         if options.tls.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         credentials = options.credentials or find_credentials(host)
@@ -208,6 +211,7 @@ class Transport:
             stream=stream,
             timeout=_TIMEOUT,
             allow_redirects=True,
+            verify=self._verify,
         )
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
@@ -236,9 +240,11 @@ class Transport:
                     "service": params.get("service", ""),
                     "scope": " ".join(params.get("scope", [])),
                 }
-                return self.session.post(realm, data=form, timeout=_TIMEOUT)
+                return self.session.post(realm, data=form, timeout=_TIMEOUT, verify=self._verify)
             auth = (credentials.username, credentials.password) if credentials else None
-            return self.session.get(realm, params=params, auth=auth, timeout=_TIMEOUT)
+            return self.session.get(
+                realm, params=params, auth=auth, timeout=_TIMEOUT, verify=self._verify
+            )
         except requests.exceptions.SSLError as exc:
             raise self._certificate_error(exc) from exc
         except requests.exceptions.RequestException as exc:
@@ -277,10 +283,10 @@ def _is_certificate_problem(exc: Exception) -> bool:
 
 
 def _ssl_reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("certificate verify failed: ", "CERTIFICATE_VERIFY_FAILED"):
-        if marker in text:
-            return text.split(marker, 1)[1].split(")", 1)[0].strip(" (") or "verify failed"
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc))
+    found = re.search(r"certificate verify failed: ([^)\]]+)", text)
+    if found:
+        return found.group(1).strip()
     return text.splitlines()[0][:200] if text else "TLS handshake failed"
 
 
