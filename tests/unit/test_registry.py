@@ -312,6 +312,20 @@ def test_a_corrupt_layer_is_never_committed(fake: FakeRegistry) -> None:
         assert fake.count("PUT", "/manifests/") == 0
 
 
+def test_a_corrupt_layer_stops_the_other_uploads(fake: FakeRegistry) -> None:
+    entry = image("stop/app:1", 2_000_000, 200_000)
+    assert isinstance(entry.target, Image)
+    big, small = entry.target.layers
+    data = bytearray(small.open().read())
+    data[-1] ^= 1
+    bad = replace(small, open=lambda: io.BytesIO(bytes(data)))
+    corrupt = Entry(replace(entry.target, layers=(big, bad)), entry.tags)
+    with pytest.raises(DigestMismatchError):
+        push(fake, [corrupt], "stop/app:1", chunk_size=64 * 1024, parallel=2)
+    assert str(small.digest) not in fake.blobs
+    assert fake.count("PUT", "/manifests/") == 0
+
+
 def test_a_refused_media_type_names_the_registry_the_type_and_the_way_out(
     fake: FakeRegistry,
 ) -> None:

@@ -13,8 +13,10 @@ children before the indexes that list them, and tags last.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
@@ -258,6 +260,7 @@ class RegistrySink:
         self.options = options or RegistryOptions()
         self.client = RegistryClient(self.target.host, self.options.transport())
         self._checked: dict[tuple[str, Digest], bool] = {}
+        self._stopping = threading.Event()
 
     @property
     def keeps_blobs(self) -> bool:
@@ -271,13 +274,12 @@ class RegistrySink:
         summary = PushSummary()
         wanted = _wanted(placements)
         present = self.missing(wanted)
-        with ThreadPoolExecutor(max_workers=max(self.options.parallel, 1)) as pool:
-            deliveries = [
-                pool.submit(self._deliver, blob, repositories, present, summary)
+        self._in_parallel(
+            [
+                functools.partial(self._deliver, blob, repositories, present, summary)
                 for blob, repositories in _by_digest(wanted)
             ]
-            for delivery in deliveries:
-                delivery.result()
+        )
         for placement in placements:
             self._put_documents(placement.repository, placement.target)
         names = []
@@ -357,13 +359,28 @@ class RegistrySink:
             found = self.client.blob_size(repository, blob.digest) == blob.size
             self._checked[repository, blob.digest] = found
 
-        with ThreadPoolExecutor(max_workers=max(self.options.parallel, 1)) as pool:
-            list(pool.map(check, checks))
+        self._in_parallel([functools.partial(check, item) for item in checks])
         present: dict[Digest, set[str]] = {}
         for (repository, digest), found in self._checked.items():
             if found:
                 present.setdefault(digest, set()).add(repository)
         return present
+
+    def _in_parallel(self, steps: list[Callable[[], None]]) -> None:
+        """Run ``steps`` on ``parallel`` threads; the first failure (or Ctrl-C) stops the rest:
+        queued steps are dropped and running uploads stop at their next read."""
+        pool = ThreadPoolExecutor(max_workers=max(self.options.parallel, 1))
+        try:
+            futures = [pool.submit(step) for step in steps]
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in futures:
+                if future.done():
+                    future.result()
+        except BaseException:
+            self._stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _deliver(
         self,
@@ -399,6 +416,7 @@ class RegistrySink:
             chunk_size=self.options.chunk_size,
             monolithic_limit=self.options.monolithic_limit,
             progress=progress.blob_bytes if progress is not None else None,
+            stopping=self._stopping,
         )
         summary.add_upload(blob, upload.run())
 

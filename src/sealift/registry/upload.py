@@ -58,6 +58,7 @@ class BlobUpload:
         chunk_size: int | None = None,
         monolithic_limit: int = MONOLITHIC_LIMIT,
         progress: Progress | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.client = client
         self.repository = repository
@@ -67,6 +68,7 @@ class BlobUpload:
         self.chunk_size = chunk_size
         self.monolithic_limit = min(monolithic_limit, chunk_size or monolithic_limit)
         self.progress = progress
+        self.stopping = stopping or threading.Event()
         self.stats = UploadStats()
         self._location = ""
         self._scope = scopes_for(repository, PUSH)
@@ -184,7 +186,7 @@ class BlobUpload:
     ) -> str:
         import requests
 
-        body = _Body(pieces, length, self._count)
+        body = _Body(pieces, length, self._count, self.stopping)
         try:
             response = self.client.transport.request(
                 "PATCH",
@@ -200,6 +202,8 @@ class BlobUpload:
         except (RegistryError, requests.exceptions.RequestException) as exc:
             if failure:
                 raise failure[0] from exc
+            if self.stopping.is_set():
+                raise UploadError(f"upload of {self._what} stopped") from exc
             raise _CutError(str(exc)) from exc
         with response:
             if response.status_code == 202 and response.headers.get("Location"):
@@ -278,8 +282,15 @@ class _Body:
     """``length`` bytes of the pieces as a request body (requests reads it and sends
     ``Content-Length: len(body)``). Running dry early raises, which aborts the request."""
 
-    def __init__(self, pieces: _Pieces, length: int, count: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        pieces: _Pieces,
+        length: int,
+        count: Callable[[int], None],
+        stopping: threading.Event,
+    ) -> None:
         self._pieces = pieces
+        self._stopping = stopping
         self._left = length
         self._length = length
         self._count = count
@@ -290,6 +301,8 @@ class _Body:
     def read(self, size: int = -1) -> bytes:
         if self._left == 0:
             return b""
+        if self._stopping.is_set():
+            raise UploadError("the push was stopped")
         data = self._pieces.take(self._left if size < 0 else min(size, self._left))
         self._left -= len(data)
         self._count(len(data))
