@@ -607,12 +607,12 @@ class Registry(Service):
         return f"{scheme}://{self.address}"
 
     def _mode_config(self) -> str:
-        from tests.support.registry import CertificateAuthority, TokenIssuer, htpasswd_line
+        from tests.support.registry import TokenIssuer, htpasswd_line
+        from tests.support.tls import make_ca_and_server_cert
 
         if self.mode == "basic-tls":
-            authority = CertificateAuthority(self.workdir / "tls")
-            self.ca_file = authority.ca_file
-            cert, key = authority.server_certificate("registry")
+            (self.workdir / "tls").mkdir(exist_ok=True)
+            self.ca_file, cert, key = make_ca_and_server_cert(self.workdir / "tls", "127.0.0.1")
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text(htpasswd_line(self.user, self.password) + "\n")
             return (

@@ -1,5 +1,5 @@
-"""What the registry tests run besides distribution itself: a CA and certificates, htpasswd
-lines, a token issuer whose JWTs distribution validates, and a proxy that cuts uploads.
+"""What the registry tests run besides distribution itself: htpasswd lines, a token issuer
+whose JWTs distribution validates, and a proxy that cuts uploads (certificates: tls.py).
 
 Everything listens on 127.0.0.1 and lives in threads of the test process.
 """
@@ -10,14 +10,12 @@ import base64
 import datetime
 import http.client
 import http.server
-import ipaddress
 import json
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -25,11 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import bcrypt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 __all__ = [
-    "CertificateAuthority",
     "CuttingProxy",
     "ThreadedServer",
     "TokenIssuer",
@@ -40,14 +37,6 @@ __all__ = [
 # ------------------------------------------------------------------------------- certificates
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def _builder(subject: str, issuer: str, public_key: Any, days: int = 2) -> x509.CertificateBuilder:
@@ -61,51 +50,6 @@ def _builder(subject: str, issuer: str, public_key: Any, days: int = 2) -> x509.
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
     )
-
-
-@dataclass
-class CertificateAuthority:
-    """A throwaway CA in ``directory`` (``ca.crt``) that signs server certificates."""
-
-    directory: Path
-    key: ec.EllipticCurvePrivateKey = field(init=False)
-    certificate: x509.Certificate = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.certificate = (
-            _builder("sealift test CA", "sealift test CA", self.key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca.crt"
-
-    def server_certificate(
-        self, name: str, hosts: Iterable[str] = ("127.0.0.1", "localhost")
-    ) -> tuple[Path, Path]:
-        """``(cert, key)`` files for a server reachable under ``hosts`` (IPs or names)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
-        certificate = (
-            _builder(name, "sealift test CA", key.public_key())
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        cert_path, key_path = self.directory / f"{name}.crt", self.directory / f"{name}.key"
-        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(_pem_key(key))
-        return cert_path, key_path
 
 
 def htpasswd_line(user: str, password: str) -> str:
