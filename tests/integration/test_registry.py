@@ -397,3 +397,17 @@ def test_cli_registry_errors_are_one_line(
     assert "--ca-cert" in untrusted.assert_one_line_error()
     no_host = run_sealift("copy", "docker://team/api:1", tmp_path / "z")
     assert "not a registry host" in no_host.assert_one_line_error(code=2)
+
+
+def test_bootstrap_a_registry_from_sealift_serve(registry: Registry, tmp_path: Path) -> None:
+    """The air-gapped recipe: serve the bundle, copy everything it serves into the registry."""
+    from tests.integration.test_serve import sealift_serve
+
+    archive = fixture("docker26-save-multi.tar")
+    expected = digests(ArchiveSource(archive))
+    with sealift_serve(archive, log=tmp_path / "serve.log") as served:
+        source, target = f"docker://{served.address}/", f"docker://{registry.address}/"
+        result = run_sealift("copy", source, target, "--json").assert_ok().json()
+    assert {item["name"]: item["digest"] for item in result["details"]["images"]} == {
+        f"{registry.address}/{name}": digest for name, digest in expected.items()
+    }
