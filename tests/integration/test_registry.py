@@ -49,6 +49,11 @@ pytestmark = pytest.mark.registry
 TOOLS = Path(__file__).resolve().parents[2].parent / "shared/fixtures/tools"
 KEEP = CopyOptions(compression=None)
 MiB = 1024 * 1024
+PROVENANCE_INDEX = "sha256:b26fa8b8d20a574584f4319214da467281cf7df4827148356434207feeb4429b"
+PROVENANCE_IDS = {
+    "sha256:3f339950253b04fd8d891b48d76567991702a4f91d46a9ef4d72b846b6767371",
+    "sha256:6efe21eb3322c8cbcad21ed03d3f416fca767aeae35460a2850a1ee3bb67026c",
+}
 
 
 def fixture(name: str) -> Path:
@@ -131,6 +136,22 @@ def test_push_keeps_every_manifest_digest_and_pull_gets_them_back(
     assert digests(ArchiveSource(pulled)) == {
         f"{registry.address}/fixture/app:1": expected["fixture/app:1"]
     }
+
+
+@pytest.mark.interop
+def test_an_attestation_travels_with_its_index(registry: Registry, skopeo: Skopeo) -> None:
+    """BuildKit's provenance manifest (a non-tar in-toto layer) is pulled and pushed as it is."""
+    archive = fixture("docker26-buildx-provenance.tar")
+    ref = f"{registry.address}/att/by-skopeo:1"
+    skopeo.copy(f"oci-archive:{archive}", f"docker://{ref}", "--all", "--dest-tls-verify=false")
+    result = copy(
+        RegistrySource(f"docker://{ref}"),
+        RegistrySink(f"docker://{registry.address}/att/by-sealift:1"),
+        KEEP,
+    )
+    assert pushed_digests(result) == {f"{registry.address}/att/by-sealift:1": PROVENANCE_INDEX}
+    (entry,) = RegistrySource(f"docker://{registry.address}/att/by-sealift:1").entries()
+    assert {str(image.id) for image in entry.images()} == PROVENANCE_IDS
 
 
 def test_repeat_push_sends_no_blob_bytes(registry: Registry) -> None:
