@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,7 @@ from sealift.digest import Digest
 from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
 from sealift.formats.files import Files, StreamFiles, TarFiles
-from sealift.formats.read import read_entries
+from sealift.formats.read import read_entries, read_extra_files
 from sealift.formats.write import archive_size, write_archive
 from sealift.model import Entry
 from sealift.progress import human_size
@@ -26,6 +27,7 @@ from sealift.split import check_free_space, drain, find_split, open_parts, write
 from sealift.streams import CountingReader, PrefetchReader
 
 STDIO = "-"
+ExtraFiles = Callable[[list[Entry]], dict[str, bytes]]
 
 
 class ArchiveSource:
@@ -49,6 +51,7 @@ class ArchiveSource:
         self._transcode_compressed = transcode_compressed
         self._stack = ExitStack()
         self._entries: list[Entry] | None = None
+        self._read: Files | None = None
         self._current: tuple[str, int] | None = None
         self.outer_codec = compression.NONE
         self.input_counter: CountingReader | None = None
@@ -62,8 +65,15 @@ class ArchiveSource:
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
-            self._entries = read_entries(self._files(want_codec, want_level), self.what)
+            self._read = self._files(want_codec, want_level)
+            self._entries = read_entries(self._read, self.what)
         return self._entries
+
+    def extra_files(self) -> dict[str, bytes]:
+        """The archive's ``sealift/`` part (see ``write_archive``), read with the images."""
+        self.entries()
+        assert self._read is not None
+        return read_extra_files(self._read, self.what)
 
     def current_member(self) -> str | None:
         """What a streamed read is on right now: ``name (size)``, for progress displays."""
@@ -178,11 +188,20 @@ class ArchiveSink:
 
     keeps_blobs = True
 
-    def __init__(self, path: str | Path | IO[bytes], *, split: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | IO[bytes],
+        *,
+        split: int | None = None,
+        extra_files: ExtraFiles | None = None,
+    ) -> None:
+        """``extra_files`` is given the entries as written and returns the files to store under
+        ``sealift/`` (name -> bytes), e.g. a compose bundle's part."""
         if split is not None and (not isinstance(path, str | Path) or str(path) == STDIO):
             raise UsageError("a split archive needs a file name, not a stream")
         self._path = path
         self._split = split
+        self._extra = extra_files
 
     def accepts_codec(self, codec: str) -> bool:
         return codec in compression.LAYER_CODECS
@@ -191,17 +210,18 @@ class ArchiveSink:
         return all_layers(entries)
 
     def write(self, entries: list[Entry]) -> WriteResult:
+        extra = self._extra(entries) if self._extra is not None else None
         if not isinstance(self._path, str | Path):
-            write_archive(entries, self._path)
+            write_archive(entries, self._path, extra_files=extra)
         elif str(self._path) == STDIO:
-            write_archive(entries, sys.stdout.buffer)
+            write_archive(entries, sys.stdout.buffer, extra_files=extra)
             sys.stdout.buffer.flush()
         elif self._split is not None:
-            write = partial(write_archive, entries)
-            write_split(Path(self._path), self._split, write, archive_size(entries))
+            write = partial(write_archive, entries, extra_files=extra)
+            write_split(Path(self._path), self._split, write, archive_size(entries, extra))
         else:
-            check_free_space(Path(self._path), archive_size(entries))
-            write_atomically(Path(self._path), lambda out: write_archive(entries, out))
+            check_free_space(Path(self._path), archive_size(entries, extra))
+            write_atomically(Path(self._path), partial(write_archive, entries, extra_files=extra))
         names = [str(tag) for entry in entries for tag in entry.tags]
         return WriteResult(names=names, layers_sent=sum(len(list(e.images())) for e in entries))
 

@@ -33,6 +33,8 @@ from sealift.verify import VerifyingReader, read_small
 
 CONTAINERD_NAME = "io.containerd.image.name"
 REF_NAME = "org.opencontainers.image.ref.name"
+EXTRA_PART = "sealift/"
+"""Files a tool stores beside the images (a compose bundle's part); image readers ignore them."""
 _MAX_DEPTH = 8
 _BLOB_PATH = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 _CONFIG_NAME = re.compile(r"(?:sha256:)?([0-9a-f]{64})(?:\.json)?")
@@ -53,6 +55,16 @@ def read_entries(files: Files, what: str) -> list[Entry]:
     if not entries:
         raise InvalidArchiveError(f"{what} holds no images")
     return entries
+
+
+def read_extra_files(files: Files, what: str) -> dict[str, bytes]:
+    """The archive's ``sealift/`` part: each file's name relative to it, and its bytes."""
+    found: dict[str, bytes] = {}
+    for name in sorted(files.names()):
+        member = files.get(name) if name.startswith(EXTRA_PART) else None
+        if member is not None:
+            found[name.removeprefix(EXTRA_PART)] = _member_bytes(member, f"{what}: {name}")
+    return found
 
 
 def _read_json_member(files: Files, name: str, what: str) -> Any:

@@ -18,7 +18,7 @@ import platform as host
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +28,8 @@ from sealift import media
 from sealift.blobs import BlobStore
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, UsageError
-from sealift.formats.read import CONTAINERD_NAME, REF_NAME
+from sealift.formats.files import safe_name
+from sealift.formats.read import CONTAINERD_NAME, EXTRA_PART, REF_NAME
 from sealift.layers import copy_verified
 from sealift.model import (
     Descriptor,
@@ -220,16 +221,20 @@ def write_archive(
     omit: frozenset[Digest] | set[Digest] = frozenset(),
     before_end: Callable[[], None] | None = None,
     on_blob: Callable[[Digest, int], None] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> None:
     """Write the dual-format archive of ``entries`` as a tar stream to ``out``.
 
     ``omit`` leaves blobs out (a thin archive for an engine that already holds those layers);
     ``before_end`` runs before the index and end-of-archive are written, and may raise to leave
-    the stream incomplete.
+    the stream incomplete. ``extra_files`` (name relative to ``sealift/`` -> bytes) are stored under
+    ``sealift/`` right after ``oci-layout``; image tools ignore them.
     """
     manifest_json, repositories = docker_manifest_document(entries)
     tar = _TarWriter(out)
     tar.add("oci-layout", LAYOUT_DOCUMENT)
+    if extra_files is not None:
+        _add_extra_files(tar, extra_files)
     tar.add_directory("blobs")
     tar.add_directory("blobs/sha256")
     for blob in planned_blobs(entries):
@@ -247,16 +252,19 @@ def write_archive(
     tar.close()
 
 
-def archive_size(entries: list[Entry]) -> int:
+def archive_size(entries: list[Entry], extra_files: Mapping[str, bytes] | None = None) -> int:
     """The exact size in bytes of what ``write_archive(entries, ...)`` writes."""
     manifest_json, repositories = docker_manifest_document(entries)
     documents = {
         "oci-layout": LAYOUT_DOCUMENT,
+        **{EXTRA_PART + name: data for name, data in (extra_files or {}).items()},
         "index.json": index_document(entries),
         "manifest.json": manifest_json,
         "repositories": repositories,
     }
     directories = _header_size("blobs", True) + _header_size("blobs/sha256", True)
+    if extra_files is not None:
+        directories += _header_size(EXTRA_PART.rstrip("/"), True)
     size = directories + 2 * tarfile.BLOCKSIZE  # and the two zero blocks that end a tar
     for name, length in [
         *((name, len(document)) for name, document in documents.items()),
@@ -268,6 +276,14 @@ def archive_size(entries: list[Entry]) -> int:
 
 def _header_size(name: str, directory: bool = False) -> int:
     return len(_info(name, directory=directory).tobuf(tarfile.GNU_FORMAT, "utf-8"))
+
+
+def _add_extra_files(tar: _TarWriter, files: Mapping[str, bytes]) -> None:
+    tar.add_directory(EXTRA_PART.rstrip("/"))
+    for name, data in files.items():
+        if safe_name(name) != name:
+            raise UsageError(f"unsafe extra file name {name!r}")
+        tar.add(EXTRA_PART + name, data)
 
 
 class _TarWriter:
