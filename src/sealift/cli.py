@@ -590,8 +590,10 @@ def load(
                 click.echo(line)
 
 
-from sealift.cli_remote import agent, pull, push  # noqa: E402  (they import errors_to_exit)
+from sealift.cli_compose import compose  # noqa: E402  (they import errors_to_exit)
+from sealift.cli_remote import agent, pull, push  # noqa: E402
 
+cli.add_command(compose)
 cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(agent)

@@ -27,7 +27,9 @@ def interpolate(text: str, lookup: Lookup, where: str) -> str:
     return result
 
 
-def _expand(text: str, pos: int, lookup: Lookup, where: str, *, inside_braces: bool) -> tuple[str, int]:
+def _expand(
+    text: str, pos: int, lookup: Lookup, where: str, *, inside_braces: bool
+) -> tuple[str, int]:
     out: list[str] = []
     while pos < len(text):
         char = text[pos]
@@ -173,9 +175,7 @@ def _env_value(
     return interpolate(value, lookup, where), index
 
 
-def _quoted(
-    start: str, quote: str, lines: list[str], index: int, where: str
-) -> tuple[str, int]:
+def _quoted(start: str, quote: str, lines: list[str], index: int, where: str) -> tuple[str, int]:
     """The body of a quoted value that may continue over following lines."""
     text = start
     while True:

@@ -73,7 +73,9 @@ class Project:
         return sorted({p for s in self.services.values() for p in s.get("profiles") or ()})
 
     def to_yaml(self, *, with_name: bool = True) -> str:
-        model = dict(self.model) if with_name else {k: v for k, v in self.model.items() if k != "name"}
+        model = (
+            dict(self.model) if with_name else {k: v for k, v in self.model.items() if k != "name"}
+        )
         return yamlio.dump(_escaped(model))
 
 
@@ -155,7 +157,7 @@ def _load_file(path: Path, environ: Mapping[str, str], directory: Path) -> dict[
         document = {}
     if not isinstance(document, dict):
         raise UsageError(f"{path}: the top level must be a mapping")
-    document = _interpolated(document, environ, str(path))
+    document = dict(_interpolated(document, environ, str(path)))
     services = document.get("services") or {}
     if not isinstance(services, dict):
         raise UsageError(f"{path}: services must be a mapping")
@@ -239,7 +241,7 @@ def _canonical_service(service: dict[str, Any], directory: Path, where: str) -> 
         detail.setdefault("condition", "service_started")
         detail.setdefault("required", True)
     if isinstance(service.get("networks"), list):
-        service["networks"] = {name: None for name in service["networks"]}
+        service["networks"] = dict.fromkeys(service["networks"])
     if "build" in service:
         service["build"] = _build(service["build"], directory)
 
@@ -286,10 +288,10 @@ _PORT = re.compile(
 
 def _ports(item: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(item, dict):
-        port = {"mode": "ingress", "protocol": "tcp", **item}
-        if port.get("published") is not None:
-            port["published"] = str(port["published"])
-        return [port]
+        long_form = {"mode": "ingress", "protocol": "tcp", **item}
+        if long_form.get("published") is not None:
+            long_form["published"] = str(long_form["published"])
+        return [long_form]
     match = _PORT.match(str(item))
     if match is None:
         raise UsageError(f"{where}: invalid port {item!r}")
@@ -321,10 +323,10 @@ _BIND_OPTIONS = {"z", "Z", "shared", "rshared", "slave", "rslave", "private", "r
 
 def _volume(item: Any, directory: Path, where: str) -> dict[str, Any]:
     if isinstance(item, dict):
-        volume = dict(item)
-        if volume.get("type") == "bind" and isinstance(volume.get("source"), str):
-            volume["source"] = str(_host_path(volume["source"], directory))
-        return volume
+        long_form = dict(item)
+        if long_form.get("type") == "bind" and isinstance(long_form.get("source"), str):
+            long_form["source"] = str(_host_path(long_form["source"], directory))
+        return long_form
     parts = str(item).split(":")
     if len(parts) == 1:
         return {"type": "volume", "target": parts[0], "volume": {}}
@@ -432,7 +434,7 @@ def _env_file_values(
 
 def _name_resources(model: dict[str, Any], project: str, directory: Path) -> None:
     used = {n for s in model["services"].values() for n in (s.get("networks") or {})}
-    networks = {k: v for k, v in (model.get("networks") or {}).items()}
+    networks = dict(model.get("networks") or {})
     if "default" in used:
         networks.setdefault("default", None)
     volumes = dict(model.get("volumes") or {})

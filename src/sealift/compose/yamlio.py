@@ -59,7 +59,7 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 def load(text: str | bytes, where: str) -> Any:
     """One YAML document, read as compose reads it; a syntax error names ``where``."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise UsageError(f"{where} is not valid YAML: {detail}") from exc
