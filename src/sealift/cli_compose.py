@@ -12,10 +12,14 @@ from sealift import compression, progress
 from sealift.cli import errors_to_exit
 from sealift.compose.commands import (
     check_images,
+    check_project_dir,
+    compose_environment,
     compose_up,
+    find_compose,
     load_images,
     open_service_images,
     read_archive_bundle,
+    require_compose,
     service_images,
     write_bundle,
     write_project,
@@ -182,9 +186,14 @@ def load_command(
         if archive == "-" and sys.stdin.isatty():
             raise UsageError("stdin is a terminal: name the bundle FILE or pipe one in")
         engine = Engine(host)
+        tool = find_compose(compose_environment(engine))
+        if up:
+            require_compose(tool)
         source = ArchiveSource(archive)
         try:
             bundle = read_archive_bundle(source)
+            directory = Path(project_dir or bundle.project).absolute()
+            check_project_dir(directory)
             size = Path(archive).stat().st_size if archive != "-" else None
             counter = source.input_counter
             with progress.byte_progress(
@@ -197,9 +206,9 @@ def load_command(
         finally:
             source.close()
         check_images(engine, bundle)
-        directory = Path(project_dir or bundle.project).absolute()
-        written = write_project(bundle, directory)
-        tool = compose_up(engine, bundle, directory) if up else None
+        written = write_project(bundle, directory, for_v1=tool is not None and tool.is_v1)
+        if up:
+            compose_up(engine, bundle, directory, require_compose(tool))
         if as_json:
             summary = {
                 "project": bundle.project,
@@ -213,7 +222,9 @@ def load_command(
                 "layers_sent": result.layers_sent,
                 "layers_skipped": result.layers_skipped,
                 "bytes_sent": result.bytes_sent,
-                "up": " ".join(tool.command) if tool is not None else None,
+                "compose": " ".join(tool.command) if tool is not None else None,
+                "compose_version": tool.version if tool is not None else None,
+                "up": up,
             }
             click.echo(json.dumps(summary))
         elif not quiet:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sealift.compose import yamlio
 from sealift.compose.bundle import COMPOSE_FILE, Bundle, ServiceImage, manifest_digests, read_bundle
 from sealift.compose.resolve import Project
+from sealift.compose.v1 import for_compose_v1
 from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.base import WriteResult
 from sealift.errors import EngineError, NotFoundError, SealiftError, UsageError
@@ -128,14 +129,15 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def write_project(bundle: Bundle, directory: Path) -> list[Path]:
-    """The project directory: ``compose.yaml`` (the resolved file, without the top-level
-    ``name`` that compose v1 refuses) and ``.env`` naming the project and its profiles, which
-    both composes read. Files sealift did not write there are never replaced."""
+def write_project(bundle: Bundle, directory: Path, *, for_v1: bool = False) -> list[Path]:
+    """The project directory: ``compose.yaml`` (the resolved file; in compose v1's form with
+    ``for_v1``) and ``.env`` naming the project and its profiles, which both composes read.
+    Files sealift did not write there are never replaced."""
     model = yamlio.load(bundle.compose_yaml, "the bundle's compose file")
     if not isinstance(model, dict):
         raise SealiftError("the bundle's compose file is not a mapping")
-    model.pop("name", None)
+    if for_v1:
+        model = for_compose_v1(model)
     compose = f"{MARKER} from project {bundle.project}\n{yamlio.dump(model)}"
     env = (
         f"{MARKER}: the project's name and profiles for docker compose\n"
@@ -143,15 +145,20 @@ def write_project(bundle: Bundle, directory: Path) -> list[Path]:
         f"COMPOSE_PROFILES={','.join(bundle.profiles)}\n"
     )
     files = {directory / COMPOSE_FILE: compose, directory / ENV_FILE: env}
+    check_project_dir(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SealiftError(f"cannot create {directory}: {exc.strerror}") from exc
-    for path in files:
-        _refuse_foreign(path)
     for path, text in files.items():
         _write_text(path, text)
     return list(files)
+
+
+def check_project_dir(directory: Path) -> None:
+    """Refuse a project directory holding a compose.yaml or .env that sealift did not write."""
+    for name in (COMPOSE_FILE, ENV_FILE):
+        _refuse_foreign(directory / name)
 
 
 def _refuse_foreign(path: Path) -> None:
@@ -214,8 +221,15 @@ class ComposeTool:
         ]
 
 
-def find_compose(environ: Mapping[str, str]) -> ComposeTool:
-    """``docker compose`` (v2) if the host has it, else ``docker-compose``."""
+def compose_environment(engine: Engine) -> dict[str, str]:
+    """The environment the host's compose runs in: this process's, aimed at ``engine``."""
+    environ = {**os.environ, "DOCKER_HOST": engine.host}
+    environ.pop("DOCKER_CONTEXT", None)
+    return environ
+
+
+def find_compose(environ: Mapping[str, str]) -> ComposeTool | None:
+    """``docker compose`` (v2) if the host has it, else ``docker-compose``, else None."""
     for command in (("docker", "compose"), ("docker-compose",)):
         if shutil.which(command[0], path=environ.get("PATH")) is None:
             continue
@@ -233,17 +247,21 @@ def find_compose(environ: Mapping[str, str]) -> ComposeTool:
         version = done.stdout.strip()
         if done.returncode == 0 and version:
             return ComposeTool(command, version)
-    raise SealiftError(
-        "--up needs docker compose (v2) or docker-compose (v1) on this host, and neither works"
-    )
+    return None
 
 
-def compose_up(engine: Engine, bundle: Bundle, directory: Path) -> ComposeTool:
-    """Run ``up`` with the host's compose against ``engine``, never pulling; compose's own
-    output goes to stderr."""
-    environ = {**os.environ, "DOCKER_HOST": engine.host}
-    environ.pop("DOCKER_CONTEXT", None)
-    tool = find_compose(environ)
+def require_compose(tool: ComposeTool | None) -> ComposeTool:
+    if tool is None:
+        raise SealiftError(
+            "--up needs docker compose (v2) or docker-compose (v1) on this host, and neither works"
+        )
+    return tool
+
+
+def compose_up(engine: Engine, bundle: Bundle, directory: Path, tool: ComposeTool) -> None:
+    """Run ``up`` with ``tool`` against ``engine``, never pulling; compose's own output goes to
+    stderr."""
+    environ = compose_environment(engine)
     check_images(engine, bundle)
     command = tool.up_command(bundle, directory)
     try:
@@ -255,7 +273,6 @@ def compose_up(engine: Engine, bundle: Bundle, directory: Path) -> ComposeTool:
             f"{' '.join(tool.command)} up failed (exit {done.returncode}); its output is above"
         )
     check_containers(engine, bundle)
-    return tool
 
 
 def check_containers(engine: Engine, bundle: Bundle) -> None:
