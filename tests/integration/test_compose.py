@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from sealift.compose import yamlio
 from sealift.compose.resolve import ComposeOptions, resolve
+from sealift.compose.v1 import for_compose_v1
 from tests.support.cli import SealiftResult, run_sealift
 from tests.support.dockerd import DockerDaemon
 from tests.support.images import ImageSet
@@ -228,6 +230,59 @@ def test_many_service_keys_resolve_as_compose_v2_resolves_them(tmp_path: Path) -
     assert sealift_config(directory, *args, environ=environ) == compose_config(
         directory, *args, environ=environ
     )
+
+
+def test_compose_v1_reads_the_v1_form_with_the_same_meaning(tmp_path: Path) -> None:
+    require_tools(V1)
+    directory = write_project(
+        tmp_path / "sink",
+        {
+            "compose.yaml": KITCHEN_SINK.replace("BOOL: true", 'BOOL: "true"'),  # v1 refuses
+            "more.yaml": KITCHEN_OVERRIDE,
+            "app.env": "NUM=1\nZ=z\n",
+        },
+    )
+    (directory / "c").mkdir()
+    environ = {"Y": "yy", "NOVAL": "from-shell"}
+    files = ("compose.yaml", "more.yaml")
+    options = ComposeOptions(files, working_dir=directory, environ=environ)
+    resolved = yamlio.load(resolve(options).to_yaml(), "sealift")
+    (directory / "v1.yaml").write_text(yamlio.dump(for_compose_v1(resolved)))
+    ours = compose_v1_config(directory, "-f", "v1.yaml")
+    theirs = compose_v1_config(directory, "-f", "compose.yaml", "-f", "more.yaml", environ=environ)
+    a, b = ours["services"]["a"], theirs["services"]["a"]
+    b["environment"] = {k: str(v) for k, v in b["environment"].items()}  # v1 keeps numbers
+    for key in ("environment", "labels", "dns", "tmpfs", "healthcheck", "user", "working_dir"):
+        assert a[key] == b[key], key
+    assert a["extra_hosts"] == ["a:1.2.3.4"] and b["extra_hosts"] == {"a": "1.2.3.4"}
+    assert sorted(map(short_volume, a["volumes"])) == sorted(map(short_volume, b["volumes"]))
+    assert ours["services"]["b"]["depends_on"] == theirs["services"]["b"]["depends_on"]
+
+
+def short_volume(volume: str | dict[str, Any]) -> str:
+    """v1 prints a named or anonymous volume given in long syntax in long syntax."""
+    if isinstance(volume, str):
+        return volume
+    text = ":".join(filter(None, [volume.get("source"), volume["target"]]))
+    return text + (":ro" if volume.get("read_only") else "")
+
+
+def compose_v1_config(
+    directory: Path, *args: str, environ: dict[str, str] | None = None
+) -> dict[str, Any]:
+    done = subprocess.run(
+        [V1, "--project-name", "sink", *args, "config"],
+        cwd=directory,
+        env={"PATH": "/usr/bin:/bin", **(environ or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    parsed = yamlio.load(done.stdout, "docker-compose config")
+    assert isinstance(parsed, dict)
+    return parsed
 
 
 _NAMES = st.sampled_from(["SET", "EMPTY", "UNSET"])

@@ -2,8 +2,9 @@
 
 v1 validates against an older schema: no top-level ``name``, no ``required`` in ``depends_on``,
 long-syntax ports without ``host_ip`` and with integer ``published``, bind mounts without
-``create_host_path`` or ``selinux``. Short syntax says the same to v1 (which always creates a
-missing bind source, and ignores the swarm-only port ``mode``), so those are written short.
+``create_host_path`` or ``selinux``; and it reads ``extra_hosts`` as ``host:ip``. Short syntax
+says the same to v1 (which always creates a missing bind source, and ignores the swarm-only port
+``mode``), so ports and binds are written short.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def _service(service: dict[str, Any]) -> dict[str, Any]:
         service["ports"] = [_port(port) for port in service["ports"]]
     if isinstance(service.get("volumes"), list):
         service["volumes"] = [_volume(volume) for volume in service["volumes"]]
+    if isinstance(service.get("extra_hosts"), list):
+        service["extra_hosts"] = [str(h).replace("=", ":", 1) for h in service["extra_hosts"]]
     return service
 
 
