@@ -220,13 +220,117 @@ networks:
 """
 
 
-def test_many_service_keys_resolve_as_compose_v2_resolves_them(tmp_path: Path) -> None:
-    directory = write_project(
-        tmp_path / "sink",
+RUNTIME_KEYS = """\
+services:
+  a:
+    image: busybox
+    mem_limit: 50m
+    cpus: 0.5
+    shm_size: 64m
+    memswap_limit: 1000
+    ulimits:
+      nofile: 1024
+      nproc: {soft: 10, hard: 20}
+    deploy:
+      resources:
+        limits: {memory: 50M, cpus: "0.5"}
+        reservations: {memory: 1g}
+      replicas: 1
+    logging:
+      driver: json-file
+      options: {max-size: 10m}
+    cap_add: [NET_ADMIN]
+    devices: ["/dev/null:/dev/x", "/dev/a:/dev/b:r", "/dev/c"]
+    sysctls: [net.core.somaxconn=1024]
+    secrets: [s1, {source: s2}, {source: s3, target: /x}]
+    configs: [c1, {source: c2, target: /c}]
+    init: true
+    stop_grace_period: 1h
+    security_opt: ["no-new-privileges:true"]
+    hostname: h
+    container_name: cn
+    tty: true
+    stdin_open: true
+    platform: linux/amd64
+    pull_policy: never
+    read_only: true
+    healthcheck:
+      test: curl x
+      retries: 3
+      interval: 90s
+      timeout: 500ms
+      disable: false
+    networks: [ext]
+  b:
+    image: busybox
+    network_mode: "service:a"
+    volumes_from: [a, "container:xyz"]
+    links: ["a:db"]
+    volumes:
+      - {type: bind, source: ./data, target: /data}
+      - {type: tmpfs, target: /t, tmpfs: {size: 1k}}
+      - ext:/e
+      - fresh:/f
+secrets:
+  s1: {file: ./s1.txt}
+  s2: {environment: HOME}
+  s3: {external: true}
+  unused: {file: ./u}
+configs:
+  c1: {file: ./c1.txt}
+  c2: {content: hi}
+networks:
+  ext: {external: true}
+  unused: {}
+volumes:
+  ext: {external: true, name: realname}
+  fresh: {}
+  unused: {}
+"""
+EXTENDS = """\
+services:
+  b:
+    image: busybox
+    network_mode: none
+    extends:
+      file: parts/base.yaml
+      service: basic
+  c:
+    extends: d
+    depends_on: [d]
+    labels: [own=1]
+  d:
+    image: busybox
+    network_mode: none
+    environment: [D=1]
+    volumes: [./x:/x]
+    ports: ["80:80"]
+    labels: [base=1]
+"""
+EXTENDED_FILE = """\
+services:
+  basic:
+    image: alpine
+    command: basic
+    volumes: [./fromfile:/f]
+    labels: [from=file]
+"""
+PROJECTS = {
+    "service keys and merging": (
         {"compose.yaml": KITCHEN_SINK, "more.yaml": KITCHEN_OVERRIDE, "app.env": "NUM=1\nZ=z\n"},
-    )
-    environ = {"Y": "yy", "NOVAL": "from-shell"}
-    args = ("-f", "compose.yaml", "-f", "more.yaml")
+        ("-f", "compose.yaml", "-f", "more.yaml"),
+        {"Y": "yy", "NOVAL": "from-shell"},
+    ),
+    "runtime keys and resources": ({"compose.yaml": RUNTIME_KEYS}, (), {"HOME": "/root"}),
+    "extends": ({"compose.yaml": EXTENDS, "parts/base.yaml": EXTENDED_FILE}, (), {}),
+}
+
+
+@pytest.mark.parametrize("project", sorted(PROJECTS))
+def test_projects_resolve_as_compose_v2_resolves_them(tmp_path: Path, project: str) -> None:
+    files, args, environ = PROJECTS[project]
+    (tmp_path / "p" / "parts").mkdir(parents=True)
+    directory = write_project(tmp_path / "p", files)
     assert sealift_config(directory, *args, environ=environ) == compose_config(
         directory, *args, environ=environ
     )

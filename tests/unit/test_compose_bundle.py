@@ -107,7 +107,7 @@ def test_broken_bundles_are_one_clear_error(change: object, message: str) -> Non
 
 def test_the_project_directory_gets_a_v1_readable_file_and_its_env(tmp_path: Path) -> None:
     bundle = bundle_for(entries())
-    compose, env = write_project(bundle, tmp_path / "shop")
+    compose, env = write_project(bundle, tmp_path / "shop", for_v1=True)
     assert compose.read_text().startswith(MARKER)
     assert "name:" not in compose.read_text().split("services:")[0]
     assert env.read_text().splitlines()[1:] == [
@@ -115,6 +115,7 @@ def test_the_project_directory_gets_a_v1_readable_file_and_its_env(tmp_path: Pat
         "COMPOSE_PROFILES=debug",
     ]
     write_project(bundle, tmp_path / "shop")  # its own files are replaced
+    assert "name: shop" in compose.read_text()  # compose v2 gets the file as resolved
 
 
 def test_files_sealift_did_not_write_are_never_replaced(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sealift.compose import yamlio
+from sealift.compose.canonical import byte_size, go_duration
 from sealift.compose.commands import service_images
 from sealift.compose.resolve import ComposeOptions, Project, resolve
 from sealift.errors import UsageError
@@ -229,3 +230,61 @@ def test_bad_projects_are_one_clear_error(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         resolved(project_dir(tmp_path, files))
+
+
+@pytest.mark.parametrize(
+    ("written", "printed"),
+    [("10s", "10s"), ("1m", "1m0s"), ("90s", "1m30s"), ("1h", "1h0m0s"), ("500ms", "500ms"),
+     ("1.5s", "1.5s"), ("1500us", "1.5ms"), ("2h45m3.5s", "2h45m3.5s"), (30, "30s")],
+)  # fmt: skip
+def test_durations_are_printed_as_go_prints_them(written: object, printed: str) -> None:
+    assert go_duration(written, "test") == printed
+
+
+@pytest.mark.parametrize(
+    ("written", "printed"),
+    [("50m", "52428800"), ("1.5k", "1536"), ("1g", "1073741824"), ("10MB", "10485760"),
+     (1000, "1000"), ("1000", "1000")],
+)  # fmt: skip
+def test_byte_sizes_are_printed_in_bytes(written: object, printed: str) -> None:
+    assert byte_size(written, "test") == printed
+
+
+@pytest.mark.parametrize("bad", ["10", "1x", "m1"])
+def test_a_bad_duration_is_one_clear_error(bad: str) -> None:
+    with pytest.raises(UsageError, match="invalid duration"):
+        go_duration(bad, "test")
+
+
+def test_extends_merges_the_base_under_the_service(tmp_path: Path) -> None:
+    text = (
+        "services:\n"
+        "  base:\n    image: b\n    labels: [a=1]\n    command: run\n"
+        "  app:\n    extends: base\n    labels: [b=2]\n"
+        "  loop1:\n    extends: loop2\n  loop2:\n    extends: loop1\n"
+    )
+    directory = project_dir(tmp_path, {"compose.yaml": text})
+    with pytest.raises(UsageError, match="extend each other in a cycle: loop1 -> loop2 -> loop1"):
+        resolved(directory)
+    (directory / "compose.yaml").write_text(text.split("  loop1")[0])
+    app = resolved(directory).services["app"]
+    assert app["labels"] == {"a": "1", "b": "2"}
+    assert app["command"] == ["run"]
+    assert app["image"] == "b"
+
+
+def test_links_and_shared_namespaces_make_dependencies_and_unused_resources_go(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "services:\n"
+        "  db:\n    image: d\n    network_mode: none\n"
+        "  app:\n    image: a\n    network_mode: service:db\n    links: [db:database]\n"
+        "networks:\n  spare: {}\n"
+        "volumes:\n  spare: {}\n"
+    )
+    model = resolved(project_dir(tmp_path, {"compose.yaml": text})).model
+    assert model["services"]["app"]["depends_on"] == {
+        "db": {"condition": "service_started", "restart": True, "required": True}
+    }
+    assert "networks" not in model and "volumes" not in model

@@ -15,15 +15,16 @@ networks or a network mode, relative paths made absolute. Other keys are kept as
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sealift.compose import yamlio
+from sealift.compose.canonical import canonical_service, host_path
 from sealift.compose.interpolate import escape, interpolate, read_env_file
 from sealift.errors import UsageError
 
@@ -35,8 +36,8 @@ OVERRIDE_FILES = (
     "docker-compose.override.yaml",
 )
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_LIST_KEYS = ("dns", "dns_search", "tmpfs", "env_file")
 _REPLACED_LISTS = {"command", "entrypoint"}
+_MAX_EXTENDS_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,8 @@ class Project:
         """Every profile a kept service belongs to (what must be active to run them all)."""
         return sorted({p for s in self.services.values() for p in s.get("profiles") or ()})
 
-    def to_yaml(self, *, with_name: bool = True) -> str:
-        model = (
-            dict(self.model) if with_name else {k: v for k, v in self.model.items() if k != "name"}
-        )
-        return yamlio.dump(_escaped(model))
+    def to_yaml(self) -> str:
+        return yamlio.dump(_escaped(self.model))
 
 
 def resolve(options: ComposeOptions) -> Project:
@@ -96,6 +94,7 @@ def resolve(options: ComposeOptions) -> Project:
     profiles = options.profiles or tuple(
         p.strip() for p in environ.get("COMPOSE_PROFILES", "").split(",") if p.strip()
     )
+    _add_implicit_dependencies(merged["services"])
     merged["services"] = _enabled_services(merged["services"], set(profiles))
     for service_name, service in merged["services"].items():
         _finish_service(service_name, service, environ, directory)
@@ -147,7 +146,11 @@ def _environment(options: ComposeOptions, directory: Path) -> dict[str, str]:
     return environ
 
 
-def _load_file(path: Path, environ: Mapping[str, str], directory: Path) -> dict[str, Any]:
+def _load_file(
+    path: Path, environ: Mapping[str, str], directory: Path, depth: int = 0
+) -> dict[str, Any]:
+    if depth > _MAX_EXTENDS_DEPTH:
+        raise UsageError(f"{path}: extends files nest deeper than {_MAX_EXTENDS_DEPTH}")
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -166,8 +169,58 @@ def _load_file(path: Path, environ: Mapping[str, str], directory: Path) -> dict[
             services[service_name] = service = {}
         if not isinstance(service, dict):
             raise UsageError(f"{path}: service {service_name!r} must be a mapping")
-        _canonical_service(service, directory, f"{path}: service {service_name!r}")
+        canonical_service(service, directory, f"{path}: service {service_name!r}")
+    _apply_extends(services, path, environ, depth)
     return document
+
+
+def _apply_extends(
+    services: dict[str, dict[str, Any]], path: Path, environ: Mapping[str, str], depth: int
+) -> None:
+    """Each service that ``extends`` another becomes that service merged with its own keys."""
+    resolving: list[str] = []
+
+    def resolved(name: str) -> dict[str, Any]:
+        service = services.get(name)
+        if service is None:
+            raise UsageError(f"{path}: cannot extend service {name!r}, which is not defined")
+        extends = service.get("extends")
+        if extends is None:
+            return service
+        if name in resolving:
+            cycle = " -> ".join([*resolving, name])
+            raise UsageError(f"{path}: services extend each other in a cycle: {cycle}")
+        resolving.append(name)
+        base = _extended(extends, path, environ, depth, resolved)
+        resolving.pop()
+        own = {key: value for key, value in service.items() if key != "extends"}
+        services[name] = _merge(copy.deepcopy(base), own, ("services", name))
+        return services[name]
+
+    for name in list(services):
+        resolved(name)
+
+
+def _extended(
+    extends: Any,
+    path: Path,
+    environ: Mapping[str, str],
+    depth: int,
+    resolved: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    spec = {"service": extends} if isinstance(extends, str) else extends
+    if not isinstance(spec, dict) or not isinstance(spec.get("service"), str):
+        raise UsageError(f"{path}: extends needs a service name")
+    if not spec.get("file"):
+        return resolved(spec["service"])
+    other = (path.parent / str(spec["file"])).absolute()
+    if not other.is_file():
+        raise UsageError(f"{path}: extends file {other} not found")
+    services = _load_file(other, environ, other.parent, depth + 1).get("services") or {}
+    if spec["service"] not in services:
+        raise UsageError(f"{other}: no service {spec['service']!r} to extend")
+    base: dict[str, Any] = services[spec["service"]]
+    return base
 
 
 def _interpolated(value: Any, environ: Mapping[str, str], where: str) -> Any:
@@ -215,159 +268,6 @@ def _enabled_services(
     return kept
 
 
-# ---------------------------------------------------------------------------- canonical form
-def _canonical_service(service: dict[str, Any], directory: Path, where: str) -> None:
-    for key in ("command", "entrypoint"):
-        if isinstance(service.get(key), str):
-            service[key] = _shell_split(service[key], f"{where}: {key}")
-    for key in _LIST_KEYS:
-        if isinstance(service.get(key), str):
-            service[key] = [service[key]]
-    if "environment" in service:
-        service["environment"] = _mapping(service["environment"], None, f"{where}: environment")
-    if "labels" in service:
-        service["labels"] = _mapping(service["labels"], "", f"{where}: labels")
-    if "extra_hosts" in service:
-        service["extra_hosts"] = _extra_hosts(service["extra_hosts"])
-    if "expose" in service:
-        service["expose"] = [str(port) for port in service["expose"] or []]
-    if "ports" in service:
-        service["ports"] = [p for item in service["ports"] or [] for p in _ports(item, where)]
-    if "volumes" in service:
-        service["volumes"] = [_volume(v, directory, where) for v in service["volumes"] or []]
-    if isinstance(service.get("depends_on"), list):
-        service["depends_on"] = {name: {} for name in service["depends_on"]}
-    for detail in (service.get("depends_on") or {}).values():
-        detail.setdefault("condition", "service_started")
-        detail.setdefault("required", True)
-    if isinstance(service.get("networks"), list):
-        service["networks"] = dict.fromkeys(service["networks"])
-    if "build" in service:
-        service["build"] = _build(service["build"], directory)
-
-
-def _shell_split(text: str, where: str) -> list[str]:
-    try:
-        return shlex.split(text)
-    except ValueError as exc:
-        raise UsageError(f"{where}: cannot split {text!r}: {exc}") from exc
-
-
-def _scalar_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _mapping(value: Any, bare: str | None, where: str) -> dict[str, str | None]:
-    """``[K=V, K]`` or ``{K: V}`` as ``{K: "V"}``; a bare ``K`` maps to ``bare``."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): None if v is None else _scalar_text(v) for k, v in value.items()}
-    if not isinstance(value, list):
-        raise UsageError(f"{where} must be a list or a mapping")
-    result: dict[str, str | None] = {}
-    for item in value:
-        key, equals, text = str(item).partition("=")
-        result[key] = text if equals else bare
-    return result
-
-
-def _extra_hosts(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [f"{host}={address}" for host, address in value.items()]
-    return [re.sub(r"^([^=:]+):", r"\1=", str(item)) for item in value or []]
-
-
-_PORT = re.compile(
-    r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?:)?(?P<published>[0-9]*(?:-[0-9]+)?):)?"
-    r"(?P<target>[0-9]+(?:-[0-9]+)?)(?:/(?P<protocol>[a-z]+))?$"
-)
-
-
-def _ports(item: Any, where: str) -> list[dict[str, Any]]:
-    if isinstance(item, dict):
-        long_form = {"mode": "ingress", "protocol": "tcp", **item}
-        if long_form.get("published") is not None:
-            long_form["published"] = str(long_form["published"])
-        return [long_form]
-    match = _PORT.match(str(item))
-    if match is None:
-        raise UsageError(f"{where}: invalid port {item!r}")
-    targets = _port_range(match["target"])
-    published = _port_range(match["published"]) if match["published"] else []
-    if published and len(published) != len(targets) and len(published) == 1:
-        published = published * len(targets)
-    if published and len(published) != len(targets):
-        raise UsageError(f"{where}: port ranges of different sizes in {item!r}")
-    result = []
-    for i, target in enumerate(targets):
-        port: dict[str, Any] = {"mode": "ingress", "target": target}
-        if match["ip"]:
-            port["host_ip"] = match["ip"]
-        if published:
-            port["published"] = str(published[i])
-        port["protocol"] = match["protocol"] or "tcp"
-        result.append(port)
-    return result
-
-
-def _port_range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
-
-
-_BIND_OPTIONS = {"z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate"}
-
-
-def _volume(item: Any, directory: Path, where: str) -> dict[str, Any]:
-    if isinstance(item, dict):
-        long_form = dict(item)
-        if long_form.get("type") == "bind" and isinstance(long_form.get("source"), str):
-            long_form["source"] = str(_host_path(long_form["source"], directory))
-        return long_form
-    parts = str(item).split(":")
-    if len(parts) == 1:
-        return {"type": "volume", "target": parts[0], "volume": {}}
-    if len(parts) > 3:
-        raise UsageError(f"{where}: invalid volume {item!r}")
-    source, target, options = parts[0], parts[1], parts[2].split(",") if len(parts) == 3 else []
-    is_path = source.startswith((".", "/", "~"))
-    volume: dict[str, Any] = {
-        "type": "bind" if is_path else "volume",
-        "source": str(_host_path(source, directory)) if is_path else source,
-        "target": target,
-    }
-    if "ro" in options:
-        volume["read_only"] = True
-    if is_path:
-        bind: dict[str, Any] = {"create_host_path": True}
-        for option in options:
-            if option in ("z", "Z"):
-                bind["selinux"] = option
-            elif option in _BIND_OPTIONS:
-                bind["propagation"] = option
-        volume["bind"] = bind
-    else:
-        volume["volume"] = {"nocopy": True} if "nocopy" in options else {}
-    return volume
-
-
-def _host_path(path: str, directory: Path) -> Path:
-    expanded = Path(path).expanduser() if path.startswith("~") else Path(path)
-    return Path(os.path.normpath(directory / expanded))
-
-
-def _build(value: Any, directory: Path) -> dict[str, Any]:
-    build = {"context": value} if isinstance(value, str) else dict(value or {})
-    context = str(build.get("context", "."))
-    if "://" not in context and not context.startswith("git@"):
-        build["context"] = str(_host_path(context, directory))
-    build.setdefault("dockerfile", "Dockerfile")
-    return build
-
-
 # ------------------------------------------------------------------------------------ merge
 def _merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
     """Compose's merge of ``override`` onto ``base`` (both already canonical)."""
@@ -400,6 +300,24 @@ def _merge_lists(base: list[Any], override: list[Any], path: tuple[str, ...]) ->
 
 
 # ------------------------------------------------------------------------------ final steps
+def _add_implicit_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    """Links, ``volumes_from`` and ``network_mode: service:X`` make a service depend on X."""
+    for service in services.values():
+        needed = [str(link).split(":")[0] for link in service.get("links") or []]
+        needed += [
+            str(source).split(":")[0]
+            for source in service.get("volumes_from") or []
+            if not str(source).startswith("container:")
+        ]
+        mode = service.get("network_mode")
+        if isinstance(mode, str) and mode.startswith("service:"):
+            needed.append(mode.removeprefix("service:"))
+        for dependency in needed:
+            service.setdefault("depends_on", {}).setdefault(
+                dependency, {"condition": "service_started", "restart": True, "required": True}
+            )
+
+
 def _finish_service(
     name: str, service: dict[str, Any], environ: Mapping[str, str], directory: Path
 ) -> None:
@@ -425,7 +343,7 @@ def _env_file_values(
     values: dict[str, str | None] = {}
     for item in files or []:
         spec = item if isinstance(item, dict) else {"path": item}
-        path = _host_path(str(spec["path"]), directory)
+        path = host_path(str(spec["path"]), directory)
         if not path.is_file() and not spec.get("required", True):
             continue
         values.update(read_env_file(path, environ))
@@ -433,23 +351,41 @@ def _env_file_values(
 
 
 def _name_resources(model: dict[str, Any], project: str, directory: Path) -> None:
-    used = {n for s in model["services"].values() for n in (s.get("networks") or {})}
-    networks = dict(model.get("networks") or {})
-    if "default" in used:
-        networks.setdefault("default", None)
-    volumes = dict(model.get("volumes") or {})
-    for section, values in (("networks", networks), ("volumes", volumes)):
-        for key, spec in list(values.items()):
-            resource = dict(spec or {})
-            external = resource.get("external")
-            resource.setdefault("name", key if external else f"{project}_{key}")
-            values[key] = resource
-        if values:
-            model[section] = values
-    for section in ("secrets", "configs"):
-        for spec in (model.get(section) or {}).values():
-            if isinstance(spec, dict) and isinstance(spec.get("file"), str):
-                spec["file"] = str(_host_path(spec["file"], directory))
+    """Keep the networks, volumes, secrets and configs services use, each with its name."""
+    services = model["services"].values()
+    used = {
+        "networks": {n for s in services for n in (s.get("networks") or {})},
+        "volumes": {
+            v.get("source")
+            for s in services
+            for v in s.get("volumes") or []
+            if isinstance(v, dict) and v.get("type") == "volume" and v.get("source")
+        },
+        "secrets": {r.get("source") for s in services for r in s.get("secrets") or []},
+        "configs": {r.get("source") for s in services for r in s.get("configs") or []},
+    }
+    for section, names in used.items():
+        declared = dict(model.pop(section, None) or {})
+        if section == "networks" and "default" in names:
+            declared.setdefault("default", None)
+        undefined = sorted(str(n) for n in names - set(declared))
+        if undefined:
+            singular = section.removesuffix("s")
+            raise UsageError(
+                f"services use {singular} {', '.join(undefined)}, which is not defined"
+            )
+        kept = {key: _named(key, spec, project, directory) for key, spec in declared.items()}
+        kept = {key: spec for key, spec in kept.items() if key in names}
+        if kept:
+            model[section] = kept
+
+
+def _named(key: str, spec: Any, project: str, directory: Path) -> dict[str, Any]:
+    resource = dict(spec or {})
+    resource.setdefault("name", key if resource.get("external") else f"{project}_{key}")
+    if isinstance(resource.get("file"), str):
+        resource["file"] = str(host_path(resource["file"], directory))
+    return resource
 
 
 def _escaped(value: Any) -> Any:
