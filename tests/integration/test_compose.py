@@ -145,6 +145,7 @@ def stack(tmp_path: Path) -> Path:
         ((), {"COMPOSE_PROFILES": "debug", "TAG": "7", "BASE_IMAGE": "b:latest"}),
         (("-f", "compose.yaml", "-f", "compose.override.yaml", "-p", "other"), {"MODE": "x"}),
         (("--env-file", "alt.env"), {}),
+        ((), {"COMPOSE_FILE": "compose.yaml", "COMPOSE_PROJECT_NAME": "from_env"}),
     ],
 )
 def test_the_stack_resolves_as_compose_v2_resolves_it(
