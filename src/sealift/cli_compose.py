@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sealift import compression, progress
 from sealift.cli import errors_to_exit
+from sealift.cli_airgap import SPLIT, check_signature, output_size, signature_options
 from sealift.compose.commands import (
     check_images,
     check_project_dir,
@@ -26,8 +28,11 @@ from sealift.compose.commands import (
 )
 from sealift.compose.resolve import ComposeOptions, resolve
 from sealift.ends.archive import ArchiveSource
-from sealift.errors import UsageError
+from sealift.errors import SealiftError, UsageError
 from sealift.transfer import CopyOptions
+
+if TYPE_CHECKING:
+    from sealift.ends.engine import EngineSource
 
 ENGINE_HOST = click.option(
     "-H",
@@ -91,6 +96,7 @@ def compose() -> None:
 )
 @LEVEL
 @ENGINE_HOST
+@SPLIT
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save_command(
@@ -103,6 +109,7 @@ def save_command(
     codec: str,
     level: int | None,
     host: str | None,
+    split: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -116,22 +123,28 @@ def save_command(
     from sealift.ends.engine import Engine
 
     with errors_to_exit():
-        if output == "-" and (as_json or sys.stdout.isatty()):
-            raise UsageError("-o - needs stdout redirected and no --json")
-        options = ComposeOptions(files, profiles, env_files, project_name, project_directory)
-        project = resolve(options)
+        if output == "-" and (as_json or split is not None or sys.stdout.isatty()):
+            raise UsageError("-o - needs stdout redirected, and no --json or --split")
+        project = resolve(
+            ComposeOptions(files, profiles, env_files, project_name, project_directory)
+        )
         images = service_images(project)
         engine = Engine(host)
         source = open_service_images(engine, images)
         try:
+            # as `sealift save`: layers an engine holds compressed (containerd store) stay as
+            # they are unless --compression was given
+            given = click.get_current_context().get_parameter_source("codec")
+            keep = given is not click.core.ParameterSource.COMMANDLINE
+            copy_options = CopyOptions(codec, level, keep_compressed=keep)
             with progress.byte_progress(
                 "saving",
-                lambda: source.bytes_read,
+                lambda: _bytes_read(source),
                 source.total_size,
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
-                bundle = write_bundle(project, images, source, output, CopyOptions(codec, level))
+                bundle = write_bundle(project, images, source, output, copy_options, split=split)
         finally:
             source.close()
         if as_json:
@@ -144,9 +157,21 @@ def save_command(
                     for name, s in sorted(bundle.services.items())
                 },
                 "compression": codec,
-                "bytes": Path(output).stat().st_size,
+                "bytes": output_size(output),
             }
             click.echo(json.dumps(summary))
+
+
+def _input_size(archive: str) -> int | None:
+    try:
+        return None if archive == "-" else output_size(archive)
+    except (OSError, SealiftError):
+        return None
+
+
+def _bytes_read(source: EngineSource | ArchiveSource) -> int:
+    counter = source.input_counter
+    return counter.count if counter is not None else 0
 
 
 @compose.command(name="load")
@@ -163,6 +188,7 @@ def save_command(
     "docker-compose), never pulling.",
 )
 @ENGINE_HOST
+@signature_options
 @click.option("--platform", help="Load one platform of multi-platform images.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -171,6 +197,8 @@ def load_command(
     project_dir: str | None,
     up: bool,
     host: str | None,
+    allowed_signers: Path | None,
+    signer: str | None,
     platform: str | None,
     quiet: bool,
     as_json: bool,
@@ -178,13 +206,16 @@ def load_command(
     """Load a compose bundle: its images into the engine, its project into a directory.
 
     Only what the engine lacks is sent, every digest is checked, and nothing runs unless every
-    service's image has the image ID the bundle records.
+    service's image has the image ID the bundle records. FILE may be the first part of a split
+    bundle. With --allowed-signers (or SEALIFT_ALLOWED_SIGNERS set) nothing is loaded unless
+    FILE.sig is a valid signature by a listed key (see `sealift sign`).
     """
     from sealift.ends.engine import Engine
 
     with errors_to_exit():
         if archive == "-" and sys.stdin.isatty():
             raise UsageError("stdin is a terminal: name the bundle FILE or pipe one in")
+        check_signature(archive, allowed_signers, signer)
         engine = Engine(host)
         tool = find_compose(compose_environment(engine))
         if up:
@@ -194,12 +225,10 @@ def load_command(
             bundle = read_archive_bundle(source)
             directory = Path(project_dir or bundle.project).absolute()
             check_project_dir(directory)
-            size = Path(archive).stat().st_size if archive != "-" else None
-            counter = source.input_counter
             with progress.byte_progress(
                 "loading",
-                lambda: counter.count if counter is not None else 0,
-                size,
+                lambda: _bytes_read(source),
+                _input_size(archive),
                 show=progress.enabled(quiet),
             ):
                 result = load_images(source, engine, platform)

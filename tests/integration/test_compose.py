@@ -642,3 +642,51 @@ def test_podman_and_skopeo_read_the_bundle(
     assert config["rootfs"]["diff_ids"] == list(test_images.app1.diff_ids)
     oci = skopeo.inspect(f"oci-archive:{saved_stack}:docker.io/sealift-test/base:1", config=True)
     assert oci["rootfs"]["diff_ids"] == list(test_images.base.diff_ids)
+
+
+# ------------------------------------------------------------- split media and signatures
+@pytest.mark.engine
+def test_a_split_signed_bundle_loads_from_its_first_part(
+    source_engine: DockerDaemon,
+    test_images: ImageSet,
+    empty_dest_engine: DockerDaemon,
+    stack: Path,
+    tmp_path: Path,
+) -> None:
+    require_tools("ssh-keygen")
+    out = tmp_path / "parts" / "stack.tar"
+    out.parent.mkdir()
+    save_stack(source_engine, stack, out, "--split", "1M").assert_ok()
+    parts = sorted(out.parent.glob("stack.tar.[0-9]*"))
+    assert len(parts) >= 2, parts
+    key = tmp_path / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops", "-f", key], check=True
+    )
+    run_sealift("sign", out, "--key", key, "-q").assert_ok()
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f'ops namespaces="sealift" {key.with_suffix(".pub").read_text()}')
+    project_dir = tmp_path / "site" / "stack"
+    result = run_sealift(
+        "compose", "load", parts[0], "--project-dir", project_dir,
+        "--allowed-signers", allowed, "-H", empty_dest_engine.host, "-q", "--json",
+    ).assert_ok()  # fmt: skip
+    assert set(result.json()["services"]) == {"web", "worker"}
+    assert empty_dest_engine.tags()["sealift-test/app:2"] == test_images.app2.id
+    assert (project_dir / "compose.yaml").is_file()
+
+
+@pytest.mark.engine
+def test_an_unsigned_bundle_loads_nothing_where_signatures_are_required(
+    saved_stack: Path, empty_dest_engine: DockerDaemon, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("")
+    env = {**os.environ, "SEALIFT_ALLOWED_SIGNERS": str(allowed)}
+    result = run_sealift(
+        "compose", "load", saved_stack, "--project-dir", tmp_path / "site",
+        "-H", empty_dest_engine.host, env=env,
+    )  # fmt: skip
+    assert "SEALIFT_ALLOWED_SIGNERS" in result.assert_one_line_error()
+    assert empty_dest_engine.image_ids() == []
+    assert not (tmp_path / "site").exists()

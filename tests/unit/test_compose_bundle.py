@@ -21,6 +21,7 @@ from sealift.compose.commands import MARKER, ComposeTool, write_project
 from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.memory import MemorySource, image_from_layers
 from sealift.errors import InvalidArchiveError, UsageError
+from sealift.formats.write import archive_size, write_archive
 from sealift.model import Entry
 from sealift.samples import SampleLayer
 from sealift.transfer import CopyOptions, copy
@@ -135,3 +136,15 @@ def test_up_never_pulls_with_v2_and_never_builds_with_either(tmp_path: Path) -> 
     for command in (v1, v2):
         assert command[command.index("--profile") :][:2] == ["--profile", "debug"]
         assert command[command.index("--project-name") :][:2] == ["--project-name", "shop"]
+
+
+def test_the_archive_size_counts_the_bundle_part(tmp_path: Path) -> None:
+    archive = tmp_path / "stack.tar"
+    copy(MemorySource(entries()), ArchiveSink(archive), CopyOptions("gzip"))
+    with ArchiveSource(archive) as source:
+        written = source.entries()
+        part = bundle_for(written).files()
+        assert archive_size(written) == archive.stat().st_size
+        out = io.BytesIO()
+        write_archive(written, out, extra_files=part)
+        assert archive_size(written, part) == len(out.getvalue())

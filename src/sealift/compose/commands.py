@@ -84,8 +84,11 @@ def write_bundle(
     source: EngineSource,
     output: str,
     options: CopyOptions,
+    *,
+    split: int | None = None,
 ) -> Bundle:
-    """Copy the images into the archive ``output`` with the bundle as its ``sealift/`` part."""
+    """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
+    the bundle as its ``sealift/`` part."""
     image_ids = {service: str(source.found[ref]["Id"]) for service, ref in images.items()}
     written: list[Bundle] = []
 
@@ -99,7 +102,7 @@ def write_bundle(
         written.append(bundle)
         return bundle.files()
 
-    copy(source, ArchiveSink(output, extra_files=bundle_files), options)
+    copy(source, ArchiveSink(output, split=split, extra_files=bundle_files), options)
     return written[0]
 
 
