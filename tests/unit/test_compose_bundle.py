@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,8 @@ import pytest
 from sealift.compose.bundle import (
     BUNDLE_FILE,
     Bundle,
-    ServiceImage,
-    manifest_digests,
     read_bundle,
+    service_image,
 )
 from sealift.compose.commands import MARKER, ComposeTool, write_project
 from sealift.ends.archive import ArchiveSink, ArchiveSource
@@ -36,8 +36,7 @@ def entries() -> list[Entry]:
 
 def bundle_for(written: list[Entry]) -> Bundle:
     image = next(written[0].images())
-    digest = manifest_digests(written)[str(image.id)]
-    service = ServiceImage("shop/web:1", str(image.id), digest)
+    service = service_image("shop/web:1", str(image.id), written)
     return Bundle("shop", ("debug",), {"web": service}, COMPOSE)
 
 
@@ -148,3 +147,14 @@ def test_the_archive_size_counts_the_bundle_part(tmp_path: Path) -> None:
         out = io.BytesIO()
         write_archive(written, out, extra_files=part)
         assert archive_size(written, part) == len(out.getvalue())
+
+
+def test_a_multi_platform_image_keeps_its_index_digest_through_bundle_json() -> None:
+    written = entries()
+    image = next(written[0].images())
+    plain = service_image("shop/web:1", "sha256:" + "0" * 64, written)  # found by its tag
+    assert plain.engine_ids == {str(image.id), plain.manifest_digest}
+    indexed = replace(plain, index_digest="sha256:" + "1" * 64)
+    bundle = Bundle("shop", (), {"web": indexed}, COMPOSE)
+    assert read_bundle(bundle.files(), "stack.tar").services["web"] == indexed
+    assert "sha256:" + "1" * 64 in indexed.engine_ids

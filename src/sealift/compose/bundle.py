@@ -13,9 +13,10 @@
     }
 
 ``profiles`` are those the kept services belong to (all must be active to run them); ``files``
-names every other file of the part with its sha256; ``manifest_digest`` is the image's manifest
-in this archive (layers recompressed by sealift have manifests of their own; the image ID never
-changes).
+names every other file of the part with its sha256; ``image_id`` is the image's config digest
+(it never changes), ``manifest_digest`` its manifest in this archive (layers recompressed by
+sealift have manifests of their own) and ``index_digest``, only for a multi-platform image, its
+index: a containerd-store engine knows an image by one of the last two.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealift.digest import Digest
-from sealift.errors import InvalidArchiveError
-from sealift.model import Entry
+from sealift.ends.engine import engine_ids
+from sealift.errors import InvalidArchiveError, SealiftError, UsageError
+from sealift.formats.write import docker_image, host_platform
+from sealift.model import Entry, ImageIndex
+from sealift.reference import Reference
 
 FORMAT = "sealift-compose-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -36,9 +40,19 @@ COMPOSE_FILE = "compose.yaml"
 
 @dataclass(frozen=True)
 class ServiceImage:
+    """A service's image: the reference it names, and the digests an engine may know it by."""
+
     image: str
     image_id: str
     manifest_digest: str
+    index_digest: str | None = None
+
+    @property
+    def engine_ids(self) -> set[str]:
+        """The IDs an engine lists it under: the config digest (classic store), the manifest or
+        index digest (containerd store)."""
+        ids = {self.image_id, self.manifest_digest}
+        return ids | {self.index_digest} if self.index_digest else ids
 
 
 @dataclass(frozen=True)
@@ -57,28 +71,36 @@ class Bundle:
             "project": self.project,
             "compose_file": COMPOSE_FILE,
             "profiles": list(self.profiles),
-            "services": {
-                name: {
-                    "image": s.image,
-                    "image_id": s.image_id,
-                    "manifest_digest": s.manifest_digest,
-                }
-                for name, s in sorted(self.services.items())
-            },
+            "services": {name: _service_json(s) for name, s in sorted(self.services.items())},
             "files": {COMPOSE_FILE: _sha256(self.compose_yaml)},
         }
         encoded = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
         return {BUNDLE_FILE: encoded, COMPOSE_FILE: self.compose_yaml}
 
 
-def manifest_digests(entries: list[Entry]) -> dict[str, str]:
-    """Image ID -> digest of the manifest the archive stores for it."""
-    digests: dict[str, str] = {}
+def service_image(ref: str, engine_id: str, entries: list[Entry]) -> ServiceImage:
+    """What the archive holds for a service's image ``ref`` (which the engine knows as
+    ``engine_id``): its image ID, manifest digest and, for a multi-platform image, index digest.
+    The image of a multi-platform index is the one ``docker load`` takes (this host's)."""
+    wanted = _reference(ref)
     for entry in entries:
-        for image in entry.images():
-            if image.manifest is not None:
-                digests.setdefault(str(image.id), str(image.manifest.digest))
-    return digests
+        image = docker_image(entry.target, host_platform())
+        if image is None or image.manifest is None:
+            continue
+        index = entry.target.index.digest if isinstance(entry.target, ImageIndex) else None
+        known_as = engine_ids(image) | ({str(index)} if index else set())
+        if (wanted is not None and wanted in entry.tags) or engine_id in known_as:
+            return ServiceImage(
+                ref, str(image.id), str(image.manifest.digest), str(index) if index else None
+            )
+    raise SealiftError(f"image {ref} is missing from the engine's save stream")
+
+
+def _reference(text: str) -> Reference | None:
+    try:
+        return Reference.parse(text)
+    except UsageError:
+        return None
 
 
 def read_bundle(part: dict[str, bytes], what: str) -> Bundle:
@@ -119,14 +141,25 @@ def read_bundle(part: dict[str, bytes], what: str) -> Bundle:
     )
 
 
+def _service_json(service: ServiceImage) -> dict[str, str]:
+    document = {
+        "image": service.image,
+        "image_id": service.image_id,
+        "manifest_digest": service.manifest_digest,
+    }
+    if service.index_digest is not None:
+        document["index_digest"] = service.index_digest
+    return document
+
+
 def _service(detail: Any, what: str) -> ServiceImage:
     if not isinstance(detail, dict):
         raise InvalidArchiveError(f"{what} is not an object")
-    image_id = _text(detail, "image_id", what)
-    Digest.parse(image_id)
-    return ServiceImage(
-        _text(detail, "image", what), image_id, _text(detail, "manifest_digest", what)
-    )
+    digests = [_text(detail, key, what) for key in ("image_id", "manifest_digest")]
+    index = detail.get("index_digest")
+    for digest in [*digests, *([index] if index is not None else [])]:
+        Digest.parse(digest)
+    return ServiceImage(_text(detail, "image", what), digests[0], digests[1], index)
 
 
 def _json(raw: bytes, what: str) -> dict[str, Any]:

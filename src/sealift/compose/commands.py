@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sealift.compose import yamlio
-from sealift.compose.bundle import COMPOSE_FILE, Bundle, ServiceImage, manifest_digests, read_bundle
+from sealift.compose.bundle import COMPOSE_FILE, Bundle, read_bundle, service_image
 from sealift.compose.resolve import Project
 from sealift.compose.v1 import for_compose_v1
 from sealift.ends.archive import ArchiveSink, ArchiveSource
@@ -89,13 +89,12 @@ def write_bundle(
 ) -> Bundle:
     """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
     the bundle as its ``sealift/`` part."""
-    image_ids = {service: str(source.found[ref]["Id"]) for service, ref in images.items()}
+    engine_ids = {service: str(source.found[ref]["Id"]) for service, ref in images.items()}
     written: list[Bundle] = []
 
     def bundle_files(entries: list[Entry]) -> dict[str, bytes]:
-        digests = manifest_digests(entries)
         services = {
-            service: ServiceImage(ref, image_ids[service], digests[image_ids[service]])
+            service: service_image(ref, engine_ids[service], entries)
             for service, ref in images.items()
         }
         bundle = Bundle(project.name, tuple(project.profiles), services, project.to_yaml().encode())
@@ -119,7 +118,7 @@ def check_images(engine: Engine, bundle: Bundle) -> None:
             found = str(engine.inspect(expected.image)["Id"])
         except NotFoundError:
             found = "missing"
-        if found != expected.image_id:
+        if found not in expected.engine_ids:
             wrong.append(f"service {service!r} image {expected.image} is {_short(found)}")
     if wrong:
         raise SealiftError(
@@ -288,7 +287,7 @@ def check_containers(engine: Engine, bundle: Bundle) -> None:
     for container in containers:
         service = (container.get("Labels") or {}).get(SERVICE_LABEL)
         expected = bundle.services.get(str(service))
-        if expected is not None and container.get("ImageID") != expected.image_id:
+        if expected is not None and container.get("ImageID") not in expected.engine_ids:
             raise EngineError(
                 f"service {service!r} runs image {_short(str(container.get('ImageID')))}, "
                 f"not the bundle's {_short(expected.image_id)}"
