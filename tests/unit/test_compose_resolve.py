@@ -223,6 +223,7 @@ def test_a_service_that_only_builds_is_named_with_what_to_do(tmp_path: Path) -> 
         ({"compose.yaml": "services:\n  a: {image: '${X:?set X}'}\n"}, "X is missing a value"),
         ({"compose.yaml": "services: {a: [}\n"}, "is not valid YAML"),
         ({"other.yaml": "services: {}\n"}, "no compose file in"),
+        ({"compose.yaml": "include: [a.yaml]\nservices: {}\n"}, "`include:` is not supported"),
     ],
 )
 def test_bad_projects_are_one_clear_error(

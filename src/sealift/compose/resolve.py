@@ -1,16 +1,16 @@
 """Compose files -> the project model ``docker compose config`` prints (compose v2's rules).
 
 The steps, in compose's order: find the files (``-f``, else ``COMPOSE_FILE``, else
-``compose.yaml`` & co. and their override file); read the environment (``.env`` in the project
-directory or the ``--env-file`` files, then the process environment, which wins); interpolate
-each file; bring each file's services into canonical form; merge the files in order; keep the
-services the active profiles enable; resolve ``environment``/``env_file``; name the project,
-its networks and volumes.
+``compose.yaml`` & co. and their override file, in the working directory or a parent); read the
+environment (``.env`` in the project directory or the ``--env-file`` files, then the process
+environment, which wins); interpolate each file; bring its services into canonical form
+(``canonical.py``) and apply ``extends``; merge the files in order; add the dependencies links,
+``volumes_from`` and ``network_mode: service:X`` imply; keep the services the active profiles
+enable; resolve ``environment``/``env_file``; name the project and the networks, volumes, secrets
+and configs the services use (unused ones are dropped, as compose does).
 
-Canonical forms follow compose v2 (compose-go): ``command``/``entrypoint`` as lists,
-``environment``/``labels`` as maps of strings, ``ports``/``volumes`` in long syntax,
-``depends_on`` as a map with condition and required, a ``default`` network for services without
-networks or a network mode, relative paths made absolute. Other keys are kept as written.
+Not supported (refused with a clear error rather than resolved differently): top-level
+``include``.
 """
 
 from __future__ import annotations
@@ -160,6 +160,11 @@ def _load_file(
         document = {}
     if not isinstance(document, dict):
         raise UsageError(f"{path}: the top level must be a mapping")
+    if "include" in document:
+        raise UsageError(
+            f"{path}: `include:` is not supported by sealift compose yet: merge the included "
+            "files with -f instead"
+        )
     document = dict(_interpolated(document, environ, str(path)))
     services = document.get("services") or {}
     if not isinstance(services, dict):
