@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from sealift.cli import cli
+from sealift.compose.commands import save_name
 from sealift.compose.v1 import for_compose_v1
 from tests.support.cli import run_sealift
 
@@ -78,3 +79,17 @@ def test_the_v1_form_writes_short_ports_and_binds_and_drops_what_v1_refuses() ->
     ]
     assert web["extra_hosts"] == ["db:10.0.0.2"]
     assert model["services"]["web"]["extra_hosts"] == ["db=10.0.0.2"]  # the input is not changed
+
+
+@pytest.mark.parametrize(
+    ("image", "saved"),
+    [
+        ("busybox", "busybox:latest"),
+        ("shop/web:1", "shop/web:1"),
+        ("localhost:5000/web", "localhost:5000/web:latest"),
+        ("web@sha256:" + "a" * 64, "web@sha256:" + "a" * 64),
+        ("sha256:" + "b" * 64, "sha256:" + "b" * 64),
+    ],
+)
+def test_a_bare_image_name_is_saved_as_latest_only(image: str, saved: str) -> None:
+    assert save_name(image) == saved

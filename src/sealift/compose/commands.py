@@ -27,6 +27,7 @@ from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.base import WriteResult
 from sealift.errors import EngineError, NotFoundError, SealiftError, UsageError
 from sealift.model import Entry
+from sealift.reference import Reference
 from sealift.transfer import CopyOptions, copy
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def open_service_images(engine: Engine, images: Mapping[str, str]) -> EngineSour
     from sealift.ends.engine import EngineSource
 
     try:
-        return EngineSource(engine, list(dict.fromkeys(images.values())))
+        return EngineSource(engine, list(dict.fromkeys(map(save_name, images.values()))))
     except NotFoundError:
         missing = [(s, ref) for s, ref in images.items() if not _engine_has(engine, ref)]
         if not missing:
@@ -68,6 +69,16 @@ def open_service_images(engine: Engine, images: Mapping[str, str]) -> EngineSour
             f"{described}, which the engine at {engine.host} does not have: build or pull it "
             "there first (sealift never pulls)"
         ) from None
+
+
+def save_name(ref: str) -> str:
+    """The name to ask the engine to save for a service's image: compose means ``:latest`` by a
+    bare name, where ``docker save NAME`` would save every tag of NAME."""
+    try:
+        reference = Reference.parse(ref, default_tag=False)
+    except UsageError:
+        return ref  # an image ID
+    return f"{ref}:latest" if reference.tag is None and reference.digest is None else ref
 
 
 def _engine_has(engine: Engine, ref: str) -> bool:
@@ -89,7 +100,7 @@ def write_bundle(
 ) -> Bundle:
     """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
     the bundle as its ``sealift/`` part."""
-    engine_ids = {service: str(source.found[ref]["Id"]) for service, ref in images.items()}
+    engine_ids = {s: str(source.found[save_name(ref)]["Id"]) for s, ref in images.items()}
     written: list[Bundle] = []
 
     def bundle_files(entries: list[Entry]) -> dict[str, bytes]:
