@@ -364,6 +364,24 @@ def test_compose_v1_reads_the_v1_form_with_the_same_meaning(tmp_path: Path) -> N
     assert ours["services"]["b"]["depends_on"] == theirs["services"]["b"]["depends_on"]
 
 
+def test_compose_v1_accepts_the_v1_form_of_runtime_keys(tmp_path: Path) -> None:
+    require_tools(V1)
+    text = RUNTIME_KEYS.replace("{environment: HOME}", "{file: ./s2.txt}")
+    text = text.replace("{content: hi}", "{file: ./c2.txt}")
+    directory = write_project(tmp_path / "rk", {"compose.yaml": text})
+    for name in ("s1.txt", "s2.txt", "c1.txt", "c2.txt"):
+        (directory / name).write_text("x")
+    resolved = yamlio.load(sealift_yaml(directory), "sealift")
+    (directory / "v1.yaml").write_text(yamlio.dump(for_compose_v1(resolved)))
+    a = compose_v1_config(directory, "-f", "v1.yaml")["services"]["a"]
+    assert a["devices"] == ["/dev/null:/dev/x:rwm", "/dev/a:/dev/b:r", "/dev/c:/dev/c:rwm"]
+    assert a["mem_limit"] == "52428800"
+
+
+def sealift_yaml(directory: Path) -> str:
+    return resolve(ComposeOptions(working_dir=directory, environ={})).to_yaml()
+
+
 def short_volume(volume: str | dict[str, Any]) -> str:
     """v1 prints a named or anonymous volume given in long syntax in long syntax."""
     if isinstance(volume, str):

@@ -1,10 +1,12 @@
 """The resolved model in the form compose v1 (docker-compose 1.29) accepts, same meaning.
 
-v1 validates against an older schema: no top-level ``name``, no ``required`` in ``depends_on``,
-long-syntax ports without ``host_ip`` and with integer ``published``, bind mounts without
-``create_host_path`` or ``selinux``; and it reads ``extra_hosts`` as ``host:ip``. Short syntax
-says the same to v1 (which always creates a missing bind source, and ignores the swarm-only port
-``mode``), so ports and binds are written short.
+v1 validates against an older schema: no top-level ``name``, no ``required`` or ``restart`` in
+``depends_on`` (v1 neither skips optional dependencies nor restarts dependents), devices as
+strings, long-syntax ports without ``host_ip`` and with integer ``published``, bind mounts without
+``create_host_path`` or ``selinux``; and it reads ``extra_hosts`` as ``host:ip``. Secrets from
+``environment`` and configs from ``content`` have no v1 form and are left for v1 to refuse.
+Short syntax says the same to v1 (which always creates a missing bind source, and ignores the
+swarm-only port ``mode``), so ports and binds are written short.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ def for_compose_v1(model: dict[str, Any]) -> dict[str, Any]:
 def _service(service: dict[str, Any]) -> dict[str, Any]:
     if isinstance(service.get("depends_on"), dict):
         service["depends_on"] = {
-            name: {k: v for k, v in (detail or {}).items() if k != "required"}
+            name: {k: v for k, v in (detail or {}).items() if k not in ("required", "restart")}
             for name, detail in service["depends_on"].items()
         }
     if isinstance(service.get("ports"), list):
         service["ports"] = [_port(port) for port in service["ports"]]
     if isinstance(service.get("volumes"), list):
         service["volumes"] = [_volume(volume) for volume in service["volumes"]]
+    if isinstance(service.get("devices"), list):
+        service["devices"] = [_device(device) for device in service["devices"]]
     if isinstance(service.get("extra_hosts"), list):
         service["extra_hosts"] = [str(h).replace("=", ":", 1) for h in service["extra_hosts"]]
     return service
@@ -51,6 +55,12 @@ def _port(port: Any) -> Any:
         if port.get("host_ip"):
             text = f"{port['host_ip']}:{text}"
     return f"{text}/{port.get('protocol') or 'tcp'}"
+
+
+def _device(device: Any) -> Any:
+    if not isinstance(device, dict) or set(device) - {"source", "target", "permissions"}:
+        return device
+    return ":".join(str(device[k]) for k in ("source", "target", "permissions") if device.get(k))
 
 
 def _volume(volume: Any) -> Any:
