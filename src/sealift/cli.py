@@ -20,7 +20,14 @@ from typing import Any, NoReturn
 import click
 
 from sealift import __version__, compression, progress
-from sealift.cli_airgap import SPLIT, check_signature, output_size, sign, signature_options
+from sealift.cli_airgap import (
+    SPLIT,
+    check_signature,
+    inventory,
+    output_size,
+    sign,
+    signature_options,
+)
 from sealift.ends import open as ends
 from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import SealiftError, UsageError
@@ -598,6 +605,7 @@ cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(agent)
 cli.add_command(sign)
+cli.add_command(inventory)
 
 from sealift.cli_serve import serve  # noqa: E402
 

@@ -123,3 +123,47 @@ def _ask_passphrase(path: Path) -> bytes:
         return getpass.getpass(f"Enter passphrase for {path}: ").encode()
     except EOFError as exc:
         raise SealiftError(f"no passphrase given for {path}") from exc
+
+
+@click.command()
+@click.argument("where", required=False, metavar="[ssh://[user@]host[:port]]")
+@click.option(
+    "-o", "--output", default="-", show_default=True, metavar="FILE|-", help="Where to write it."
+)
+@click.option(
+    "-H",
+    "--host",
+    metavar="HOST",
+    help="The local engine (default: DOCKER_HOST, the docker context, the socket).",
+)
+@click.option("--ssh-command", metavar="CMD", help="The ssh client (default: ssh).")
+def inventory(where: str | None, output: str, host: str | None, ssh_command: str | None) -> None:
+    """Write what an engine holds (images, tags, IDs, layer diff_ids) as a small JSON file.
+
+    Take it on the receiving side, carry it to the build box, and `sealift save ... --since
+    FILE` writes an update that carries only the layers the site lacks. Without ssh://, the
+    local engine (-H); with it, that host's docker over SSH (no sealift needed there).
+
+    \b
+    Examples:
+      sealift inventory -o site.json
+      sealift inventory ssh://deploy@edge1 -o edge1.json
+    """
+    from sealift.cli import errors_to_exit
+    from sealift.ends.ssh import Ssh, SshTarget
+    from sealift.ends.ssh import ssh_command as ssh_words
+    from sealift.inventory import of_engine, of_remote
+
+    with errors_to_exit():
+        if where is not None:
+            held = of_remote(Ssh(SshTarget.parse(where), ssh_words(ssh_command)))
+        else:
+            from sealift.ends.engine import Engine
+
+            held = of_engine(Engine(host))
+        if output == "-":
+            click.echo(held.to_json().decode(), nl=False)
+            return
+        from sealift.ends.archive import write_atomically
+
+        write_atomically(Path(output), lambda out: out.write(held.to_json()))

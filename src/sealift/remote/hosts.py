@@ -10,7 +10,6 @@ one host failing does not stop the others.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from sealift.ends.engine import chain_ids, engine_ids
 from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
+from sealift.inventory import of_remote
 from sealift.model import Entry
 from sealift.reference import Reference
 from sealift.remote import protocol
@@ -334,29 +334,8 @@ def _statuses(source: Offering, present: Callable[[str], bool]) -> list[dict[str
 def _inventory(ssh: Ssh, tool: str) -> tuple[dict[str, list[Digest]], bool]:
     """Image ID -> diff_ids of every image the remote's docker/podman holds, and whether it
     keeps them in containerd's image store (where IDs are manifest digests)."""
-    script = (
-        f"ids=$({tool} images -aq --no-trunc) || exit 3; "
-        f'if [ -n "$ids" ]; then {tool} image inspect $ids; else echo "[]"; fi; '
-        f"echo {_STORE_MARK}; {tool} info --format '{{{{json .DriverStatus}}}}' 2>/dev/null; true"
-    )
-    answer = ssh.run(script, timeout=300)
-    if answer.returncode != 0:
-        raise EngineError(f"{ssh.target}: {tool} failed: {last_line(answer.stderr)}")
-    images_text, _, store_text = (answer.stdout or b"[]").partition(_STORE_MARK.encode())
-    try:
-        items = json.loads(images_text or b"[]")
-        images = {
-            _prefixed(str(item["Id"])): [
-                Digest.parse(d) for d in (item.get("RootFS") or {}).get("Layers") or []
-            ]
-            for item in items
-        }
-    except (ValueError, KeyError, TypeError, SealiftError) as exc:
-        raise EngineError(f"{ssh.target}: cannot read `{tool} image inspect`: {exc}") from exc
-    return images, b"io.containerd.snapshotter" in store_text
-
-
-_STORE_MARK = "SEALIFT-STORE"
+    held = of_remote(ssh, tool)
+    return {image.id: list(image.diff_ids) for image in held.images}, held.containerd_store
 
 
 def _remote_ids(
