@@ -35,7 +35,7 @@ from sealift.inspection import describe
 from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.split import find_split
-from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, verify
+from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, left_out, verify
 
 LEVEL = click.option(
     "--level",
@@ -367,8 +367,15 @@ def inspect(archive: str, as_json: bool) -> None:
         source = open_source(archive, keep_layers=False)
         try:
             report = describe(source.entries())
+            omitted = left_out(source)
         finally:
             source.close()
+        if omitted is not None:
+            report["update"] = {
+                "inventory_created": omitted.inventory_created,
+                "inventory_source": omitted.inventory_source,
+                "layers_left_out": [str(diff_id) for diff_id in omitted.layers.values()],
+            }
         if as_json:
             click.echo(json.dumps(report, indent=2))
         else:
@@ -395,6 +402,13 @@ def _print_inspection(report: dict[str, Any]) -> None:
         f"{len(report['images'])} images, {report['unique_layers']} unique layers, "
         f"{human_size(report['total_size'])}"
     )
+    update = report.get("update")
+    if update:
+        click.echo(
+            f"update for the inventory of {update['inventory_source']} taken "
+            f"{update['inventory_created']}: {len(update['layers_left_out'])} layers left out "
+            "(load it with `sealift load` into that engine)"
+        )
 
 
 @cli.command(name="verify")
@@ -426,6 +440,7 @@ def verify_command(
                         "images": report.images,
                         "layers": report.layers,
                         "bytes_checked": report.bytes_checked,
+                        "layers_left_out": report.left_out,
                         "signer": str(signed_by) if signed_by else None,
                     }
                 )
@@ -434,6 +449,11 @@ def verify_command(
             if signed_by is not None:
                 click.echo(f"Good signature from {signed_by}")
             click.echo(f"OK: {report.images} images, {report.layers} layers verified")
+            if report.left_out:
+                click.echo(
+                    f"({report.left_out} layers are left out of this update bundle: it loads "
+                    "into the site it was made for, with `sealift load`)"
+                )
 
 
 TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
@@ -463,6 +483,13 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
 @click.option("--platform", help="Keep one platform (os/arch[/variant]).")
 @ENGINE_HOST
 @SPLIT
+@click.option(
+    "--since",
+    metavar="INVENTORY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an update for the site whose `sealift inventory` this is: layers it holds are "
+    "left out (and named in the bundle, so a load checks the site still holds them).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save(
@@ -474,6 +501,7 @@ def save(
     platform: str | None,
     host: str | None,
     split: int | None,
+    since: Path | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -487,6 +515,7 @@ def save(
     Examples:
       sealift save nginx:1.27 postgres:16 -o stack.tar
       sealift save myapp:1.0 -o - | ssh host sealift load -
+      sealift save myapp:1.4 --since site.json -o update.tar    # only what the site lacks
     """
     with errors_to_exit():
         if output is None:
@@ -512,8 +541,9 @@ def save(
                 Selection((), platform),
                 keep_compressed=given is not click.core.ParameterSource.COMMANDLINE,
             )
+            sink = open_sink(output, split) if since is None else update_sink(output, since, split)
             with _progress("saving", source, None, quiet=quiet):
-                copy(source, open_sink(output, split), options)
+                result = copy(source, sink, options)
         finally:
             source.close()
         if as_json:
@@ -524,9 +554,21 @@ def save(
                         "images": list(images),
                         "compression": codec,
                         "bytes": output_size(output),
+                        "layers_written": result.layers_sent,
+                        "layers_left_out": result.layers_skipped if since else 0,
                     }
                 )
             )
+
+
+def update_sink(output: str, inventory: Path, split: int | None) -> Sink:
+    """An archive for the site ``inventory`` describes: only the layers it lacks."""
+    from sealift.inventory import read_inventory
+    from sealift.update import UpdateSink
+
+    if output == "-":
+        raise UsageError("--since needs -o FILE")
+    return UpdateSink(output, read_inventory(inventory), split=split)
 
 
 @cli.command()

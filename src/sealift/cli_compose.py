@@ -29,6 +29,7 @@ from sealift.compose.commands import (
 from sealift.compose.resolve import ComposeOptions, resolve
 from sealift.ends.archive import ArchiveSource
 from sealift.errors import SealiftError, UsageError
+from sealift.inventory import read_inventory
 from sealift.transfer import CopyOptions
 
 if TYPE_CHECKING:
@@ -97,6 +98,12 @@ def compose() -> None:
 @LEVEL
 @ENGINE_HOST
 @SPLIT
+@click.option(
+    "--since",
+    metavar="INVENTORY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An update for the site whose `sealift inventory` this is: only the layers it lacks.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save_command(
@@ -110,6 +117,7 @@ def save_command(
     level: int | None,
     host: str | None,
     split: int | None,
+    since: Path | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -144,7 +152,15 @@ def save_command(
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
-                bundle = write_bundle(project, images, source, output, copy_options, split=split)
+                bundle = write_bundle(
+                    project,
+                    images,
+                    source,
+                    output,
+                    copy_options,
+                    split=split,
+                    since=read_inventory(since) if since is not None else None,
+                )
         finally:
             source.close()
         if as_json:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sealift.digest import Digest
-from sealift.errors import EngineError, InvalidArchiveError, SealiftError
+from sealift.errors import EngineError, InvalidArchiveError, SealiftError, UsageError
 from sealift.model import load_json
 
 if TYPE_CHECKING:
@@ -81,6 +82,15 @@ class Inventory:
             )
         except (KeyError, TypeError, ValueError, SealiftError) as exc:
             raise InvalidArchiveError(f"{what} is damaged: {exc}") from exc
+
+
+def read_inventory(path: Path) -> Inventory:
+    """The inventory in the file ``path`` (one clear error when it cannot be read)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the inventory {path}: {exc.strerror}") from exc
+    return Inventory.parse(raw, f"inventory {path}")
 
 
 def _held_image(item: Any) -> HeldImage:

@@ -32,6 +32,7 @@ from sealift.model import (
     Platform,
 )
 from sealift.reference import Reference
+from sealift.update import Omitted, check_sink_holds
 
 ALL_PLATFORMS = "all"
 
@@ -140,6 +141,9 @@ def copy(
     entries = options.selection.apply(source.entries(want_codec=target, want_level=options.level))
     if not entries:
         raise NotFoundError("the source holds no images")
+    omitted = left_out(source)
+    if omitted is not None:
+        check_sink_holds(sink, entries, omitted)
     with contextlib.ExitStack() as stack:
         if spool is None:
             spool = Path(stack.enter_context(make_spool_dir()))
@@ -353,6 +357,14 @@ class VerifyReport:
     images: int = 0
     layers: int = 0
     bytes_checked: int = 0
+    left_out: int = 0
+    """Layers an update bundle leaves out (the site it was made for holds them)."""
+
+
+def left_out(source: Source) -> Omitted | None:
+    """What ``source`` leaves out on purpose, when it is an update bundle (``save --since``)."""
+    omitted = getattr(source, "omitted", None)
+    return omitted if isinstance(omitted, Omitted) else None
 
 
 def verify(source: Source, *, workers: int = 2) -> VerifyReport:
@@ -362,9 +374,14 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
     layers: dict[Digest, Layer] = {}
     images = {image.id: image for entry in entries for image in entry.images()}
     report.images = len(images)
+    omitted = left_out(source)
+    skipped = set(omitted.layers) if omitted is not None else set()
     for image in images.values():
         for layer in image.layers:
-            layers.setdefault(layer.digest, layer)
+            if layer.digest not in skipped:
+                layers.setdefault(layer.digest, layer)
+    every = {layer.digest for image in images.values() for layer in image.layers}
+    report.left_out = len(every & skipped)
     report.layers = len(layers)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for size in pool.map(verify_layer, layers.values()):

@@ -24,11 +24,13 @@ from sealift.compose.bundle import COMPOSE_FILE, Bundle, read_bundle, service_im
 from sealift.compose.resolve import Project
 from sealift.compose.v1 import for_compose_v1
 from sealift.ends.archive import ArchiveSink, ArchiveSource
-from sealift.ends.base import WriteResult
+from sealift.ends.base import Sink, WriteResult
 from sealift.errors import EngineError, NotFoundError, SealiftError, UsageError
+from sealift.inventory import Inventory
 from sealift.model import Entry
 from sealift.reference import Reference
 from sealift.transfer import CopyOptions, copy
+from sealift.update import UpdateSink
 
 if TYPE_CHECKING:
     from sealift.ends.engine import Engine, EngineSource
@@ -97,9 +99,10 @@ def write_bundle(
     options: CopyOptions,
     *,
     split: int | None = None,
+    since: Inventory | None = None,
 ) -> Bundle:
     """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
-    the bundle as its ``sealift/`` part."""
+    the bundle as its ``sealift/`` part; with ``since``, only the layers that site lacks."""
     engine_ids = {s: str(source.found[save_name(ref)]["Id"]) for s, ref in images.items()}
     written: list[Bundle] = []
 
@@ -112,7 +115,12 @@ def write_bundle(
         written.append(bundle)
         return bundle.files()
 
-    copy(source, ArchiveSink(output, split=split, extra_files=bundle_files), options)
+    sink: Sink = (
+        ArchiveSink(output, split=split, extra_files=bundle_files)
+        if since is None
+        else UpdateSink(output, since, split=split, extra_files=bundle_files)
+    )
+    copy(source, sink, options)
     return written[0]
 
 

@@ -25,6 +25,7 @@ from sealift.model import Entry
 from sealift.progress import human_size
 from sealift.split import check_free_space, drain, find_split, open_parts, write_split
 from sealift.streams import CountingReader, PrefetchReader
+from sealift.update import UPDATE_FILE, Omitted
 
 STDIO = "-"
 ExtraFiles = Callable[[list[Entry]], dict[str, bytes]]
@@ -56,6 +57,8 @@ class ArchiveSource:
         self.outer_codec = compression.NONE
         self.input_counter: CountingReader | None = None
         self._joined = False
+        self.omitted: Omitted | None = None
+        """What an update bundle leaves out (``save --since``); None for a whole archive."""
 
     @property
     def what(self) -> str:
@@ -66,7 +69,11 @@ class ArchiveSource:
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
             self._read = self._files(want_codec, want_level)
-            self._entries = read_entries(self._read, self.what)
+            update = read_extra_files(self._read, self.what).get(UPDATE_FILE)
+            if update is not None:
+                self.omitted = Omitted.parse(update, f"{self.what}: sealift/{UPDATE_FILE}")
+            left_out = set(self.omitted.layers) if self.omitted else set()
+            self._entries = read_entries(self._read, self.what, omitted=left_out)
         return self._entries
 
     def extra_files(self) -> dict[str, bytes]:
@@ -209,19 +216,22 @@ class ArchiveSink:
     def missing_layers(self, entries: list[Entry]) -> set[Digest]:
         return all_layers(entries)
 
-    def write(self, entries: list[Entry]) -> WriteResult:
+    def write(self, entries: list[Entry], *, omit: set[Digest] | None = None) -> WriteResult:
+        """``omit`` leaves those blobs out (an update for a site that holds them)."""
         extra = self._extra(entries) if self._extra is not None else None
+        left_out = omit or set()
+        write = partial(write_archive, entries, extra_files=extra, omit=left_out)
         if not isinstance(self._path, str | Path):
-            write_archive(entries, self._path, extra_files=extra)
+            write(self._path)
         elif str(self._path) == STDIO:
-            write_archive(entries, sys.stdout.buffer, extra_files=extra)
+            write(sys.stdout.buffer)
             sys.stdout.buffer.flush()
         elif self._split is not None:
-            write = partial(write_archive, entries, extra_files=extra)
-            write_split(Path(self._path), self._split, write, archive_size(entries, extra))
+            size = archive_size(entries, extra, left_out)
+            write_split(Path(self._path), self._split, write, size)
         else:
-            check_free_space(Path(self._path), archive_size(entries, extra))
-            write_atomically(Path(self._path), partial(write_archive, entries, extra_files=extra))
+            check_free_space(Path(self._path), archive_size(entries, extra, left_out))
+            write_atomically(Path(self._path), write)
         names = [str(tag) for entry in entries for tag in entry.tags]
         return WriteResult(names=names, layers_sent=sum(len(list(e.images())) for e in entries))
 

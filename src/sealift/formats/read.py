@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import IO, Any
 
 from sealift import compression, media
 from sealift.digest import Digest
-from sealift.errors import DigestMismatchError, InvalidArchiveError, UsageError
+from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError, UsageError
 from sealift.formats.files import Files, Member
 from sealift.model import (
     MAX_JSON_SIZE,
@@ -40,8 +41,14 @@ _BLOB_PATH = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 _CONFIG_NAME = re.compile(r"(?:sha256:)?([0-9a-f]{64})(?:\.json)?")
 
 
-def read_entries(files: Files, what: str) -> list[Entry]:
-    """Every named image or index ``files`` holds, as the model's entries."""
+def read_entries(
+    files: Files, what: str, *, omitted: Collection[Digest] = frozenset()
+) -> list[Entry]:
+    """Every named image or index ``files`` holds, as the model's entries.
+
+    ``omitted``: layer blobs an update bundle leaves out on purpose (the site holds them); they
+    are layers whose bytes cannot be read, never an error by themselves.
+    """
     has_index = files.get("index.json") is not None
     has_manifest = files.get("manifest.json") is not None
     if not has_index and not has_manifest:
@@ -49,7 +56,7 @@ def read_entries(files: Files, what: str) -> list[Entry]:
             f"{what} is not an image archive: "
             "it has neither index.json (OCI) nor manifest.json (docker save)"
         )
-    entries = _OciReader(files, what).entries() if has_index else []
+    entries = _OciReader(files, what, omitted).entries() if has_index else []
     if not entries and has_manifest:
         entries = _DockerSaveReader(files, what).entries()
     if not entries:
@@ -81,9 +88,10 @@ def _member_bytes(member: Member, what: str) -> bytes:
 
 
 class _OciReader:
-    def __init__(self, files: Files, what: str) -> None:
+    def __init__(self, files: Files, what: str, omitted: Collection[Digest] = ()) -> None:
         self.files = files
         self.what = what
+        self.omitted = omitted
 
     def entries(self) -> list[Entry]:
         layout = self.files.get("oci-layout")
@@ -177,6 +185,9 @@ class _OciReader:
         return Image(config, layers, manifest, descriptor.platform)
 
     def _layer(self, descriptor: Descriptor, diff_id: Digest, what: str) -> Layer:
+        if descriptor.digest in self.omitted and self.files.get(_blob_name(descriptor)) is None:
+            codec = media.layer_codec(descriptor.media_type) or compression.NONE
+            return Layer(descriptor, diff_id, codec, _left_out(what), verified=True, label=what)
         member = self.blob_member(descriptor.digest, what)
         return layer_from_member(member, descriptor, diff_id, what)
 
@@ -191,6 +202,17 @@ class _OciReader:
                 Layer(blob, blob.digest, compression.NONE, member.open, opaque=True, label=what)
             )
         return Image(config, tuple(blobs), manifest, descriptor.platform)
+
+
+def _blob_name(descriptor: Descriptor) -> str:
+    return f"blobs/{descriptor.digest.algorithm}/{descriptor.digest.encoded}"
+
+
+def _left_out(what: str) -> Callable[[], IO[bytes]]:
+    def fail() -> IO[bytes]:
+        raise NotFoundError(f"{what} is left out of this update bundle: the site holds it")
+
+    return fail
 
 
 def _looks_like_index(document: Any) -> bool:

@@ -252,7 +252,11 @@ def write_archive(
     tar.close()
 
 
-def archive_size(entries: list[Entry], extra_files: Mapping[str, bytes] | None = None) -> int:
+def archive_size(
+    entries: list[Entry],
+    extra_files: Mapping[str, bytes] | None = None,
+    omit: frozenset[Digest] | set[Digest] = frozenset(),
+) -> int:
     """The exact size in bytes of what ``write_archive(entries, ...)`` writes."""
     manifest_json, repositories = docker_manifest_document(entries)
     documents = {
@@ -268,7 +272,11 @@ def archive_size(entries: list[Entry], extra_files: Mapping[str, bytes] | None =
     size = directories + 2 * tarfile.BLOCKSIZE  # and the two zero blocks that end a tar
     for name, length in [
         *((name, len(document)) for name, document in documents.items()),
-        *((f"blobs/{b.digest.algorithm}/{b.digest.hex}", b.size) for b in planned_blobs(entries)),
+        *(
+            (f"blobs/{b.digest.algorithm}/{b.digest.hex}", b.size)
+            for b in planned_blobs(entries)
+            if b.digest not in omit
+        ),
     ]:
         size += _header_size(name) + length + (-length % tarfile.BLOCKSIZE)
     return size + (-size % tarfile.RECORDSIZE)

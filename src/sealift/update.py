@@ -1,0 +1,142 @@
+"""Update bundles: archives that leave out the layers a site already holds.
+
+``save --since site.json`` (and ``compose save --since``) writes every image and every layer's
+descriptor, but only the layers the site's inventory (:mod:`sealift.inventory`) lacks, and
+records what it left out in ``sealift/update.json``. Loading such a bundle first checks that the
+engine holds every layer left out; when it does not, nothing is loaded and the missing layers and
+the inventory's date are named. Plain ``docker load`` of an update into the engine it was made for
+works too (Docker loads thin archives whose missing layers it has).
+
+On the containerd image store an engine can be trusted to hold a blob only when it holds an image
+whose manifest names it (it says nothing about the blobs themselves), so there only the layers of
+images the inventory lists by manifest digest are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sealift.digest import Digest
+from sealift.ends.base import Sink, WriteResult, all_layers
+from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
+from sealift.inventory import Inventory
+from sealift.model import Entry, load_json
+
+UPDATE_FILE = "update.json"
+FORMAT = "sealift-update/1"
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """What an update bundle leaves out, and the inventory it was made against."""
+
+    inventory_created: str
+    inventory_source: str
+    layers: dict[Digest, Digest]
+    """Blob digest -> diff_id of every layer left out."""
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": FORMAT,
+            "inventory": {"created": self.inventory_created, "source": self.inventory_source},
+            "omitted": [{"digest": str(d), "diff_id": str(i)} for d, i in self.layers.items()],
+        }
+        return json.dumps(document, indent=1).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, raw: bytes, what: str) -> Omitted:
+        document = load_json(raw, what)
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise InvalidArchiveError(f"{what} is not a sealift update description ({FORMAT})")
+        try:
+            inventory = document["inventory"]
+            layers = {
+                Digest.parse(item["digest"]): Digest.parse(item["diff_id"])
+                for item in document["omitted"]
+            }
+            return cls(str(inventory["created"]), str(inventory["source"]), layers)
+        except (KeyError, TypeError, SealiftError) as exc:
+            raise InvalidArchiveError(f"{what} is damaged: {exc}") from exc
+
+
+def held_layers(entries: list[Entry], inventory: Inventory) -> set[Digest]:
+    """The layers of ``entries`` the site holds, so an update can leave them out."""
+    if inventory.containerd_store:
+        held_images = [
+            image
+            for entry in entries
+            for image in entry.images()
+            if image.manifest is not None and str(image.manifest.digest) in inventory.ids
+        ]
+        return {layer.digest for image in held_images for layer in image.layers}
+    from sealift.ends.engine import chain_ids
+
+    chains = inventory.chains
+    held: set[Digest] = set()
+    needed: set[Digest] = set()
+    for entry in entries:
+        for image in entry.images():
+            stacks = chain_ids([layer.diff_id for layer in image.layers])
+            for layer, chain in zip(image.layers, stacks, strict=True):
+                (held if chain in chains else needed).add(layer.digest)
+    return held - needed
+
+
+class UpdateSink:
+    """An archive sink that leaves out what the inventory says the site holds."""
+
+    keeps_blobs = True
+
+    def __init__(
+        self,
+        path: str,
+        inventory: Inventory,
+        *,
+        split: int | None = None,
+        extra_files: Callable[[list[Entry]], dict[str, bytes]] | None = None,
+    ) -> None:
+        from sealift.ends.archive import ArchiveSink
+
+        self.inventory = inventory
+        self._more = extra_files
+        self._archive = ArchiveSink(path, split=split, extra_files=self._extra)
+
+    def accepts_codec(self, codec: str) -> bool:
+        return self._archive.accepts_codec(codec)
+
+    def missing_layers(self, entries: list[Entry]) -> set[Digest]:
+        return all_layers(entries) - held_layers(entries, self.inventory)
+
+    def _extra(self, entries: list[Entry]) -> dict[str, bytes]:
+        held = held_layers(entries, self.inventory)
+        layers = {
+            layer.digest: layer.diff_id
+            for entry in entries
+            for image in entry.images()
+            for layer in image.layers
+            if layer.digest in held
+        }
+        omitted = Omitted(self.inventory.created, self.inventory.source, layers)
+        more = self._more(entries) if self._more is not None else {}
+        return {**more, UPDATE_FILE: omitted.to_json()}
+
+    def write(self, entries: list[Entry]) -> WriteResult:
+        held = held_layers(entries, self.inventory)
+        result = self._archive.write(entries, omit=held)
+        result.layers_skipped = len(held)
+        result.layers_sent = len(all_layers(entries) - held)
+        return result
+
+
+def check_sink_holds(sink: Sink, entries: list[Entry], omitted: Omitted) -> None:
+    """Refuse, naming them, when ``sink`` lacks layers the update left out."""
+    lacking = sink.missing_layers(entries) & set(omitted.layers)
+    if lacking:
+        named = ", ".join(str(omitted.layers[digest]) for digest in sorted(lacking, key=str))
+        raise NotFoundError(
+            f"this update leaves out {len(lacking)} layers the destination does not hold "
+            f"(diff_ids {named}); it was made for the inventory of {omitted.inventory_source} "
+            f"taken {omitted.inventory_created}: load the full bundle, or take a new inventory"
+        )
