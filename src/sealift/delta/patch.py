@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import mmap
 import os
 import shutil
@@ -154,10 +155,7 @@ class PatchHeader:
 
     def frame_sizes(self) -> Iterator[int]:
         """The uncompressed size of each frame, in order."""
-        whole, rest = divmod(self.target_size, self.segment_size)
-        yield from [self.segment_size] * whole
-        if rest:
-            yield rest
+        return _frame_sizes(self.target_size, self.segment_size)
 
 
 @dataclass(frozen=True)
@@ -262,14 +260,20 @@ def _compress_frames(
     compressor = PrefixCompressor(level, window_log)
     hasher = Hasher()
     try:
-        whole, rest = divmod(target_size, segment_size)
-        for size in [segment_size] * whole + ([rest] if rest else []):
+        for size in _frame_sizes(target_size, segment_size):
             compressor.frame(prefix, size, _chunks(target, size, hasher), write)
     except ZstdCallError as exc:
         raise UsageError(f"cannot make a patch: zstd failed ({exc})") from exc
     finally:
         prefix.release()
     return hasher.digest()
+
+
+def _frame_sizes(total: int, segment_size: int) -> Iterator[int]:
+    whole, rest = divmod(total, segment_size)
+    yield from itertools.repeat(segment_size, whole)
+    if rest:
+        yield rest
 
 
 def _chunks(stream: IO[bytes], size: int, hasher: Hasher) -> Iterator[bytes]:
