@@ -64,7 +64,7 @@ from sealift.delta._zstd import (
 )
 from sealift.delta.errors import BadPatchError, RebuildMismatchError, WrongBaseError
 from sealift.digest import Digest, Hasher
-from sealift.errors import InvalidArchiveError, UsageError
+from sealift.errors import InvalidArchiveError, SealiftError, UsageError
 
 LayerInput = str | os.PathLike[str] | IO[bytes]
 """A layer's uncompressed tar: a path, or a binary stream read from where it stands."""
@@ -76,7 +76,12 @@ _FIELDS: Final = struct.Struct(">8sBBiBIQ32sQ32s")
 _CRC: Final = struct.Struct(">I")
 HEADER_SIZE: Final = _FIELDS.size + _CRC.size
 
-DEFAULT_LEVEL: Final = 9
+# bench/delta.py: level 3 makes the 6 MB pair's patch in 0.08 s (1,396 bytes; level 19: 3.8 s
+# for 1,158) and the 200 MB pair's in 2.1 s, within 7% of the smallest; 15 takes 78 s there and
+# 19 loses the base (a 10.8 MB patch)
+DEFAULT_LEVEL: Final = 3
+# 64 MiB: each side's own memory stays near 100 MB (decoder: ~20 MB + the segment), while a
+# 200 MB layer needs only 4 loads of its base (16 MiB: 13 loads, 3.5x the time)
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 MAX_SEGMENT_SIZE: Final = 256 * 1024 * 1024
 WORTH_IT_RATIO: Final = 0.5
@@ -212,11 +217,7 @@ def make_patch(
     written (see :func:`patch_budget`). A stream that cannot be mapped or measured is first
     spooled to a temp file in ``spool_dir``.
     """
-    check_level(ZSTD, level)
-    if not 0 < segment_size <= MAX_SEGMENT_SIZE:
-        raise UsageError(f"segment size must be 1 to {MAX_SEGMENT_SIZE} bytes")
-    if base_diff_id is not None and base_diff_id.algorithm != "sha256":
-        raise UsageError(f"patches name layers by sha256 diff_ids, not {base_diff_id.algorithm}")
+    _check_options(level, segment_size, base_diff_id)
     with (
         _mapped(base, spool_dir) as base_map,
         _measured(target, spool_dir) as (target_file, target_size),
@@ -232,11 +233,9 @@ def make_patch(
         with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=_dir(spool_dir)) as frames:
             budget = None if size_limit is None else size_limit - HEADER_SIZE
             writer = _BudgetWriter(frames, budget)
+            shape = _FrameShape(target_size, segment_size, level, window_log)
             try:
-                target_digest = _compress_frames(
-                    Prefix(base_map), target_file, target_size, segment_size, level, window_log,
-                    writer.write,
-                )  # fmt: skip
+                target_digest = _compress_frames(base_map, target_file, shape, writer.write)
             except _OverBudgetError:
                 return None
             header = PatchHeader(
@@ -248,22 +247,37 @@ def make_patch(
             return PatchInfo(header, HEADER_SIZE + writer.written)
 
 
+def _check_options(level: int, segment_size: int, base_diff_id: Digest | None) -> None:
+    check_level(ZSTD, level)
+    if not 0 < segment_size <= MAX_SEGMENT_SIZE:
+        raise UsageError(f"segment size must be 1 to {MAX_SEGMENT_SIZE} bytes")
+    if base_diff_id is not None and base_diff_id.algorithm != "sha256":
+        raise UsageError(f"patches name layers by sha256 diff_ids, not {base_diff_id.algorithm}")
+
+
+@dataclass(frozen=True)
+class _FrameShape:
+    target_size: int
+    segment_size: int
+    level: int
+    window_log: int
+
+
 def _compress_frames(
-    prefix: Prefix,
+    base_map: mmap.mmap | None,
     target: IO[bytes],
-    target_size: int,
-    segment_size: int,
-    level: int,
-    window_log: int,
+    shape: _FrameShape,
     write: Callable[[bytes], object],
 ) -> Digest:
-    compressor = PrefixCompressor(level, window_log)
+    """Compress ``target`` into frames against the base; the target's diff_id."""
     hasher = Hasher()
+    prefix = Prefix(base_map)
     try:
-        for size in _frame_sizes(target_size, segment_size):
+        compressor = PrefixCompressor(shape.level, shape.window_log)
+        for size in _frame_sizes(shape.target_size, shape.segment_size):
             compressor.frame(prefix, size, _chunks(target, size, hasher), write)
     except ZstdCallError as exc:
-        raise UsageError(f"cannot make a patch: zstd failed ({exc})") from exc
+        raise SealiftError(f"cannot make a patch: zstd failed ({exc})") from exc
     finally:
         prefix.release()
     return hasher.digest()
