@@ -25,8 +25,10 @@ mmap that zstd references in place (page cache, not process memory); the encoder
 segment of input and its match tables, the decoder one segment of output (zstd sizes its buffer
 to the frame's content size, which the reader checks against the header before decoding).
 Each frame reloads the base into the long-distance matcher, so the segment size trades memory on
-both sides against time to make the patch (bench/delta.py measures it). The window, base plus
-one segment, may not pass 2 GiB (zstd's limit): larger bases are not patched.
+both sides against time to make the patch. Measured (bench/results/delta.md, a 200 MB layer,
+level 3, 64 MiB segments): making the patch takes 100 MB of the process's own memory and 3.4 s,
+applying it 83 MB and 0.6 s, plus the base's pages in the page cache. The window, base plus one
+segment, may not pass 2 GiB (zstd's limit): larger bases are not patched.
 
 A patch is trusted for nothing: the rebuilt tar is verified against the target's size and
 diff_id before :class:`PatchedReader` reports its end, and a failure says whether the base or the
@@ -76,12 +78,12 @@ _FIELDS: Final = struct.Struct(">8sBBiBIQ32sQ32s")
 _CRC: Final = struct.Struct(">I")
 HEADER_SIZE: Final = _FIELDS.size + _CRC.size
 
-# bench/delta.py: level 3 makes the 6 MB pair's patch in 0.08 s (1,396 bytes; level 19: 3.8 s
-# for 1,158) and the 200 MB pair's in 2.1 s, within 7% of the smallest; 15 takes 78 s there and
-# 19 loses the base (a 10.8 MB patch)
+# bench/results/delta.md: level 3 makes the 6 MB pair's patch in 0.03 s (811 bytes; level 19:
+# 680 in 3.2 s) and the 200 MB pair's in 3.4 s, 5% over the smallest (level 15: 136 s); level 19
+# loses the base of a large layer (a 71 MB patch for a 185 KB change)
 DEFAULT_LEVEL: Final = 3
-# 64 MiB: each side's own memory stays near 100 MB (decoder: ~20 MB + the segment), while a
-# 200 MB layer needs only 4 loads of its base (16 MiB: 13 loads, 3.5x the time)
+# 64 MiB: each side's own memory stays near 100 MB (the decoder's is ~20 MB + the segment),
+# while a 200 MB layer loads its base 4 times (16 MiB: 13 loads, 3x the time to make the patch)
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 MAX_SEGMENT_SIZE: Final = 256 * 1024 * 1024
 WORTH_IT_RATIO: Final = 0.5
