@@ -30,7 +30,7 @@ from sealift.delta import (
 )
 from sealift.delta.patch import HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SAVING
 from sealift.digest import sha256_of
-from sealift.errors import DigestMismatchError, UsageError
+from sealift.errors import DigestMismatchError, SealiftError, UsageError
 from tests.support.require import require_tools
 
 FAST = 1  # the zstd level for tests: the format does not depend on it
@@ -284,6 +284,13 @@ def test_a_patch_over_its_size_limit_stops_early_and_writes_nothing() -> None:
     base, target = os.urandom(100_000), os.urandom(100_000)
     assert make_patch(io.BytesIO(base), io.BytesIO(target), out, size_limit=50_000) is None
     assert out.getvalue() == b""
+
+
+def test_a_missing_layer_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SealiftError, match=r"cannot read the base layer: .*No such file"):
+        make_patch(tmp_path / "gone", io.BytesIO(b"x"), io.BytesIO())
+    with pytest.raises(SealiftError, match=r"cannot read the target layer: .*No such file"):
+        make_patch(io.BytesIO(b"x"), tmp_path / "gone", io.BytesIO())
 
 
 def test_a_base_too_large_for_the_window_is_a_usage_error(tmp_path: Path) -> None:

@@ -506,7 +506,7 @@ def _map(layer: LayerInput, spool_dir: Path | None) -> mmap.mmap | None:
 
     The map outlives the file it was made from; its user closes it.
     """
-    with contextlib.ExitStack() as stack:
+    with _translated("base layer"), contextlib.ExitStack() as stack:
         file = _as_whole_file(layer, spool_dir, stack)
         size = os.fstat(file.fileno()).st_size
         return mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) if size else None
@@ -526,14 +526,31 @@ def _mapped(layer: LayerInput, spool_dir: Path | None) -> Iterator[mmap.mmap | N
 def _measured(layer: LayerInput, spool_dir: Path | None) -> Iterator[tuple[IO[bytes], int]]:
     """``layer`` as a stream whose remaining size is known (spooled when it is a pipe)."""
     with contextlib.ExitStack() as stack:
-        if isinstance(layer, str | os.PathLike):
-            file: IO[bytes] = stack.enter_context(Path(layer).open("rb"))
-            yield file, os.fstat(file.fileno()).st_size
-        elif _is_regular_file(layer):
-            yield layer, os.fstat(layer.fileno()).st_size - layer.tell()
-        else:
-            spool = stack.enter_context(_spooled(layer, spool_dir))
-            yield spool, os.fstat(spool.fileno()).st_size
+        with _translated("target layer"):
+            file, size = _open_measured(layer, spool_dir, stack)
+        yield file, size
+
+
+def _open_measured(
+    layer: LayerInput, spool_dir: Path | None, stack: contextlib.ExitStack
+) -> tuple[IO[bytes], int]:
+    if isinstance(layer, str | os.PathLike):
+        return _size_of(stack.enter_context(Path(layer).open("rb")))
+    if _is_regular_file(layer):
+        return layer, os.fstat(layer.fileno()).st_size - layer.tell()
+    return _size_of(stack.enter_context(_spooled(layer, spool_dir)))
+
+
+def _size_of(file: IO[bytes]) -> tuple[IO[bytes], int]:
+    return file, os.fstat(file.fileno()).st_size
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise SealiftError(f"cannot read the {what}: {exc}") from exc
 
 
 def _as_whole_file(
