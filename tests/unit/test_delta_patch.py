@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sealift.delta
 from sealift.delta import (
     BadPatchError,
     PatchError,
@@ -118,6 +119,15 @@ def test_files_streams_and_paths_make_the_same_patch(tmp_path: Path) -> None:
     with (tmp_path / "base").open("rb") as b, (tmp_path / "target").open("rb") as t:
         make_patch(b, t, by_file, level=FAST)
     assert by_path.getvalue() == by_file.getvalue() == patch_of(base, target, 64 << 20)
+
+
+def test_a_target_file_is_read_from_where_it_stands(tmp_path: Path) -> None:
+    (tmp_path / "target").write_bytes(b"skipped" + TARGET)
+    out = io.BytesIO()
+    with (tmp_path / "target").open("rb") as target:
+        target.seek(len(b"skipped"))
+        make_patch(io.BytesIO(BASE), target, out, level=FAST)
+    assert rebuilt(out.getvalue(), BASE) == TARGET
 
 
 def test_a_known_base_diff_id_is_written_as_given() -> None:
@@ -319,6 +329,17 @@ def test_a_patch_is_worth_it_only_when_it_saves_half_and_64_kib(
     worth = is_worth_it(patch_size, layer_size)
     assert worth == (patch_size * 2 <= layer_size and layer_size - patch_size >= MIN_SAVING)
     assert worth == (patch_size <= patch_budget(layer_size))
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert sorted(sealift.delta.__all__) == [
+        "BadPatchError", "BaseReason", "DEFAULT_LEVEL", "DEFAULT_SEGMENT_SIZE", "Holdings",
+        "ImageLayers", "LayerInput", "LayerPlan", "PatchError", "PatchHeader", "PatchInfo",
+        "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError", "apply_patch",
+        "can_patch", "is_worth_it", "list_tar_paths", "make_patch", "open_patched",
+        "patch_budget", "plan_bases", "read_patch_header",
+    ]  # fmt: skip
+    assert all(hasattr(sealift.delta, name) for name in sealift.delta.__all__)
 
 
 def test_every_refusal_is_a_patch_error() -> None:

@@ -346,6 +346,8 @@ class PatchedReader(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
         while not self._finished:
             if not self._in_frame and not self._begin_frame():
                 self._finish()
