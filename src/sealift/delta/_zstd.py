@@ -48,7 +48,7 @@ class Prefix:
     """A buffer (an mmap of the base) as zstd reads it; keeps the buffer alive."""
 
     def __init__(self, data: mmap.mmap | bytes | None) -> None:
-        self.size = len(memoryview(data)) if data is not None else 0
+        self.size = len(data) if data is not None else 0
         self._cdata = _ffi.from_buffer(data) if self.size else _ffi.NULL
 
     @property

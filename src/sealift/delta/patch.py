@@ -333,7 +333,11 @@ class PatchedReader(io.RawIOBase):
         self._patch = patch
         self._base_map = base_map
         self._prefix = Prefix(base_map)
-        self._decoder = PrefixDecompressor(self._prefix, header.window_log)
+        try:
+            self._decoder = PrefixDecompressor(self._prefix, header.window_log)
+        except BaseException:
+            self._prefix.release()
+            raise
         self._frames = header.frame_sizes()
         self._frame_left = 0
         self._in_frame = False
