@@ -335,6 +335,9 @@ class PatchedReader(io.RawIOBase):
         self._prefix = Prefix(base_map)
         try:
             self._decoder = PrefixDecompressor(self._prefix, header.window_log)
+        except ZstdCallError as exc:
+            self._prefix.release()
+            raise BadPatchError(f"cannot decode the patch ({exc})") from exc
         except BaseException:
             self._prefix.release()
             raise
@@ -372,7 +375,10 @@ class PatchedReader(io.RawIOBase):
             raise BadPatchError(
                 f"patch frame of {parameters.content_size} bytes where {size} were declared"
             )
-        self._decoder.begin()
+        try:
+            self._decoder.begin()
+        except ZstdCallError as exc:
+            raise BadPatchError(f"cannot decode the patch ({exc})") from exc
         self._decoder.feed(self._pending)
         self._pending = b""
         self._frame_left = size
