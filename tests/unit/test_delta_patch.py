@@ -181,6 +181,21 @@ def test_a_corrupted_patch_is_refused(patch: bytes, where: int) -> None:
         rebuilt(bytes(corrupt), BASE)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_patch_changed_anywhere_rebuilds_the_target_or_is_refused(
+    patch: bytes, data: st.DataObject
+) -> None:
+    changed = bytearray(patch)
+    for _ in range(data.draw(st.integers(1, 3))):
+        changed[data.draw(st.integers(0, len(patch) - 1))] ^= data.draw(st.integers(1, 255))
+    try:
+        result = rebuilt(bytes(changed), BASE)
+    except PatchError:
+        return
+    assert result == TARGET
+
+
 @pytest.mark.parametrize("keep", [0, 7, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 10, -1])
 def test_a_truncated_patch_is_refused(patch: bytes, keep: int) -> None:
     with pytest.raises(BadPatchError):
