@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,13 @@ class Host:
         return f"ssh://{self.alias}"
 
 
-def _bin_dir(directory: Path, tools: tuple[str, ...], podman: Podman | None = None) -> Path:
+def _bin_dir(
+    directory: Path,
+    tools: tuple[str, ...],
+    engine: DockerDaemon | None,
+    podman: Podman | None = None,
+) -> Path:
+    """``tools`` as commands in ``directory``; ``docker`` is ``engine``'s own client."""
     directory.mkdir(parents=True, exist_ok=True)
     for tool in tools:
         path = directory / tool
@@ -50,6 +56,8 @@ def _bin_dir(directory: Path, tools: tuple[str, ...], podman: Podman | None = No
             path.write_text(
                 f'#!/bin/sh\nPYTHONPATH={REPO_ROOT / "src"} exec {sys.executable} -m sealift "$@"\n'
             )
+        elif tool == "docker" and engine is not None:
+            engine.write_client_wrapper(directory)
         elif tool == "docker":
             path.write_text(f'#!/bin/sh\nexec {DOCKER_CLI} "$@"\n')
         elif tool == "podman":
@@ -73,7 +81,7 @@ def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..
         index = next(counter)
         alias = f"host{index}"
         root = tmp_path / alias
-        bin_dir = _bin_dir(root / "bin", tools, podman)
+        bin_dir = _bin_dir(root / "bin", tools, engine, podman)
         # sealift hosts also need /usr/bin:/bin (the login shell's pyenv shims run on bash);
         # docker- or podman-only hosts see only their tool.
         path = f"{bin_dir}:/usr/bin:/bin" if "sealift" in tools else str(bin_dir)
@@ -160,13 +168,6 @@ def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") 
     report = run_sealift("inspect", "--json", archive).assert_ok().json()
     archive.unlink()
     return [layer["size"] for layer in report["images"][0]["layers"]]
-
-
-@pytest.fixture(scope="module")
-def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    from tests.conftest import running_engine
-
-    yield from running_engine("dst2", tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------- mode 1: agent
@@ -256,13 +257,13 @@ def test_two_hosts_and_a_dead_one(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    second_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
     start_host: Callable[..., Host],
     tmp_path: Path,
 ) -> None:
-    second_engine.remove_all_images()
+    second_dest_engine.remove_all_images()
     one = start_host(empty_dest_engine, ("sealift", "docker"))
-    two = start_host(second_engine, ("sealift", "docker"))
+    two = start_host(second_dest_engine, ("sealift", "docker"))
     dead_port = procs.free_port()
     dead = (
         "Host deadhost\n  HostName 127.0.0.1\n"
@@ -285,7 +286,7 @@ def test_two_hosts_and_a_dead_one(
     hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
     assert hosts[one.alias]["ok"] and hosts[two.alias]["ok"], hosts
     assert not hosts["deadhost"]["ok"] and hosts["deadhost"]["error"]
-    for engine in (empty_dest_engine, second_engine):
+    for engine in (empty_dest_engine, second_dest_engine):
         assert engine.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
 
 
