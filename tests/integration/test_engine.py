@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ import pytest
 
 from tests.support import procs
 from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe, sealift_env
-from tests.support.dockerd import DockerDaemon, image_id
+from tests.support.dockerd import DockerDaemon, image_id, missing_engine_reason
 from tests.support.fixtures import APP_OUTPUT, DOCKER_APP_ID, OCI_APP_ID, TOOL_FIXTURE_IMAGES
 from tests.support.images import BuiltImage, ImageSet
+from tests.support.require import require
+from tests.support.service import running
 
 pytestmark = pytest.mark.engine
 
@@ -61,10 +64,13 @@ CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "Labels", "WorkingDir", "User")
 
 
 def assert_same_image(source: DockerDaemon, dest: DockerDaemon, image: BuiltImage) -> None:
-    """Same ID, layers, config (Env/Cmd/Entrypoint/Labels...), tags, and it runs the same."""
+    """Same ID (config digest) and the same ID in the engine's terms (on the containerd store,
+    the manifest digest: same blobs), layers, config (Env/Cmd/Entrypoint/Labels...), tags, and it
+    runs the same."""
     src = source.inspect(image.ref)
     dst = dest.inspect(image.ref)
-    assert dst["Id"] == src["Id"] == image.id
+    assert dest.config_digest(image.ref) == source.config_digest(image.ref) == image.id
+    assert dst["Id"] == src["Id"], "the engine's own image ID"
     assert dst["RootFS"] == src["RootFS"]
     for key in ("Architecture", "Os", "Created"):
         assert dst.get(key) == src.get(key), key
@@ -116,6 +122,31 @@ def test_save_then_load_keeps_ids_config_tags_and_runs(
     assert set(empty_dest_engine.image_ids()) == {i.id for i in test_images.small}
     for image in test_images.small:
         assert_same_image(source_engine, empty_dest_engine, image)
+
+
+@pytest.fixture
+def vfs_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    """A Docker 20.10 engine on vfs, the storage driver of last resort (the others use overlay2)."""
+    require(missing_engine_reason())
+    workdir = tmp_path_factory.mktemp("engine-vfs", numbered=True)
+    yield from running(DockerDaemon("vfs", workdir, storage_driver="vfs"))
+
+
+def test_save_load_round_trip_through_a_vfs_engine(
+    source_engine: DockerDaemon,
+    vfs_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """sealift loads into and saves from an engine on vfs as on overlay2: IDs, config, runs."""
+    assert vfs_engine.docker("info", "--format", "{{.Driver}}").stdout.strip() == "vfs"
+    app = test_images.app1
+    load(vfs_engine, save(source_engine, tmp_path / "app.tar", app.ref)).assert_ok()
+    assert_same_image(source_engine, vfs_engine, app)
+    saved_from_vfs = save(vfs_engine, tmp_path / "from-vfs.tar", app.ref, compression="zstd")
+    load(empty_dest_engine, saved_from_vfs).assert_ok()
+    assert_same_image(vfs_engine, empty_dest_engine, app)
 
 
 def test_saved_archive_stores_shared_layers_once(
