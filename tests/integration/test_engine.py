@@ -217,10 +217,13 @@ def test_save_by_image_id(
     test_images: ImageSet,
     tmp_path: Path,
 ) -> None:
-    archive = save(source_engine, tmp_path / "by-id.tar", test_images.app2.id)
+    """By the ID ``docker images`` shows (the manifest digest on the containerd store)."""
+    app2 = test_images.app2
+    archive = save(source_engine, tmp_path / "by-id.tar", app2.engine_id)
     load(empty_dest_engine, archive).assert_ok()
-    assert empty_dest_engine.image_ids() == [test_images.app2.id]
-    assert empty_dest_engine.run(test_images.app2.id) == test_images.app2.expected_output
+    assert empty_dest_engine.image_ids() == [app2.id]
+    assert empty_dest_engine.engine_ids() == [app2.engine_id]
+    assert empty_dest_engine.run(app2.engine_id) == app2.expected_output
 
 
 def test_plain_docker_load_reads_sealift_save(
@@ -499,4 +502,4 @@ def test_sealift_load_reads_tool_fixtures(
             assert tags.get(ref) == ident, (ref, tags)
         assert set(result.loaded_refs()) == set(spec.ids)
     for app_id in expected & {DOCKER_APP_ID, OCI_APP_ID}:
-        assert empty_dest_engine.run(app_id) == APP_OUTPUT
+        assert empty_dest_engine.run(empty_dest_engine.engine_id_for(app_id)) == APP_OUTPUT

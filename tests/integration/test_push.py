@@ -20,8 +20,8 @@ import pytest
 
 from tests.support import procs
 from tests.support.cli import REPO_ROOT, SealiftResult, run_sealift
-from tests.support.dockerd import DOCKER_CLI, DockerDaemon
-from tests.support.images import ImageSet
+from tests.support.dockerd import DOCKER_CLI, DockerDaemon, image_id
+from tests.support.images import BuiltImage, ImageSet
 from tests.support.peers import Podman, Sshd
 from tests.support.ssh_relay import read_counts, relay_command, total_bytes
 
@@ -161,6 +161,12 @@ def pull(
     return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
 
 
+def assert_arrived(dest: DockerDaemon, ref: str, image: BuiltImage) -> None:
+    """``ref`` on ``dest`` is ``image``: same config digest, same ID in the engine's terms."""
+    assert image_id(dest, ref) == image.id
+    assert dest.inspect(ref)["Id"] == image.engine_id, "the engine's own image ID"
+
+
 def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") -> list[int]:
     """Compressed sizes of ``ref``'s layers (as sealift compresses them with ``codec``)."""
     archive = tmp / f"sizes-{codec}.tar"
@@ -185,7 +191,7 @@ def test_first_push_update_and_noop(
     result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
     summary = result.json()["hosts"][0]
     assert summary["ok"] and summary["mode"] == "agent", summary
-    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    assert_arrived(dest, test_images.app1.ref, test_images.app1)
     assert dest.run(test_images.app1.ref) == test_images.app1.expected_output
     zstd_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path)
     raw_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path, "none")
@@ -217,7 +223,7 @@ def test_first_push_update_and_noop(
         source_engine.docker("rmi", "sealift-test/app:stable")
     # one ssh handshake (~7 KiB with OpenSSH 9's post-quantum key exchange) and ~2 KiB of talk
     assert wire.bytes <= 12 * 1024, wire.bytes
-    assert dest.inspect("sealift-test/app:stable")["Id"] == test_images.app2.id
+    assert_arrived(dest, "sealift-test/app:stable", test_images.app2)
     summary = result.json()
     assert not summary["source_read"], "nothing needed: the source engine is not even saved"
     assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
@@ -248,7 +254,7 @@ def test_cut_mid_layer_then_resume(
     assert result.json()["hosts"][0]["layers_resumed"] == 1
     # the second push sends little more than what had not arrived
     assert wire.bytes <= big - cut + 4 * 1024 * 1024, (wire.bytes, big)
-    assert dest.inspect(large.ref)["Id"] == large.id
+    assert_arrived(dest, large.ref, large)
     assert dest.run(large.ref) == large.expected_output
     assert not any(host.cache.glob("sealift/staging/*"))
 
@@ -287,7 +293,7 @@ def test_two_hosts_and_a_dead_one(
     assert hosts[one.alias]["ok"] and hosts[two.alias]["ok"], hosts
     assert not hosts["deadhost"]["ok"] and hosts["deadhost"]["error"]
     for engine in (empty_dest_engine, second_dest_engine):
-        assert engine.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+        assert_arrived(engine, test_images.app1.ref, test_images.app1)
 
 
 def test_pull_sends_only_missing_layers(
@@ -302,7 +308,7 @@ def test_pull_sends_only_missing_layers(
     cache = tmp_path / "local-cache"
 
     pull(wire, dest, remote, test_images.app1.ref, cache).assert_ok()
-    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    assert_arrived(dest, test_images.app1.ref, test_images.app1)
     top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
     result = pull(wire, dest, remote, test_images.app2.ref, cache).assert_ok()
     assert result.json()["hosts"][0]["layers_sent"] == 1
@@ -356,7 +362,7 @@ def test_docker_only_remote_first_push_and_update(
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
     assert result.json()["hosts"][0]["layers_skipped"] == 2
     assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
-    assert dest.inspect(test_images.app2.ref)["Id"] == test_images.app2.id
+    assert_arrived(dest, test_images.app2.ref, test_images.app2)
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 
 

@@ -309,6 +309,14 @@ class DockerDaemon(Service):
         engine_id = self.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
         return self.config_digest_of(engine_id)
 
+    def engine_id_for(self, config_digest: str) -> str:
+        """What the engine calls the image whose config digest is ``config_digest`` (to name it
+        in ``docker`` commands: the containerd store does not know images by config digest)."""
+        for ident in self.engine_ids():
+            if self.config_digest_of(ident) == config_digest:
+                return ident
+        raise DockerDaemonError(f"no image with config {config_digest} on engine {self.name}")
+
     def engine_ids(self) -> list[str]:
         """What the engine calls each of its images (``docker images -a -q``), untagged too."""
         out = self.docker("images", "-a", "-q", "--no-trunc").stdout
