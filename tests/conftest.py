@@ -57,6 +57,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return storage_report()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what runs against Docker 26 ``docker26``, before ``-m`` selects: ``-m "not docker26"``
+    leaves that engine kind out (and it is then not even started)."""
+    for item in items:
+        if any(kind == "docker26" for kind, _role in engines_needed([item])):
+            item.add_marker(pytest.mark.docker26)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = terminalreporter.config.stash.get(ENGINE_POOL, None)
     for engine in pool.started() if pool is not None else ():
