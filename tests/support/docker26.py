@@ -135,7 +135,8 @@ def sweep_stale_instances() -> None:
         if match is None or procs.pid_alive(int(match.group(1))):
             continue
         root = instance / "root"
-        procs.kill_tree(None, extra=[*container_pids(root), *pids_rooted_in(root)], grace=5)
+        if pids_rooted_in(root):
+            continue  # an engine still runs there: not ours to judge
         _remove_instance(instance)
 
 
