@@ -167,6 +167,9 @@ class EnginePool:
 
 def storage_report() -> list[str]:
     """What the session's engines will run on, for pytest's report header."""
+    reason = missing_engine_reason()
+    if reason:
+        return [f"engines: unavailable: {reason}"]
     tmp = Path(tempfile.gettempdir())
     driver = storage_driver_for(tmp / "sealift-engine-data")
     why = "overlayfs mounts there" if driver == "overlay2" else "no working overlayfs there"
