@@ -1,7 +1,9 @@
-"""sealift save/load against real Docker 20.10 engines (issue 3).
+"""sealift save/load against real engines of both kinds (issues 3, 10): Docker 20.10 and Docker 26
+with the containerd image store (``@both_engine_kinds``).
 
-Two private engines: ``source_engine`` holds the standard test images, ``empty_dest_engine`` is
-emptied before each test. Nothing is pulled; containers run with ``--pull=never``.
+Two private engines of one kind: ``source_engine`` holds the standard test images,
+``empty_dest_engine`` is emptied before each test. Nothing is pulled; containers run with
+``--pull=never``.
 
 ``sealift load --json`` prints ``{"loaded": [...], "layers_sent": int, "layers_skipped": int,
 "bytes_sent": int}``; the "skips what the engine has" tests rely on ``layers_sent`` and
@@ -27,6 +29,7 @@ import pytest
 from tests.support import procs
 from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe, sealift_env
 from tests.support.dockerd import DockerDaemon, image_id, missing_engine_reason
+from tests.support.engines import both_engine_kinds
 from tests.support.fixtures import APP_OUTPUT, DOCKER_APP_ID, OCI_APP_ID, TOOL_FIXTURE_IMAGES
 from tests.support.images import BuiltImage, ImageSet
 from tests.support.require import require
@@ -104,6 +107,7 @@ def flip_byte(archive: Path, info: tarfile.TarInfo, where: float = 0.5) -> None:
 
 
 # ------------------------------------------------------------------------- round trips (happy)
+@both_engine_kinds
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_save_then_load_keeps_ids_config_tags_and_runs(
     compression: str,
@@ -149,6 +153,7 @@ def test_save_load_round_trip_through_a_vfs_engine(
     assert_same_image(vfs_engine, empty_dest_engine, app)
 
 
+@both_engine_kinds
 def test_saved_archive_stores_shared_layers_once(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -178,6 +183,7 @@ def test_saved_archive_stores_shared_layers_once(
     assert top_app1["shared"] is False
 
 
+@both_engine_kinds
 def test_docker_host_is_honoured(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -192,6 +198,7 @@ def test_docker_host_is_honoured(
     assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
 
 
+@both_engine_kinds
 def test_save_pipe_load_large_image(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -211,6 +218,7 @@ def test_save_pipe_load_large_image(
     assert_same_image(source_engine, empty_dest_engine, large)
 
 
+@both_engine_kinds
 def test_save_by_image_id(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -226,6 +234,7 @@ def test_save_by_image_id(
     assert empty_dest_engine.run(app2.engine_id) == app2.expected_output
 
 
+@both_engine_kinds
 def test_plain_docker_load_reads_sealift_save(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -239,6 +248,7 @@ def test_plain_docker_load_reads_sealift_save(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_sealift_load_reads_docker_save(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -254,6 +264,7 @@ def test_sealift_load_reads_docker_save(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_load_from_stdin(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -269,6 +280,7 @@ def test_load_from_stdin(
 
 
 # ---------------------------------------------------------------- send only what is missing
+@both_engine_kinds
 def test_load_skips_layers_the_engine_has(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -294,6 +306,7 @@ def test_load_skips_layers_the_engine_has(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_concurrent_loads_of_images_sharing_layers(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -323,6 +336,7 @@ def test_concurrent_loads_of_images_sharing_layers(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_loading_an_image_already_present_sends_no_layers(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -340,6 +354,7 @@ def test_loading_an_image_already_present_sends_no_layers(
 
 
 # ------------------------------------------------------------------------------------ refusals
+@both_engine_kinds
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_tampered_archive_is_refused_and_tags_nothing(
     compression: str,
@@ -362,6 +377,7 @@ def test_tampered_archive_is_refused_and_tags_nothing(
     assert test_images.app1.id not in empty_dest_engine.image_ids()
 
 
+@both_engine_kinds
 def test_truncated_archive_is_refused_and_tags_nothing(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -379,6 +395,7 @@ def test_truncated_archive_is_refused_and_tags_nothing(
     assert test_images.app1.id not in empty_dest_engine.image_ids()
 
 
+@both_engine_kinds
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_load_killed_midway_tags_nothing_and_a_retry_works(
     sig: signal.Signals,
@@ -425,6 +442,7 @@ def test_load_killed_midway_tags_nothing_and_a_retry_works(
     assert_same_image(source_engine, empty_dest_engine, large)
 
 
+@both_engine_kinds
 def test_missing_image_is_one_line_error(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -449,6 +467,7 @@ def test_unreachable_engine_is_one_line_error(tmp_path: Path, tool_fixtures: Pat
     run_sealift("load", archive, env=env).assert_one_line_error(1)
 
 
+@both_engine_kinds
 def test_save_to_full_disk_leaves_no_partial_file(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -463,6 +482,7 @@ def test_save_to_full_disk_leaves_no_partial_file(
         assert list(full.iterdir()) == [], "partial or temporary files left on the full disk"
 
 
+@both_engine_kinds
 def test_save_to_read_only_target_is_one_line_error(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -482,6 +502,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- archives other tools wrote
+@both_engine_kinds
 @pytest.mark.parametrize("name", sorted(TOOL_FIXTURE_IMAGES))
 def test_sealift_load_reads_tool_fixtures(
     name: str, tool_fixtures: Path, empty_dest_engine: DockerDaemon
