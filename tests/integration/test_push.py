@@ -1,5 +1,9 @@
 """``sealift push`` / ``pull`` over a real sshd into real engines, bytes counted on the wire.
 
+Push and pull, to agent and to bare-docker remotes, run against both engine kinds
+(``@both_engine_kinds``: source and destination engines are both Docker 20.10, or both Docker 26
+with the containerd image store); the podman cases use Docker 20.10 sources.
+
 Each "host" is an OpenSSH server on 127.0.0.1 whose sessions get ``DOCKER_HOST`` (their own
 dockerd), ``PATH`` (with or without sealift) and ``XDG_CACHE_HOME`` (their own staging) through
 ``SetEnv``. ssh reaches them through a ProxyCommand relay (tests/support/ssh_relay.py) that counts
@@ -21,6 +25,7 @@ import pytest
 from tests.support import procs
 from tests.support.cli import REPO_ROOT, SealiftResult, run_sealift
 from tests.support.dockerd import DOCKER_CLI, DockerDaemon, image_id
+from tests.support.engines import both_engine_kinds
 from tests.support.images import BuiltImage, ImageSet
 from tests.support.peers import Podman, Sshd
 from tests.support.ssh_relay import read_counts, relay_command, total_bytes
@@ -177,6 +182,7 @@ def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") 
 
 
 # ------------------------------------------------------------------------------- mode 1: agent
+@both_engine_kinds
 def test_first_push_update_and_noop(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -229,6 +235,7 @@ def test_first_push_update_and_noop(
     assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
 
 
+@both_engine_kinds
 def test_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -259,6 +266,7 @@ def test_cut_mid_layer_then_resume(
     assert not any(host.cache.glob("sealift/staging/*"))
 
 
+@both_engine_kinds
 def test_two_hosts_and_a_dead_one(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -296,6 +304,7 @@ def test_two_hosts_and_a_dead_one(
         assert_arrived(engine, test_images.app1.ref, test_images.app1)
 
 
+@both_engine_kinds
 def test_pull_sends_only_missing_layers(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -316,6 +325,7 @@ def test_pull_sends_only_missing_layers(
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 
 
+@both_engine_kinds
 def test_pull_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -343,6 +353,7 @@ def test_pull_cut_mid_layer_then_resume(
 
 
 # ----------------------------------------------------------------------- mode 2: bare engines
+@both_engine_kinds
 def test_docker_only_remote_first_push_and_update(
     test_images: ImageSet,
     source_engine: DockerDaemon,
