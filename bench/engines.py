@@ -1,7 +1,12 @@
 """The two engines of a bench run and the shared benchmark images.
 
-The engines are ``tests.support.dockerd.DockerDaemon`` (Debian's dockerd 20.10, vfs, no
-iptables/bridge, private data root, exec root, pidfile and socket). Their data roots live under
+The engines are the test rig's (``tests.support``): ``make_engine("docker20", ...)`` is a
+``DockerDaemon`` (Debian's dockerd 20.10, classic image store), ``make_engine("docker26", ...)`` a
+``Docker26Daemon`` (Debian 13's dockerd 26 on the containerd image store, from the tree
+scripts/install-test-deps caches). Both run on overlay2 (the containerd store: its overlayfs
+snapshotter) wherever overlayfs mounts on their data root's filesystem, vfs (``native``) only as the
+fallback, as users' engines do; ``engine.storage_driver`` says which. No iptables/bridge; private
+data root, exec root, pidfile and socket. Their data roots live under
 ``/tmp/sealift-bench/engines`` and are removed when the daemon stops, so every run rebuilds the
 images in a fresh source engine from the cached build dir ``/tmp/sealift-bench-build`` (the
 debootstrap rootfs, the downloaded .debs and the app trees are reused; only ``docker build``
@@ -28,7 +33,8 @@ UPDATE_TO = "bench/app:1.1"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.support.dockerd import DOCKER_CLI, DockerDaemon  # noqa: E402
+from tests.support.docker26 import Docker26Daemon  # noqa: E402
+from tests.support.dockerd import DOCKER_CLI, DockerDaemon, EngineKind  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -41,12 +47,22 @@ __all__ = [
     "REPO",
     "UPDATE_FROM",
     "UPDATE_TO",
+    "Docker26Daemon",
     "DockerDaemon",
+    "EngineKind",
     "build_images",
     "engine_pids",
     "image_cache",
+    "make_engine",
     "reset_engine",
 ]
+
+
+def make_engine(kind: EngineKind, name: str, workdir: Path) -> DockerDaemon:
+    """A bench engine of ``kind`` (not started): ``docker20`` or ``docker26``."""
+    if kind == "docker26":
+        return Docker26Daemon(name, workdir)
+    return DockerDaemon(name, workdir)
 
 
 def image_cache(build_dir: Path = BUILD_DIR) -> Path:
@@ -82,8 +98,9 @@ def build_images(daemon: DockerDaemon, log: Path, build_dir: Path = BUILD_DIR) -
 
 def _make_images(daemon: DockerDaemon, log: Path, build_dir: Path) -> None:
     env = daemon.env()
-    # The script calls plain `docker`: make it Debian's 20.10 client, as for every other call.
-    env["PATH"] = f"{DOCKER_CLI.parent}:{env.get('PATH', '')}"
+    # The script calls plain `docker`: make it the engine's own client, as for every other call.
+    client_dir = daemon.write_client_wrapper(daemon.workdir / "client-bin").parent
+    env["PATH"] = f"{client_dir}:{env.get('PATH', '')}"
     with open(log, "wb") as out:
         result = subprocess.run(
             ["bash", str(MAKE_IMAGES), str(build_dir)],
@@ -105,8 +122,8 @@ def _make_images(daemon: DockerDaemon, log: Path, build_dir: Path) -> None:
 def reset_engine(daemon: DockerDaemon, keep: Iterable[str] = ()) -> float:
     """Remove every image (or every image but ``keep``'s chains); return the seconds it took.
 
-    With vfs every layer is a full copy of the filesystem up to it, so removing the four bench
-    images deletes ~1.2 GB of files: this is why it is done outside the timed section.
+    Removing images is the engine's housekeeping, not part of any transfer (on the vfs fallback
+    it deletes ~1.2 GB of files): this is why it is done outside the timed section.
     """
     start = time.perf_counter()
     keep = list(keep)

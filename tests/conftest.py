@@ -2,9 +2,16 @@
 
 Real peers are started by the test session itself (never the machine's own services):
 
-* ``source_engine`` / ``dest_engine``: two private Docker 20.10 daemons (vfs, no network);
+* ``engine_kind``: ``docker20`` (Docker 20.10, classic store) unless the test is marked
+  ``@both_engine_kinds`` (tests/support/engines.py): then once ``docker20``, once ``docker26``
+  (Docker 26, containerd image store). The next fixtures follow it;
+* ``source_engine`` / ``dest_engine``: two private engines of that kind (overlay2 where the kernel
+  has a working overlayfs, else vfs; no network);
 * ``empty_dest_engine``: ``dest_engine`` with every image removed before the test;
+* ``second_dest_engine``: a third engine of that kind, not emptied;
 * ``test_images``: the standard image set (tests/support/images.py) built in ``source_engine``;
+* ``engine20`` / ``engine26``: the source and destination engines of one kind, as a pair;
+* ``engine_pool``: all of them; the session starts those its tests need at once, in parallel;
 * ``containerd``: a fresh namespace in a private containerd; ``podman``: emptied private storage;
 * ``skopeo``; ``sshd_factory``: start throwaway OpenSSH servers; ``registry``: a local registry.
 
@@ -19,8 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dockerd import DockerDaemon, missing_engine_reason
-from tests.support.images import ImageSet, build_test_images
+from tests.support.dockerd import DockerDaemon, EngineKind
+from tests.support.engines import (
+    EnginePair,
+    EnginePool,
+    engines_needed,
+    missing_reason,
+    new_engine,
+    storage_report,
+)
+from tests.support.images import ImageSet
 from tests.support.peers import (
     Containerd,
     Podman,
@@ -35,6 +50,28 @@ from tests.support.service import running
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 TOOL_FIXTURES = SHARED_DIR / "fixtures" / "tools"
+ENGINE_POOL = pytest.StashKey[EnginePool]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return storage_report()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what runs against Docker 26 ``docker26``, before ``-m`` selects: ``-m "not docker26"``
+    leaves that engine kind out (and it is then not even started)."""
+    for item in items:
+        if any(kind == "docker26" for kind, _role in engines_needed([item])):
+            item.add_marker(pytest.mark.docker26)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    pool = terminalreporter.config.stash.get(ENGINE_POOL, None)
+    for engine in pool.started() if pool is not None else ():
+        terminalreporter.write_line(
+            f"engine {engine.name}: {engine.kind}, storage driver {engine.storage_driver}"
+        )
 
 
 # --------------------------------------------------------------------------------- fixture data
@@ -47,22 +84,54 @@ def tool_fixtures() -> Path:
 
 
 # ------------------------------------------------------------------------------------- engines
-def running_engine(name: str, factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    """Body of an engine fixture: a private dockerd called ``name``, stopped afterwards."""
-    require(missing_engine_reason())
-    yield from running(DockerDaemon(name, factory.mktemp(f"engine-{name}", numbered=True)))
+@pytest.fixture(scope="session", autouse=True)
+def engine_pool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EnginePool]:
+    """Every engine of the session; those the collected tests use start at once, in parallel."""
+    pool = EnginePool(lambda name: tmp_path_factory.mktemp(f"engine-{name}", numbered=True))
+    request.config.stash[ENGINE_POOL] = pool
+    try:
+        pool.prestart(engines_needed(request.session.items))
+        yield pool
+    finally:
+        pool.stop_all()
 
 
 @pytest.fixture(scope="session")
-def source_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    """A private Docker 20.10 engine holding ``test_images``."""
-    yield from running_engine("src", tmp_path_factory)
+def engine_kind(request: pytest.FixtureRequest) -> EngineKind:
+    """``docker20``, or the kind a ``@both_engine_kinds`` test is running with."""
+    kind: EngineKind = getattr(request, "param", "docker20")
+    return kind
+
+
+def running_engine(
+    name: str, factory: pytest.TempPathFactory, kind: EngineKind = "docker20"
+) -> Iterator[DockerDaemon]:
+    """Body of a fixture owning an extra engine of ``kind`` called ``name``, stopped afterwards."""
+    require(missing_reason(kind))
+    yield from running(new_engine(kind, name, factory.mktemp(f"engine-{name}", numbered=True)))
 
 
 @pytest.fixture(scope="session")
-def dest_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+def source_engine(engine_kind: EngineKind, engine_pool: EnginePool) -> DockerDaemon:
+    """A private engine of ``engine_kind`` holding ``test_images``."""
+    require(missing_reason(engine_kind))
+    return engine_pool.engine(engine_kind, "src")
+
+
+@pytest.fixture(scope="session")
+def dest_engine(engine_kind: EngineKind, engine_pool: EnginePool) -> DockerDaemon:
     """A second private engine, the destination of transfers. Not emptied between tests."""
-    yield from running_engine("dst", tmp_path_factory)
+    require(missing_reason(engine_kind))
+    return engine_pool.engine(engine_kind, "dst")
+
+
+@pytest.fixture(scope="session")
+def second_dest_engine(engine_kind: EngineKind, engine_pool: EnginePool) -> DockerDaemon:
+    """A third private engine of ``engine_kind`` (a second host). Not emptied between tests."""
+    require(missing_reason(engine_kind))
+    return engine_pool.engine(engine_kind, "dst2")
 
 
 @pytest.fixture
@@ -73,9 +142,26 @@ def empty_dest_engine(dest_engine: DockerDaemon) -> DockerDaemon:
 
 
 @pytest.fixture(scope="session")
-def test_images(source_engine: DockerDaemon) -> ImageSet:
+def test_images(source_engine: DockerDaemon, engine_pool: EnginePool) -> ImageSet:
     """The standard images, built in ``source_engine`` (once per session)."""
-    return build_test_images(source_engine)
+    return engine_pool.images(source_engine.kind)
+
+
+def engine_pair(pool: EnginePool, kind: EngineKind) -> EnginePair:
+    require(missing_reason(kind))
+    return EnginePair(pool.engine(kind, "src"), pool.engine(kind, "dst"))
+
+
+@pytest.fixture(scope="session")
+def engine20(engine_pool: EnginePool) -> EnginePair:
+    """The Docker 20.10 source and destination engines."""
+    return engine_pair(engine_pool, "docker20")
+
+
+@pytest.fixture(scope="session")
+def engine26(engine_pool: EnginePool) -> EnginePair:
+    """The Docker 26 (containerd image store) source and destination engines."""
+    return engine_pair(engine_pool, "docker26")
 
 
 # ---------------------------------------------------------------------------------------- peers

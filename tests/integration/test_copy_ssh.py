@@ -16,7 +16,6 @@ from tests.integration.test_push import (  # fixtures and helpers of the push te
     connect,
     layer_sizes,
     push,
-    second_engine,
     start_host,
 )
 from tests.support.cli import run_sealift
@@ -26,7 +25,7 @@ from tests.support.peers import Sshd
 
 pytestmark = [pytest.mark.ssh, pytest.mark.engine]
 
-__all__ = ["connect", "second_engine", "start_host"]  # pytest finds the fixtures through these
+__all__ = ["connect", "start_host"]  # pytest finds the fixtures through these
 
 
 def save(engine: DockerDaemon, ref: str, path: Path, *args: str) -> Path:
@@ -38,16 +37,16 @@ def test_push_from_an_archive_sends_each_host_only_what_it_lacks(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    second_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
     start_host: Callable[..., Host],
     tmp_path: Path,
 ) -> None:
-    second_engine.remove_all_images()
+    second_dest_engine.remove_all_images()
     archive = save(
         source_engine, test_images.app2.ref, tmp_path / "bundle.tar", "--compression", "zstd"
     )
     one = start_host(empty_dest_engine, ("sealift", "docker"))
-    two = start_host(second_engine, ("sealift", "docker"))
+    two = start_host(second_dest_engine, ("sealift", "docker"))
     warm = Wire(tmp_path / "warm", [two])
     push(warm, source_engine, test_images.app1.ref, two.url).assert_ok()
 
@@ -56,7 +55,7 @@ def test_push_from_an_archive_sends_each_host_only_what_it_lacks(
     hosts = {h["host"]: h for h in result.json()["hosts"]}
     assert hosts[one.alias]["layers_sent"] == 3, hosts
     assert hosts[two.alias]["layers_sent"] == 1 and hosts[two.alias]["layers_skipped"] == 2, hosts
-    for engine in (empty_dest_engine, second_engine):
+    for engine in (empty_dest_engine, second_dest_engine):
         assert engine.inspect(test_images.app2.ref)["Id"] == test_images.app2.id
         assert engine.run(test_images.app2.ref) == test_images.app2.expected_output
     everything = sum(layer_sizes(source_engine, test_images.app2.ref, tmp_path))
@@ -108,17 +107,17 @@ def test_two_pushes_into_one_hosts_shared_staging_both_succeed(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    second_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
     sshd_factory: Callable[..., Sshd],
     tmp_path: Path,
 ) -> None:
     """Two engines on one machine (or two CI jobs deploying at once) share one staging
     directory: the second receiver of a layer waits for the first and reuses its bytes."""
-    second_engine.remove_all_images()
+    second_dest_engine.remove_all_images()
     shared_cache = tmp_path / "one-machine-cache"
-    bin_dir = _bin_dir(tmp_path / "bin", ("sealift", "docker"))
     hosts = []
-    for index, engine in enumerate((empty_dest_engine, second_engine)):
+    for index, engine in enumerate((empty_dest_engine, second_dest_engine)):
+        bin_dir = _bin_dir(tmp_path / f"bin{index}", ("sealift", "docker"), engine)
         env = {
             "PATH": f"{bin_dir}:/usr/bin:/bin",
             "XDG_CACHE_HOME": str(shared_cache),
@@ -131,6 +130,6 @@ def test_two_pushes_into_one_hosts_shared_staging_both_succeed(
     large = test_images.large
     result = push(wire, source_engine, large.ref, *(h.url for h in hosts), "--json").assert_ok()
     assert all(h["ok"] for h in result.json()["hosts"]), result.stdout
-    for engine in (empty_dest_engine, second_engine):
+    for engine in (empty_dest_engine, second_dest_engine):
         assert engine.inspect(large.ref)["Id"] == large.id
     assert not any(shared_cache.glob("sealift/staging/*")), "staging is emptied by the last one"

@@ -1,7 +1,9 @@
-"""sealift save/load against real Docker 20.10 engines (issue 3).
+"""sealift save/load against real engines of both kinds (issues 3, 10): Docker 20.10 and Docker 26
+with the containerd image store (``@both_engine_kinds``).
 
-Two private engines: ``source_engine`` holds the standard test images, ``empty_dest_engine`` is
-emptied before each test. Nothing is pulled; containers run with ``--pull=never``.
+Two private engines of one kind: ``source_engine`` holds the standard test images,
+``empty_dest_engine`` is emptied before each test. Nothing is pulled; containers run with
+``--pull=never``.
 
 ``sealift load --json`` prints ``{"loaded": [...], "layers_sent": int, "layers_skipped": int,
 "bytes_sent": int}``; the "skips what the engine has" tests rely on ``layers_sent`` and
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,12 @@ import pytest
 
 from tests.support import procs
 from tests.support.cli import SealiftResult, run_sealift, run_sealift_pipe, sealift_env
-from tests.support.dockerd import DockerDaemon, image_id
+from tests.support.dockerd import DockerDaemon, image_id, missing_engine_reason
+from tests.support.engines import both_engine_kinds
 from tests.support.fixtures import APP_OUTPUT, DOCKER_APP_ID, OCI_APP_ID, TOOL_FIXTURE_IMAGES
 from tests.support.images import BuiltImage, ImageSet
+from tests.support.require import require
+from tests.support.service import running
 
 pytestmark = pytest.mark.engine
 
@@ -61,10 +67,13 @@ CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "Labels", "WorkingDir", "User")
 
 
 def assert_same_image(source: DockerDaemon, dest: DockerDaemon, image: BuiltImage) -> None:
-    """Same ID, layers, config (Env/Cmd/Entrypoint/Labels...), tags, and it runs the same."""
+    """Same ID (config digest) and the same ID in the engine's terms (on the containerd store,
+    the manifest digest: same blobs), layers, config (Env/Cmd/Entrypoint/Labels...), tags, and it
+    runs the same."""
     src = source.inspect(image.ref)
     dst = dest.inspect(image.ref)
-    assert dst["Id"] == src["Id"] == image.id
+    assert dest.config_digest(image.ref) == source.config_digest(image.ref) == image.id
+    assert dst["Id"] == src["Id"], "the engine's own image ID"
     assert dst["RootFS"] == src["RootFS"]
     for key in ("Architecture", "Os", "Created"):
         assert dst.get(key) == src.get(key), key
@@ -98,6 +107,7 @@ def flip_byte(archive: Path, info: tarfile.TarInfo, where: float = 0.5) -> None:
 
 
 # ------------------------------------------------------------------------- round trips (happy)
+@both_engine_kinds
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_save_then_load_keeps_ids_config_tags_and_runs(
     compression: str,
@@ -118,6 +128,32 @@ def test_save_then_load_keeps_ids_config_tags_and_runs(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@pytest.fixture
+def vfs_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    """A Docker 20.10 engine on vfs, the storage driver of last resort (the others use overlay2)."""
+    require(missing_engine_reason())
+    workdir = tmp_path_factory.mktemp("engine-vfs", numbered=True)
+    yield from running(DockerDaemon("vfs", workdir, storage_driver="vfs"))
+
+
+def test_save_load_round_trip_through_a_vfs_engine(
+    source_engine: DockerDaemon,
+    vfs_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    tmp_path: Path,
+) -> None:
+    """sealift loads into and saves from an engine on vfs as on overlay2: IDs, config, runs."""
+    assert vfs_engine.docker("info", "--format", "{{.Driver}}").stdout.strip() == "vfs"
+    app = test_images.app1
+    load(vfs_engine, save(source_engine, tmp_path / "app.tar", app.ref)).assert_ok()
+    assert_same_image(source_engine, vfs_engine, app)
+    saved_from_vfs = save(vfs_engine, tmp_path / "from-vfs.tar", app.ref, compression="zstd")
+    load(empty_dest_engine, saved_from_vfs).assert_ok()
+    assert_same_image(vfs_engine, empty_dest_engine, app)
+
+
+@both_engine_kinds
 def test_saved_archive_stores_shared_layers_once(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -147,6 +183,7 @@ def test_saved_archive_stores_shared_layers_once(
     assert top_app1["shared"] is False
 
 
+@both_engine_kinds
 def test_docker_host_is_honoured(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -161,6 +198,7 @@ def test_docker_host_is_honoured(
     assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
 
 
+@both_engine_kinds
 def test_save_pipe_load_large_image(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -180,18 +218,23 @@ def test_save_pipe_load_large_image(
     assert_same_image(source_engine, empty_dest_engine, large)
 
 
+@both_engine_kinds
 def test_save_by_image_id(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
     test_images: ImageSet,
     tmp_path: Path,
 ) -> None:
-    archive = save(source_engine, tmp_path / "by-id.tar", test_images.app2.id)
+    """By the ID ``docker images`` shows (the manifest digest on the containerd store)."""
+    app2 = test_images.app2
+    archive = save(source_engine, tmp_path / "by-id.tar", app2.engine_id)
     load(empty_dest_engine, archive).assert_ok()
-    assert empty_dest_engine.image_ids() == [test_images.app2.id]
-    assert empty_dest_engine.run(test_images.app2.id) == test_images.app2.expected_output
+    assert empty_dest_engine.image_ids() == [app2.id]
+    assert empty_dest_engine.engine_ids() == [app2.engine_id]
+    assert empty_dest_engine.run(app2.engine_id) == app2.expected_output
 
 
+@both_engine_kinds
 def test_plain_docker_load_reads_sealift_save(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -205,6 +248,7 @@ def test_plain_docker_load_reads_sealift_save(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_sealift_load_reads_docker_save(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -220,6 +264,7 @@ def test_sealift_load_reads_docker_save(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_load_from_stdin(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -235,6 +280,7 @@ def test_load_from_stdin(
 
 
 # ---------------------------------------------------------------- send only what is missing
+@both_engine_kinds
 def test_load_skips_layers_the_engine_has(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -260,6 +306,7 @@ def test_load_skips_layers_the_engine_has(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_concurrent_loads_of_images_sharing_layers(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -289,6 +336,7 @@ def test_concurrent_loads_of_images_sharing_layers(
         assert_same_image(source_engine, empty_dest_engine, image)
 
 
+@both_engine_kinds
 def test_loading_an_image_already_present_sends_no_layers(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -306,6 +354,7 @@ def test_loading_an_image_already_present_sends_no_layers(
 
 
 # ------------------------------------------------------------------------------------ refusals
+@both_engine_kinds
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_tampered_archive_is_refused_and_tags_nothing(
     compression: str,
@@ -328,6 +377,7 @@ def test_tampered_archive_is_refused_and_tags_nothing(
     assert test_images.app1.id not in empty_dest_engine.image_ids()
 
 
+@both_engine_kinds
 def test_truncated_archive_is_refused_and_tags_nothing(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -345,6 +395,7 @@ def test_truncated_archive_is_refused_and_tags_nothing(
     assert test_images.app1.id not in empty_dest_engine.image_ids()
 
 
+@both_engine_kinds
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_load_killed_midway_tags_nothing_and_a_retry_works(
     sig: signal.Signals,
@@ -391,6 +442,7 @@ def test_load_killed_midway_tags_nothing_and_a_retry_works(
     assert_same_image(source_engine, empty_dest_engine, large)
 
 
+@both_engine_kinds
 def test_missing_image_is_one_line_error(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -415,6 +467,7 @@ def test_unreachable_engine_is_one_line_error(tmp_path: Path, tool_fixtures: Pat
     run_sealift("load", archive, env=env).assert_one_line_error(1)
 
 
+@both_engine_kinds
 def test_save_to_full_disk_leaves_no_partial_file(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -429,6 +482,7 @@ def test_save_to_full_disk_leaves_no_partial_file(
         assert list(full.iterdir()) == [], "partial or temporary files left on the full disk"
 
 
+@both_engine_kinds
 def test_save_to_read_only_target_is_one_line_error(
     source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
@@ -448,6 +502,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- archives other tools wrote
+@both_engine_kinds
 @pytest.mark.parametrize("name", sorted(TOOL_FIXTURE_IMAGES))
 def test_sealift_load_reads_tool_fixtures(
     name: str, tool_fixtures: Path, empty_dest_engine: DockerDaemon
@@ -468,4 +523,4 @@ def test_sealift_load_reads_tool_fixtures(
             assert tags.get(ref) == ident, (ref, tags)
         assert set(result.loaded_refs()) == set(spec.ids)
     for app_id in expected & {DOCKER_APP_ID, OCI_APP_ID}:
-        assert empty_dest_engine.run(app_id) == APP_OUTPUT
+        assert empty_dest_engine.run(empty_dest_engine.engine_id_for(app_id)) == APP_OUTPUT

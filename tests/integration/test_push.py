@@ -1,5 +1,9 @@
 """``sealift push`` / ``pull`` over a real sshd into real engines, bytes counted on the wire.
 
+Push and pull, to agent and to bare-docker remotes, run against both engine kinds
+(``@both_engine_kinds``: source and destination engines are both Docker 20.10, or both Docker 26
+with the containerd image store); the podman cases use Docker 20.10 sources.
+
 Each "host" is an OpenSSH server on 127.0.0.1 whose sessions get ``DOCKER_HOST`` (their own
 dockerd), ``PATH`` (with or without sealift) and ``XDG_CACHE_HOME`` (their own staging) through
 ``SetEnv``. ssh reaches them through a ProxyCommand relay (tests/support/ssh_relay.py) that counts
@@ -12,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +24,9 @@ import pytest
 
 from tests.support import procs
 from tests.support.cli import REPO_ROOT, SealiftResult, run_sealift
-from tests.support.dockerd import DOCKER_CLI, DockerDaemon
-from tests.support.images import ImageSet
+from tests.support.dockerd import DOCKER_CLI, DockerDaemon, image_id
+from tests.support.engines import both_engine_kinds
+from tests.support.images import BuiltImage, ImageSet
 from tests.support.peers import Podman, Sshd
 from tests.support.ssh_relay import read_counts, relay_command, total_bytes
 
@@ -42,7 +47,13 @@ class Host:
         return f"ssh://{self.alias}"
 
 
-def _bin_dir(directory: Path, tools: tuple[str, ...], podman: Podman | None = None) -> Path:
+def _bin_dir(
+    directory: Path,
+    tools: tuple[str, ...],
+    engine: DockerDaemon | None,
+    podman: Podman | None = None,
+) -> Path:
+    """``tools`` as commands in ``directory``; ``docker`` is ``engine``'s own client."""
     directory.mkdir(parents=True, exist_ok=True)
     for tool in tools:
         path = directory / tool
@@ -50,6 +61,8 @@ def _bin_dir(directory: Path, tools: tuple[str, ...], podman: Podman | None = No
             path.write_text(
                 f'#!/bin/sh\nPYTHONPATH={REPO_ROOT / "src"} exec {sys.executable} -m sealift "$@"\n'
             )
+        elif tool == "docker" and engine is not None:
+            engine.write_client_wrapper(directory)
         elif tool == "docker":
             path.write_text(f'#!/bin/sh\nexec {DOCKER_CLI} "$@"\n')
         elif tool == "podman":
@@ -73,7 +86,7 @@ def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..
         index = next(counter)
         alias = f"host{index}"
         root = tmp_path / alias
-        bin_dir = _bin_dir(root / "bin", tools, podman)
+        bin_dir = _bin_dir(root / "bin", tools, engine, podman)
         # sealift hosts also need /usr/bin:/bin (the login shell's pyenv shims run on bash);
         # docker- or podman-only hosts see only their tool.
         path = f"{bin_dir}:/usr/bin:/bin" if "sealift" in tools else str(bin_dir)
@@ -153,6 +166,12 @@ def pull(
     return run_sealift("pull", remote.url, ref, "--json", env=env, timeout=300)
 
 
+def assert_arrived(dest: DockerDaemon, ref: str, image: BuiltImage) -> None:
+    """``ref`` on ``dest`` is ``image``: same config digest, same ID in the engine's terms."""
+    assert image_id(dest, ref) == image.id
+    assert dest.inspect(ref)["Id"] == image.engine_id, "the engine's own image ID"
+
+
 def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") -> list[int]:
     """Compressed sizes of ``ref``'s layers (as sealift compresses them with ``codec``)."""
     archive = tmp / f"sizes-{codec}.tar"
@@ -162,14 +181,8 @@ def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") 
     return [layer["size"] for layer in report["images"][0]["layers"]]
 
 
-@pytest.fixture(scope="module")
-def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    from tests.conftest import running_engine
-
-    yield from running_engine("dst2", tmp_path_factory)
-
-
 # ------------------------------------------------------------------------------- mode 1: agent
+@both_engine_kinds
 def test_first_push_update_and_noop(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -184,7 +197,7 @@ def test_first_push_update_and_noop(
     result = push(wire, source_engine, test_images.app1.ref, host.url, "--json").assert_ok()
     summary = result.json()["hosts"][0]
     assert summary["ok"] and summary["mode"] == "agent", summary
-    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    assert_arrived(dest, test_images.app1.ref, test_images.app1)
     assert dest.run(test_images.app1.ref) == test_images.app1.expected_output
     zstd_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path)
     raw_sizes = layer_sizes(source_engine, test_images.app1.ref, tmp_path, "none")
@@ -216,12 +229,13 @@ def test_first_push_update_and_noop(
         source_engine.docker("rmi", "sealift-test/app:stable")
     # one ssh handshake (~7 KiB with OpenSSH 9's post-quantum key exchange) and ~2 KiB of talk
     assert wire.bytes <= 12 * 1024, wire.bytes
-    assert dest.inspect("sealift-test/app:stable")["Id"] == test_images.app2.id
+    assert_arrived(dest, "sealift-test/app:stable", test_images.app2)
     summary = result.json()
     assert not summary["source_read"], "nothing needed: the source engine is not even saved"
     assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
 
 
+@both_engine_kinds
 def test_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -247,22 +261,23 @@ def test_cut_mid_layer_then_resume(
     assert result.json()["hosts"][0]["layers_resumed"] == 1
     # the second push sends little more than what had not arrived
     assert wire.bytes <= big - cut + 4 * 1024 * 1024, (wire.bytes, big)
-    assert dest.inspect(large.ref)["Id"] == large.id
+    assert_arrived(dest, large.ref, large)
     assert dest.run(large.ref) == large.expected_output
     assert not any(host.cache.glob("sealift/staging/*"))
 
 
+@both_engine_kinds
 def test_two_hosts_and_a_dead_one(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
-    second_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
     start_host: Callable[..., Host],
     tmp_path: Path,
 ) -> None:
-    second_engine.remove_all_images()
+    second_dest_engine.remove_all_images()
     one = start_host(empty_dest_engine, ("sealift", "docker"))
-    two = start_host(second_engine, ("sealift", "docker"))
+    two = start_host(second_dest_engine, ("sealift", "docker"))
     dead_port = procs.free_port()
     dead = (
         "Host deadhost\n  HostName 127.0.0.1\n"
@@ -285,10 +300,11 @@ def test_two_hosts_and_a_dead_one(
     hosts = {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
     assert hosts[one.alias]["ok"] and hosts[two.alias]["ok"], hosts
     assert not hosts["deadhost"]["ok"] and hosts["deadhost"]["error"]
-    for engine in (empty_dest_engine, second_engine):
-        assert engine.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    for engine in (empty_dest_engine, second_dest_engine):
+        assert_arrived(engine, test_images.app1.ref, test_images.app1)
 
 
+@both_engine_kinds
 def test_pull_sends_only_missing_layers(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -301,7 +317,7 @@ def test_pull_sends_only_missing_layers(
     cache = tmp_path / "local-cache"
 
     pull(wire, dest, remote, test_images.app1.ref, cache).assert_ok()
-    assert dest.inspect(test_images.app1.ref)["Id"] == test_images.app1.id
+    assert_arrived(dest, test_images.app1.ref, test_images.app1)
     top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
     result = pull(wire, dest, remote, test_images.app2.ref, cache).assert_ok()
     assert result.json()["hosts"][0]["layers_sent"] == 1
@@ -309,6 +325,7 @@ def test_pull_sends_only_missing_layers(
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 
 
+@both_engine_kinds
 def test_pull_cut_mid_layer_then_resume(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -336,6 +353,7 @@ def test_pull_cut_mid_layer_then_resume(
 
 
 # ----------------------------------------------------------------------- mode 2: bare engines
+@both_engine_kinds
 def test_docker_only_remote_first_push_and_update(
     test_images: ImageSet,
     source_engine: DockerDaemon,
@@ -355,7 +373,7 @@ def test_docker_only_remote_first_push_and_update(
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
     assert result.json()["hosts"][0]["layers_skipped"] == 2
     assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
-    assert dest.inspect(test_images.app2.ref)["Id"] == test_images.app2.id
+    assert_arrived(dest, test_images.app2.ref, test_images.app2)
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 
 

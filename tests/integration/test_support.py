@@ -8,30 +8,62 @@ import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.dockerd import DockerDaemon, image_id
+from tests.support import procs
+from tests.support.docker26 import Docker26Daemon, missing_docker26_reason, pids_rooted_in
+from tests.support.dockerd import DockerDaemon, DockerDaemonError, image_id
+from tests.support.engines import EnginePair, EnginePool, both_engine_kinds
 from tests.support.fixtures import TOOL_FIXTURE_IMAGES
 from tests.support.images import ImageSet
 from tests.support.peers import Containerd, Podman, Registry, Skopeo, Sshd
+from tests.support.require import require
+from tests.support.storage import overlay_mounts_on
+
+
+def docker_info(daemon: DockerDaemon) -> dict[str, Any]:
+    info = json.loads(daemon.docker("info", "--format", "{{json .}}").stdout)
+    assert isinstance(info, dict)
+    return info
 
 
 @pytest.mark.engine
+@both_engine_kinds
 def test_engines_are_private_and_separate(
     source_engine: DockerDaemon, dest_engine: DockerDaemon
 ) -> None:
     assert source_engine.host != dest_engine.host
+    assert source_engine.kind == dest_engine.kind
     for daemon in (source_engine, dest_engine):
         assert len(daemon.host) < 100
-        info = json.loads(daemon.docker("info", "--format", "{{json .}}").stdout)
-        assert info["Driver"] == "vfs"
-        assert info["DockerRootDir"] == str(daemon.data_root)
-        assert info["ServerVersion"].startswith("20.10")
+        info = docker_info(daemon)
+        assert info["DockerRootDir"] == daemon.engine_data_root
         assert daemon.containerd_socket.exists()
+        overlay = overlay_mounts_on(daemon.workdir)
+        if daemon.kind == "docker20":
+            assert info["ServerVersion"].startswith("20.10")
+            assert info["Driver"] == daemon.storage_driver == ("overlay2" if overlay else "vfs")
+        else:
+            assert info["ServerVersion"].startswith("26.")
+            assert info["Driver"] == daemon.storage_driver == ("overlayfs" if overlay else "native")
+            assert ["driver-type", "io.containerd.snapshotter.v1"] in info["DriverStatus"]
 
 
 @pytest.mark.engine
+def test_both_engine_kinds_can_be_had_as_pairs(
+    engine20: EnginePair, engine26: EnginePair, source_engine: DockerDaemon
+) -> None:
+    assert (engine20.source.kind, engine20.dest.kind) == ("docker20", "docker20")
+    assert (engine26.source.kind, engine26.dest.kind) == ("docker26", "docker26")
+    assert source_engine is engine20.source, "without a parameter, the engines are Docker 20.10"
+    hosts = {e.host for e in (engine20.source, engine20.dest, engine26.source, engine26.dest)}
+    assert len(hosts) == 4
+
+
+@pytest.mark.engine
+@both_engine_kinds
 def test_standard_images_run_offline(source_engine: DockerDaemon, test_images: ImageSet) -> None:
     for image in test_images.small:
         assert image_id(source_engine, image.ref) == image.id
@@ -47,6 +79,7 @@ def test_standard_images_run_offline(source_engine: DockerDaemon, test_images: I
 
 
 @pytest.mark.engine
+@both_engine_kinds
 def test_large_image_content(source_engine: DockerDaemon, test_images: ImageSet) -> None:
     large = test_images.large
     assert len(large.diff_ids) == 3
@@ -54,6 +87,7 @@ def test_large_image_content(source_engine: DockerDaemon, test_images: ImageSet)
 
 
 @pytest.mark.engine
+@both_engine_kinds
 def test_docker_save_load_round_trip_between_engines(
     source_engine: DockerDaemon,
     empty_dest_engine: DockerDaemon,
@@ -64,9 +98,46 @@ def test_docker_save_load_round_trip_between_engines(
     archive = source_engine.docker_save(tmp_path / "docker-save.tar", test_images.app1.ref)
     empty_dest_engine.docker("load", "--input", archive)
     assert image_id(empty_dest_engine, test_images.app1.ref) == test_images.app1.id
+    assert empty_dest_engine.inspect(test_images.app1.ref)["Id"] == test_images.app1.engine_id
     assert empty_dest_engine.run(test_images.app1.ref) == test_images.app1.expected_output
     empty_dest_engine.remove_all_images()
     assert empty_dest_engine.image_ids() == []
+
+
+@pytest.mark.engine
+def test_docker26_engine_stops_clean_with_a_container_running(
+    engine26: EnginePair, engine_pool: EnginePool, tmp_path: Path
+) -> None:
+    """A third Docker 26 engine beside the session's two: after stop() no process is rooted in
+    its private root and nothing is mounted under it or its data root."""
+    base = engine_pool.images("docker26").base
+    engine = Docker26Daemon("extra", tmp_path / "extra")
+    try:
+        engine.start()
+        archive = engine26.source.docker_save(tmp_path / "base.tar", base.ref)
+        engine.docker("load", "--input", archive)
+        engine.docker("run", "-d", "--pull=never", "--network", "none", base.ref, "sleep", "600")
+        assert len(pids_rooted_in(engine.root)) >= 3, "dockerd, containerd, a shim"
+        assert procs.mounts_under(engine.root)
+    finally:
+        engine.stop()
+    assert pids_rooted_in(engine.root) == []
+    assert engine.leftover_mounts == []
+    assert procs.mounts_under(engine.instance_dir) == []
+    assert procs.mounts_under(engine.data_root) == []
+    assert not engine.instance_dir.exists() and not engine.data_root.exists()
+    assert engine26.source.running and engine26.dest.running, "the others are left alone"
+
+
+@pytest.mark.engine
+def test_docker26_engine_that_fails_to_start_leaves_nothing(tmp_path: Path) -> None:
+    require(missing_docker26_reason())
+    engine = Docker26Daemon("broken", tmp_path / "broken", extra_args=["--no-such-flag"])
+    with pytest.raises(DockerDaemonError, match="did not come up"):
+        engine.start()
+    assert not engine.running
+    assert procs.mounts_under(engine.instance_dir) == []
+    assert not engine.instance_dir.exists()
 
 
 @pytest.mark.interop

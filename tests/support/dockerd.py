@@ -1,33 +1,42 @@
 """A private, throwaway Docker 20.10 engine for integration tests.
 
 ``DockerDaemon`` starts Debian's ``/usr/sbin/dockerd`` as root with its own data root, exec root,
-pidfile, config file and unix socket, using the ``vfs`` storage driver and no networking set-up
+pidfile, config file and unix socket, on the ``overlay2`` storage driver where overlayfs mounts on
+the data root's filesystem (else ``vfs``; ``storage_driver`` says which), with no networking set-up
 (no iptables, no bridge). When no system containerd is running, dockerd starts its own
 containerd under ``<exec-root>/containerd``; ``containerd_socket`` points there.
 
 The client used is always Debian's ``/usr/bin/docker`` (20.10): ``/usr/local/bin/docker`` may be a
-much newer client that negotiates differently.
+much newer client that negotiates differently. ``tests.support.docker26`` holds the other engine
+kind, Docker 26 with the containerd image store, with the same client-side interface.
+
+Image identity: ``image_id``, ``image_ids()`` and ``tags()`` speak of config digests, the image ID
+every engine kind and archive agrees on; ``inspect(ref)["Id"]`` is what the engine itself calls the
+image (the config digest on 20.10, the manifest or index digest on the containerd store).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Literal, Self
 
 from tests.support import procs
 from tests.support.service import Service
+from tests.support.storage import Overlay2OrVfs, storage_driver_for
 
 __all__ = [
     "DOCKERD",
     "DOCKER_CLI",
     "DockerDaemon",
     "DockerDaemonError",
+    "EngineKind",
     "build_image",
     "image_id",
     "missing_engine_reason",
@@ -37,6 +46,9 @@ DOCKERD = Path("/usr/sbin/dockerd")
 DOCKER_CLI = Path("/usr/bin/docker")
 BUSYBOX = Path("/usr/bin/busybox")
 SYSTEM_CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
+
+EngineKind = Literal["docker20", "docker26"]
+"""``docker20`` (this module) or ``docker26`` (``tests.support.docker26``)."""
 
 _DOCKER_ENV_DROP = (
     "DOCKER_HOST",
@@ -69,9 +81,17 @@ def missing_engine_reason() -> str | None:
 
 
 class DockerDaemon(Service):
-    """One private dockerd. Use as a context manager, or call ``start()`` / ``stop()``."""
+    """One private dockerd. Use as a context manager, or call ``start()`` / ``stop()``.
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    ``storage_driver`` is ``overlay2`` where overlayfs works on the data root's filesystem, else
+    ``vfs``; pass ``storage_driver="vfs"`` to have the fallback on purpose.
+    """
+
+    kind: ClassVar[EngineKind] = "docker20"
+
+    def __init__(
+        self, name: str, workdir: Path, *, storage_driver: Overlay2OrVfs | None = None
+    ) -> None:
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +107,7 @@ class DockerDaemon(Service):
         self.log_path = self.workdir / "dockerd.log"
         self.config_file = self.workdir / "daemon.json"
         self.client_config_dir = self.workdir / "client-config"
+        self.storage_driver: str = storage_driver or storage_driver_for(self.data_root)
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,7 +142,7 @@ class DockerDaemon(Service):
         cmd = [
             str(DOCKERD),
             f"--config-file={self.config_file}",
-            "--storage-driver=vfs",
+            f"--storage-driver={self.storage_driver}",
             "--iptables=false",
             "--ip6tables=false",
             "--ip-masq=false",
@@ -148,7 +169,7 @@ class DockerDaemon(Service):
             if not self.running:
                 return True
             probe = subprocess.run(
-                [str(DOCKER_CLI), "version", "--format", "{{.Server.Version}}"],
+                [*self.client_command, "version", "--format", "{{.Server.Version}}"],
                 env=self.env(),
                 capture_output=True,
                 text=True,
@@ -187,9 +208,31 @@ class DockerDaemon(Service):
             shutil.rmtree(self.data_root, ignore_errors=True)
 
     def __repr__(self) -> str:
-        return f"DockerDaemon({self.name!r}, host={self.host!r}, running={self.running})"
+        return (
+            f"{type(self).__name__}({self.name!r}, host={self.host!r}, "
+            f"storage_driver={self.storage_driver!r}, running={self.running})"
+        )
+
+    @property
+    def engine_data_root(self) -> str:
+        """The data root as the engine reports it (``docker info``'s DockerRootDir)."""
+        return str(self.data_root)
 
     # ------------------------------------------------------------------ clients
+    @property
+    def client_command(self) -> list[str]:
+        """The argv prefix of this engine's own docker client."""
+        return [str(DOCKER_CLI)]
+
+    def write_client_wrapper(self, directory: Path) -> Path:
+        """An executable ``directory/docker`` running this engine's client (for scripts and
+        remote hosts that call plain ``docker``)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        wrapper = directory / "docker"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(self.client_command)} "$@"\n')
+        wrapper.chmod(0o755)
+        return wrapper
+
     def _daemon_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DOCKER_ENV_DROP}
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -215,8 +258,8 @@ class DockerDaemon(Service):
         input: str | None = None,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        """Run Debian's docker 20.10 client against this engine; text in, text out."""
-        cmd = [str(DOCKER_CLI), *map(str, args)]
+        """Run the engine's own client against it; text in, text out."""
+        cmd = [*self.client_command, *map(str, args)]
         result = subprocess.run(
             cmd,
             env=self.env(),
@@ -240,7 +283,7 @@ class DockerDaemon(Service):
         timeout: float = 300,
     ) -> bytes:
         """Run the client with binary stdin/stdout (e.g. ``docker save``); raise on failure."""
-        cmd = [str(DOCKER_CLI), *map(str, args)]
+        cmd = [*self.client_command, *map(str, args)]
         result = subprocess.run(
             cmd, env=self.env(), input=input, capture_output=True, timeout=timeout, check=False
         )
@@ -257,13 +300,34 @@ class DockerDaemon(Service):
         return archive
 
     # ------------------------------------------------------------------ queries
-    def image_ids(self) -> list[str]:
-        """All image IDs (full ``sha256:...``) on the engine, including untagged ones."""
+    def config_digest_of(self, engine_id: str) -> str:
+        """The config digest of the image the engine calls ``engine_id`` (the same on 20.10)."""
+        return engine_id
+
+    def config_digest(self, ref: str) -> str:
+        """The image ID (config digest) of ``ref``, whatever the engine calls it."""
+        engine_id = self.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+        return self.config_digest_of(engine_id)
+
+    def engine_id_for(self, config_digest: str) -> str:
+        """What the engine calls the image whose config digest is ``config_digest`` (to name it
+        in ``docker`` commands: the containerd store does not know images by config digest)."""
+        for ident in self.engine_ids():
+            if self.config_digest_of(ident) == config_digest:
+                return ident
+        raise DockerDaemonError(f"no image with config {config_digest} on engine {self.name}")
+
+    def engine_ids(self) -> list[str]:
+        """What the engine calls each of its images (``docker images -a -q``), untagged too."""
         out = self.docker("images", "-a", "-q", "--no-trunc").stdout
         return sorted(set(out.split()))
 
+    def image_ids(self) -> list[str]:
+        """All image IDs (config digests, ``sha256:...``) on the engine, untagged ones too."""
+        return sorted({self.config_digest_of(ident) for ident in self.engine_ids()})
+
     def tags(self) -> dict[str, str]:
-        """``repo:tag`` -> image ID for every tagged image."""
+        """``repo:tag`` -> image ID (config digest) for every tagged image."""
         out = self.docker(
             "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"
         ).stdout
@@ -271,7 +335,7 @@ class DockerDaemon(Service):
         for line in out.splitlines():
             ref, _, ident = line.partition(" ")
             if ref and not ref.endswith(":<none>") and not ref.startswith("<none>"):
-                result[ref] = ident
+                result[ref] = self.config_digest_of(ident)
         return result
 
     def has_image(self, ref: str) -> bool:
@@ -289,13 +353,13 @@ class DockerDaemon(Service):
         containers = self.docker("ps", "-a", "-q").stdout.split()
         if containers:
             self.docker("rm", "-f", *containers)
-        leftover = self.image_ids()
+        leftover = self.engine_ids()
         for _attempt in range(3):
             if not leftover:
                 break
             # Dependent images can make one pass leave some behind: go round again.
             self.docker("rmi", "-f", *leftover, check=False)
-            leftover = self.image_ids()
+            leftover = self.engine_ids()
         if leftover:
             raise DockerDaemonError(f"could not empty engine {self.name}: {leftover}")
 
@@ -308,7 +372,7 @@ class DockerDaemon(Service):
 
 def image_id(daemon: DockerDaemon, ref: str) -> str:
     """The image ID (config digest, ``sha256:...``) of ``ref`` on ``daemon``."""
-    return daemon.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    return daemon.config_digest(ref)
 
 
 def build_image(

@@ -11,13 +11,15 @@ sealift-test/large:1       FROM base:1; COPY big.bin (~48 MiB: half random, half
 =========================  ==========================================================  ===========
 
 app:1, app:2 and large:1 share base's two layers, so "skip what the engine has" can be seen.
-Nothing is pulled: the only payload is Debian's static busybox.
+Nothing is pulled: the only payload is Debian's static busybox. Built the same way in both engine
+kinds; ``id`` is the config digest either way, ``engine_id`` what that engine calls the image.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class BuiltImage:
     repo: str
     tags: tuple[str, ...]
     id: str
+    engine_id: str
     diff_ids: tuple[str, ...]
     expected_output: str
     env: tuple[str, ...]
@@ -114,7 +117,8 @@ def _describe(daemon: DockerDaemon, repo: str, tags: tuple[str, ...], expected: 
     return BuiltImage(
         repo=repo,
         tags=tags,
-        id=str(info["Id"]),
+        id=daemon.config_digest_of(str(info["Id"])),
+        engine_id=str(info["Id"]),
         diff_ids=tuple(info["RootFS"]["Layers"]),
         expected_output=expected,
         env=tuple(config.get("Env") or ()),
@@ -125,14 +129,22 @@ def _describe(daemon: DockerDaemon, repo: str, tags: tuple[str, ...], expected: 
 
 
 _CACHE: dict[str, ImageSet] = {}
+_BUILDING = threading.Lock()
 
 
 def build_test_images(daemon: DockerDaemon) -> ImageSet:
     """Build (once per engine and process) the standard set in ``daemon``."""
-    cached = _CACHE.get(daemon.host)
-    if cached is not None and all(daemon.has_image(i.id) for i in cached.all):
-        return cached
+    # The engine pool may be building them in the background: one build per engine.
+    with _BUILDING:
+        cached = _CACHE.get(daemon.host)
+        if cached is not None and all(daemon.has_image(i.engine_id) for i in cached.all):
+            return cached
+        images = _build(daemon)
+        _CACHE[daemon.host] = images
+        return images
 
+
+def _build(daemon: DockerDaemon) -> ImageSet:
     base_tags = ("sealift-test/base:1", "sealift-test/base:latest")
     build_image(
         daemon,
@@ -176,9 +188,7 @@ def build_test_images(daemon: DockerDaemon) -> ImageSet:
     )
     large = _describe(daemon, "sealift-test/large", large_tags, f"{digest}  /big.bin\n")
 
-    images = ImageSet(base=base, app1=apps[0], app2=apps[1], large=large)
-    _CACHE[daemon.host] = images
-    return images
+    return ImageSet(base=base, app1=apps[0], app2=apps[1], large=large)
 
 
 def write_payload(path: Path) -> Path:

@@ -16,9 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealift.digest import Digest
 from sealift.ends.archive import ArchiveSink, ArchiveSource
+from sealift.ends.base import WriteResult
 from sealift.errors import SealiftError, UsageError
 from sealift.formats.write import archive_size, write_archive
+from sealift.model import Entry
 from sealift.samples import write_demo_archive
 from sealift.split import (
     FAT32_LIMIT,
@@ -285,11 +288,11 @@ class RecordingSink(ArchiveSink):
         super().__init__(io.BytesIO())
         self.sizes: tuple[int, int] = (0, 0)
 
-    def write(self, entries):  # type: ignore[no-untyped-def]
+    def write(self, entries: list[Entry], *, omit: set[Digest] | None = None) -> WriteResult:
         out = io.BytesIO()
         write_archive(entries, out)
         self.sizes = (archive_size(entries), len(out.getvalue()))
-        return super().write(entries)
+        return super().write(entries, omit=omit)
 
 
 @pytest.mark.parametrize("name", ["stack.tar", "stack.tar.000"])
