@@ -389,24 +389,25 @@ class EngineSink:
                 plan.tag_only.append((images[0], entry, known.pop()))
             else:
                 plan.send.append(entry)
-        if self.engine.containerd_store:
-            held = _layers_of([entry for _, entry, _ in plan.tag_only])
-            plan.skip_layers = set(_layers_of(plan.send)) & set(held) if self.thin else set()
-        elif chains:
+        if chains:
             plan.skip_layers = _layers_engine_has(plan.send, chains)
+        if self.engine.containerd_store and self.thin:
+            held = _layers_of([entry for _, entry, _ in plan.tag_only])
+            plan.skip_layers |= set(_layers_of(plan.send)) & set(held)
         return plan
 
     def _engine_state(self) -> tuple[set[str], set[Digest]]:
-        """Image IDs the engine has, and (classic store, thin loads) its layer chain IDs.
+        """Image IDs the engine has, and (for thin loads) its layer chain IDs; asked once.
 
-        The containerd store cannot say which blobs it holds (Docker 26's API lists images,
-        not content); it is judged by the images it has, whose manifests name their blobs.
+        The containerd store cannot say which blobs it holds (Docker 26's API lists images, not
+        content): a layer whose stack it has was most likely loaded from the same blob, so it is
+        left out, and the load is checked afterwards (`_check_loaded`) and repeated whole when
+        the store lacked the blob after all.
         """
         if self._state is None:
-            thin = self.thin and not self.engine.containerd_store
             self._state = (
                 set(self.engine.image_ids()),
-                self.engine.layer_chains() if thin else set(),
+                self.engine.layer_chains() if self.thin else set(),
             )
         return self._state
 
