@@ -30,6 +30,7 @@ from sealift.model import (
     Layer,
     Manifest,
     Platform,
+    relink_attestations,
 )
 from sealift.reference import Reference
 from sealift.update import Omitted, check_sink_holds
@@ -320,8 +321,13 @@ def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Imag
         ) and len(children) == len(target.index.manifests):
             return target
         descriptors = [_child_descriptor(d, c) for d, c in children]
-        index = Index.build(descriptors, target.index.annotations)
-        return ImageIndex(index, tuple(zip(descriptors, (c for _, c in children), strict=True)))
+        old_digests = [old.digest for old, _ in target.children]
+        renamed = dict(zip(old_digests, (d.digest for d in descriptors), strict=True))
+        linked = relink_attestations(
+            list(zip(descriptors, (c for _, c in children), strict=True)), renamed
+        )
+        index = Index.build([d for d, _ in linked], target.index.annotations)
+        return ImageIndex(index, tuple(linked))
     layers = tuple(converted[layer.digest] for layer in target.layers)
     # the stored manifest still fits only if it names exactly these blobs (a streamed source
     # may already have recompressed layers on arrival)
@@ -373,7 +379,7 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
     report = VerifyReport()
     layers: dict[Digest, Layer] = {}
     images = {image.id: image for entry in entries for image in entry.images()}
-    report.images = len(images)
+    report.images = sum(1 for image in images.values() if not image.attestation)
     omitted = left_out(source)
     skipped = set(omitted.layers) if omitted is not None else set()
     for image in images.values():
