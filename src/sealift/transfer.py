@@ -285,6 +285,7 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
         target=codec,
         level=level,
         expected_digest=None if layer.verified else layer.digest,
+        recorded_size=media.uncompressed_size(layer.descriptor.annotations),
     )
 
     def write(out: IO[bytes]) -> None:

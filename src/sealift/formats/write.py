@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, cast
 
-from sealift import media
+from sealift import compression, media
 from sealift.blobs import BlobStore
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, UsageError
@@ -188,6 +188,7 @@ def docker_manifest_document(entries: list[Entry]) -> tuple[bytes, bytes]:
 def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
     """Copy a blob's bytes to ``out``, verifying a layer that was not checked on the way in."""
     layer = blob.layer
+    compression.ensure_room(out, blob.size, what)
     with blob.open() as source:
         if layer is None or layer.verified:
             remaining = blob.size
@@ -316,6 +317,7 @@ class _TarWriter:
     @contextlib.contextmanager
     def member(self, name: str, size: int) -> Iterator[IO[bytes]]:
         """The body of a regular file of ``size`` bytes; exactly that many must be written."""
+        compression.ensure_room(self._out, size, name)
         self._write(_info(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8"))
         before = self._offset
         yield cast(IO[bytes], _Body(self._write))
