@@ -52,6 +52,7 @@ MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 REF_NAME_KEY = "org.opencontainers.image.ref.name"
+ATTESTATION_KEY = "vnd.docker.reference.type"
 
 Compression = Literal["gzip", "zstd", "none"]
 Format = Literal["docker", "oci", "layout"]
@@ -2194,11 +2195,19 @@ def check_written_archive(path: Path) -> set[str]:
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
             assert digest_of(_decompress_layer(blob(layer), layer["mediaType"])) == diff_id
 
+    def attestation(manifest: dict[str, Any]) -> None:
+        """BuildKit's attestation manifest: its blobs are in-toto JSON, and it is no image."""
+        blob(manifest["config"])
+        for layer in manifest["layers"]:
+            json.loads(blob(layer))
+
     def walk(desc: dict[str, Any]) -> None:
         doc = json.loads(blob(desc))
         if "manifests" in doc:
             for child in doc["manifests"]:
                 walk(child)
+        elif (desc.get("annotations") or {}).get(ATTESTATION_KEY) == "attestation-manifest":
+            attestation(doc)
         else:
             image(doc)
 
