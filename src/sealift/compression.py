@@ -87,7 +87,7 @@ def cpu_count() -> int:
 # far above any real layer (registries cap layers at tens of GiB), far below what bombs reach
 DEFAULT_MAX_UNCOMPRESSED: Final = 1 << 40
 # what sealift leaves free on a disk it writes decompressed data to
-SPACE_RESERVE: Final = 256 * 1024 * 1024
+SPACE_RESERVE: Final = 64 * 1024 * 1024
 _CAP_VARIABLE: Final = "SEALIFT_MAX_UNCOMPRESSED"
 
 
