@@ -35,6 +35,8 @@ from tests.support.fixtures import (
 from tests.support.images import ImageSet
 from tests.support.peers import Containerd, Podman, Skopeo, umoci
 from tests.support.require import require_tools
+from tests.unit import hostile
+from tests.unit.test_large_layers import zeros_layer
 
 pytestmark = pytest.mark.interop
 
@@ -432,3 +434,21 @@ def test_skopeo_copies_the_attested_index_whole(converted: Converted, skopeo: Sk
     (top,) = json.loads((layout / "index.json").read_text())["manifests"]
     assert top["digest"] == BUILDX_INDEX_DIGEST, "the index and everything under it kept"
     assert skopeo.copy_config_digest(f"oci-archive:{archive}:att/app:1") == BUILDX_APP_ID
+
+
+@pytest.mark.engine
+def test_an_image_with_a_gibibyte_of_zeros_loads(
+    tmp_path: Path, empty_dest_engine: DockerDaemon
+) -> None:
+    """A 1 GiB file of zeros compresses past 1000:1 and is no bomb: sealift's archive of it
+    (zstd, its uncompressed size recorded) loads into Docker 20.10 with its image ID."""
+    blob, diff_id = zeros_layer("gzip")
+    built = hostile.build_docker(
+        layer_tars=[b""], layer_blobs=[blob], diff_ids=[diff_id], repo_tags=["zeros/db:1"]
+    )
+    source = tmp_path / "docker-save.tar"
+    source.write_bytes(built.tar())
+    archive = tmp_path / "zeros.tar"
+    run_sealift("convert", "-q", source, archive, "--compression", "zstd").assert_ok()
+    run_sealift("load", "-q", archive, "-H", empty_dest_engine.host).assert_ok()
+    assert empty_dest_engine.tags() == {"zeros/db:1": built.config_digest}
