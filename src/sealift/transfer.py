@@ -162,7 +162,7 @@ def image_records(before: list[Entry], after: list[Entry]) -> list[dict[str, obj
         records.append(
             {
                 "names": [tag.familiar for tag in new.tags] + list(new.ref_names),
-                "ids": [str(image.id) for image in new.images()],
+                "ids": [str(image.id) for image in new.images() if not image.attestation],
                 "digest": _text(_top_digest(new.target)),
                 "source_digest": _text(_top_digest(old.target)),
                 "adapted": _top_digest(old.target) not in (None, _top_digest(new.target)),
