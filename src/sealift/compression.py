@@ -23,6 +23,7 @@ import zstandard
 from isal import igzip, igzip_lib, igzip_threaded
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
+from sealift.progress import human_size
 from sealift.streams import CountingReader
 
 NONE: Final = "none"
@@ -122,8 +123,9 @@ class ExpansionGuard:
                 "bytes: refusing a likely decompression bomb"
             )
         raise LimitExceededError(
-            f"{self.what} expands past {self.limit} bytes ({expanded} from {compressed}): "
-            f"refusing a likely decompression bomb (set {_CAP_VARIABLE} to raise the cap)"
+            f"{self.what} expands past {human_size(self.limit)} ({expanded} bytes from "
+            f"{compressed}): refusing a likely decompression bomb (set {_CAP_VARIABLE} to raise "
+            "the cap)"
         )
 
 
@@ -152,8 +154,9 @@ def ensure_room(out: object, size: int, what: str) -> None:
     free = free_space(fd)
     if free is not None and size > free - SPACE_RESERVE:
         raise LimitExceededError(
-            f"{what}: writing {size} bytes would leave less than {SPACE_RESERVE} of the "
-            f"{free} bytes free on the disk: refusing (a decompression bomb, or too little space)"
+            f"{what}: {human_size(size)} more would leave less than {human_size(SPACE_RESERVE)} "
+            f"free on the disk ({human_size(free)} free): refusing (a decompression bomb, or "
+            "too little space)"
         )
 
 

@@ -155,7 +155,7 @@ def test_a_blob_is_not_written_where_it_does_not_fit(
     fake_free_space(monkeypatch, compression.SPACE_RESERVE + 1000)
     with (tmp_path / "out").open("wb") as out:
         compression.ensure_room(out, 1000, "blob")
-        with pytest.raises(LimitExceededError, match="blob: writing 1001 bytes"):
+        with pytest.raises(LimitExceededError, match="blob: 1001 B more would leave less than"):
             compression.ensure_room(out, 1001, "blob")
         compression.ensure_room(io.BytesIO(), 1 << 50, "a stream with no disk behind it")
 

@@ -25,6 +25,7 @@ from sealift.blobs import BlobStore
 from sealift.digest import Digest, Hasher
 from sealift.errors import InvalidArchiveError, LimitExceededError, SealiftError
 from sealift.model import MAX_JSON_SIZE
+from sealift.progress import human_size
 from sealift.verify import CHUNK
 
 MAX_MEMBERS = 100_000
@@ -341,14 +342,14 @@ def _check_member_size(name: str, size: int) -> None:
     """Refuse at its header a member larger than anything it can legitimately be."""
     if name in _METADATA_NAMES and size > MAX_JSON_SIZE:
         raise LimitExceededError(
-            f"archive member {name!r} is {size} bytes: image metadata is at most "
-            f"{MAX_JSON_SIZE} bytes"
+            f"archive member {name!r} is {human_size(size)}: image metadata is at most "
+            f"{human_size(MAX_JSON_SIZE)}"
         )
     cap = compression.max_uncompressed()
     if size > cap:
         raise LimitExceededError(
-            f"archive member {name!r} is {size} bytes, more than the {cap} sealift accepts "
-            "(set SEALIFT_MAX_UNCOMPRESSED to raise the cap)"
+            f"archive member {name!r} is {human_size(size)}, more than the {human_size(cap)} "
+            "sealift accepts (set SEALIFT_MAX_UNCOMPRESSED to raise the cap)"
         )
 
 
