@@ -546,11 +546,19 @@ class Entry:
         return (image for image in self.images() if image.attestation)
 
     def without_attestations(self) -> Entry:
-        """The entry as an engine should receive it: attestation manifests left out."""
+        """The entry as an engine should receive it: attestation manifests left out. An index
+        left with one image becomes that image, so the manifest an engine gets is one its source
+        has too (not an index sealift made up)."""
         if not isinstance(self.target, ImageIndex):
             return self
         narrowed = self.target.without_attestations()
-        return self if narrowed is self.target else replace(self, target=narrowed)
+        if narrowed is self.target:
+            return self
+        descriptor, only = narrowed.children[0] if len(narrowed.children) == 1 else (None, None)
+        if descriptor is not None and isinstance(only, Image):
+            platform = descriptor.platform or only.platform
+            return replace(self, target=replace(only, platform=platform))
+        return replace(self, target=narrowed)
 
 
 def relink_attestations(children: Sequence[Child], renamed: Mapping[Digest, Digest]) -> list[Child]:

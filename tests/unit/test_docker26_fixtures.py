@@ -25,6 +25,7 @@ import pytest
 
 from sealift.ends.archive import ArchiveSource
 from sealift.formats.write import docker_manifest_document
+from sealift.model import Image
 from tests.unit.hostile import (
     TOOL_FIXTURES,
     Result,
@@ -191,7 +192,12 @@ def test_the_model_keeps_attestations_from_engines() -> None:
         for_engine = entry.without_attestations()
         assert [str(image.id) for image in for_engine.images()] == [BUILDX_ID]
         assert list(for_engine.attestations()) == []
-        assert entry.without_attestations().without_attestations() == for_engine
+        assert for_engine.tags == entry.tags
+        # the one image left is given as it is: its manifest, as the source has it
+        assert isinstance(for_engine.target, Image) and for_engine.target.manifest is not None
+        assert str(for_engine.target.manifest.digest) == BUILDX_MANIFEST
+        assert str(for_engine.target.effective_platform) == "linux/amd64"
+        assert for_engine.without_attestations() is for_engine
         manifest_json, _ = docker_manifest_document([entry])
         assert [item["Config"][-64:] for item in json.loads(manifest_json)] == [BUILDX_ID[-64:]]
 
