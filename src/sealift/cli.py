@@ -398,6 +398,10 @@ def _print_inspection(report: dict[str, Any]) -> None:
             shared = "  (shared)" if layer["shared"] else ""
             size = human_size(layer["size"])
             click.echo(f"    {layer['digest'][:19]}  {size:>9}  {layer['compression']:<4}{shared}")
+        for attestation in image["attestations"]:
+            click.echo(f"  attestation {attestation['manifest_digest'][:19]}")
+    for attestation in report["attestations"]:
+        click.echo(f"attestation {attestation['manifest_digest'][:19]} of {attestation['attests']}")
     click.echo(
         f"{len(report['images'])} images, {report['unique_layers']} unique layers, "
         f"{human_size(report['total_size'])}"

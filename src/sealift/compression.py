@@ -1,8 +1,11 @@
 """Compression codecs, one registry: detection by magic bytes, streaming readers and writers.
 
 Layers may be stored uncompressed (``none``), gzip or zstd; whole archives may additionally be
-wrapped in xz or bzip2. Decompression is always capped (see :class:`ExpansionGuard`) because a few
-kilobytes of zstd can expand to terabytes.
+wrapped in xz or bzip2. Decompression is always bounded (see :class:`ExpansionGuard`) because a few
+kilobytes of zstd can expand to terabytes: by the uncompressed size recorded for the layer when
+there is one, else by a cap far above any real layer. Decompressed bytes written to disk are
+bounded by the free space there too (:func:`ensure_room`). A ratio is no bound: a real layer
+holding a preallocated 1 GB file of zeros compresses better than 1000:1.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import io
 import lzma
 import os
+import stat
 import zlib
 from typing import IO, Final, cast
 
@@ -19,6 +23,7 @@ import zstandard
 from isal import igzip, igzip_lib, igzip_threaded
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
+from sealift.progress import human_size
 from sealift.streams import CountingReader
 
 NONE: Final = "none"
@@ -80,32 +85,79 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class ExpansionGuard:
-    """Caps how far decompressed output may outgrow its compressed input.
+# far above any real layer (registries cap layers at tens of GiB), far below what bombs reach
+DEFAULT_MAX_UNCOMPRESSED: Final = 1 << 40
+# what sealift leaves free on a disk it writes decompressed data to
+SPACE_RESERVE: Final = 64 * 1024 * 1024
+_CAP_VARIABLE: Final = "SEALIFT_MAX_UNCOMPRESSED"
 
-    Output is allowed up to ``floor`` bytes freely, then up to ``ratio`` times the compressed bytes
-    consumed so far. Legitimate layers rarely pass 20:1; bombs pass 1000:1 within a few megabytes.
-    The limits come from SEALIFT_MAX_EXPANSION / SEALIFT_EXPANSION_FLOOR when set.
+
+def max_uncompressed() -> int:
+    """The most bytes one decompressed stream may give: SEALIFT_MAX_UNCOMPRESSED, or 1 TiB."""
+    text = os.environ.get(_CAP_VARIABLE, "")
+    if not text:
+        return DEFAULT_MAX_UNCOMPRESSED
+    if not text.isdigit() or int(text) <= 0:
+        raise UsageError(f"{_CAP_VARIABLE} must be a number of bytes, not {text!r}")
+    return int(text)
+
+
+class ExpansionGuard:
+    """Bounds how much a decompressed stream may give.
+
+    With a ``recorded`` size (the one sealift writes beside every compressed layer), output past
+    it is a lie and refused at once. Otherwise the bound is the cap (:func:`max_uncompressed`).
     """
 
-    def __init__(self, what: str, ratio: float | None = None, floor: int | None = None) -> None:
+    def __init__(self, what: str, recorded: int | None = None) -> None:
         self.what = what
-        self.ratio = (
-            ratio if ratio is not None else float(os.environ.get("SEALIFT_MAX_EXPANSION", 250))
-        )
-        self.floor = (
-            floor
-            if floor is not None
-            else int(os.environ.get("SEALIFT_EXPANSION_FLOOR", 256 * 1024 * 1024))
-        )
+        self.recorded = recorded
+        self.limit = recorded if recorded is not None else max_uncompressed()
 
     def check(self, compressed: int, expanded: int) -> None:
-        if expanded > self.floor and expanded > self.ratio * max(compressed, 1):
+        if expanded <= self.limit:
+            return
+        if self.recorded is not None:
             raise LimitExceededError(
-                f"{self.what} expands more than {self.ratio:g}:1 "
-                f"({expanded} bytes from {compressed}): refusing a likely decompression bomb "
-                "(set SEALIFT_MAX_EXPANSION to raise the cap if this input is trusted)"
+                f"{self.what} expands past its recorded uncompressed size of {self.recorded} "
+                "bytes: refusing a likely decompression bomb"
             )
+        raise LimitExceededError(
+            f"{self.what} expands past {human_size(self.limit)} ({expanded} bytes from "
+            f"{compressed}): refusing a likely decompression bomb (set {_CAP_VARIABLE} to raise "
+            "the cap)"
+        )
+
+
+def free_space(fd: int) -> int | None:
+    """Bytes free to an unprivileged writer on the filesystem holding ``fd``, or None when
+    ``fd`` is not a regular file (a pipe, a socket: no disk of ours fills up)."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        info = os.fstatvfs(fd)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def ensure_room(out: object, size: int, what: str) -> None:
+    """Refuse to write ``size`` more bytes to ``out`` if that would leave its disk with less
+    than SPACE_RESERVE free. Streams without a file behind them are not checked."""
+    fileno = getattr(out, "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else None
+    except (OSError, ValueError, io.UnsupportedOperation):
+        fd = None
+    if not isinstance(fd, int):
+        return
+    free = free_space(fd)
+    if free is not None and size > free - SPACE_RESERVE:
+        raise LimitExceededError(
+            f"{what}: {human_size(size)} more would leave less than {human_size(SPACE_RESERVE)} "
+            f"free on the disk ({human_size(free)} free): refusing (a decompression bomb, or "
+            "too little space)"
+        )
 
 
 class DecompressingReader(io.RawIOBase):

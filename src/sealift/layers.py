@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from typing import IO, cast
 
-from sealift import compression
+from sealift import compression, media
 from sealift.digest import Digest, Hasher
 from sealift.errors import DigestMismatchError, InvalidArchiveError, LimitExceededError
 from sealift.model import Layer
@@ -18,18 +18,31 @@ from sealift.verify import CHUNK
 
 
 class _Tee(io.RawIOBase):
-    """Reads ``source``, hashing every byte and copying it to ``copy`` when given."""
+    """Reads ``source``, hashing every byte and copying it to ``copy`` when given; refuses to
+    read more than ``limit`` bytes (the blob's declared size)."""
 
-    def __init__(self, source: IO[bytes], copy: IO[bytes] | None, hasher: Hasher | None) -> None:
+    def __init__(
+        self,
+        source: IO[bytes],
+        copy: IO[bytes] | None,
+        hasher: Hasher | None,
+        limit: tuple[int, str] | None = None,
+    ) -> None:
         self._source = source
         self._copy = copy
         self.hasher = hasher
+        self._limit = limit
+        self.count = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n: int = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        self.count += n
+        if self._limit is not None and self.count > self._limit[0]:
+            size, what = self._limit
+            raise DigestMismatchError(f"{what}: more than the declared {size} bytes")
         if n:
             data = buffer[:n]
             if self.hasher is not None:
@@ -40,6 +53,7 @@ class _Tee(io.RawIOBase):
 
 
 _BLOCK = 512
+_ROOM_STEP = 64 * 1024 * 1024
 _ZERO_BLOCK = bytes(_BLOCK)
 _NO_DATA_TYPES = frozenset(b"123456")
 
@@ -132,11 +146,17 @@ class LayerDigester:
         level: int | None = None,
         expected_digest: Digest | None = None,
         check_tar: bool = True,
+        declared_size: int | None = None,
+        recorded_size: int | None = None,
     ) -> None:
         self.codec = codec
         self.what = what
         self.expected_digest = expected_digest
         self.check_tar = check_tar
+        self.declared_size = declared_size
+        """The blob's size from its descriptor: reading past it stops at once."""
+        self.recorded_size = recorded_size
+        """The uncompressed size recorded beside the layer: decompressing past it stops at once."""
         self.target = target if target != codec else None
         self.level = level
         self.raw_digest: Digest | None = None
@@ -148,7 +168,10 @@ class LayerDigester:
         diff = Hasher()
         # an uncompressed layer's blob digest is its diff_id: hash it once
         raw = diff if self.codec == compression.NONE else Hasher()
-        tee = _Tee(stream, out if self.target is None else None, None if raw is diff else raw)
+        limit = None if self.declared_size is None else (self.declared_size, self.what)
+        tee = _Tee(
+            stream, out if self.target is None else None, None if raw is diff else raw, limit
+        )
         compressor = (
             compression.open_compressor(out, self.target, self.level)
             if self.target is not None and out is not None
@@ -156,13 +179,14 @@ class LayerDigester:
         )
         try:
             if self.codec == compression.NONE:
-                self._pump(tee, diff, compressor)
+                self._pump(tee, diff, compressor, out)
             else:
+                guard = compression.ExpansionGuard(self.what, self.recorded_size)
                 reader = compression.DecompressingReader(
-                    cast(IO[bytes], tee), self.codec, self.what
+                    cast(IO[bytes], tee), self.codec, self.what, guard
                 )
                 try:
-                    self._pump(reader, diff, compressor)
+                    self._pump(reader, diff, compressor, out)
                 except LimitExceededError:
                     raise
                 except InvalidArchiveError as exc:
@@ -193,16 +217,28 @@ class LayerDigester:
                 f"{self.what}: blob digest is {actual}, expected {self.expected_digest}"
             ) from error
 
-    def _pump(self, reader: io.RawIOBase, diff: Hasher, compressor: IO[bytes] | None) -> None:
+    def _pump(
+        self,
+        reader: io.RawIOBase,
+        diff: Hasher,
+        compressor: IO[bytes] | None,
+        out: IO[bytes] | None,
+    ) -> None:
         shape = TarShape(self.what) if self.check_tar else None
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
+        unchecked = _ROOM_STEP  # check the disk before the first write too
         while n := reader.readinto(view):
             chunk = view[:n]
             diff.update(chunk)
             if shape is not None:
                 shape.feed(chunk)
             if compressor is not None:
+                if unchecked >= _ROOM_STEP:
+                    # the output's final size is unknown: whatever it grows to, leave room
+                    compression.ensure_room(out, _ROOM_STEP, self.what)
+                    unchecked = 0
+                unchecked += n
                 compressor.write(chunk)
         if shape is not None:
             shape.finish()
@@ -236,7 +272,14 @@ def copy_verified(layer: Layer, source: IO[bytes], out: IO[bytes] | None, what: 
     """Read a stored layer from ``source`` (copying it to ``out`` if given) and check that it
     matches its descriptor's digest and size and its diff_id."""
     digester = LayerDigester(
-        layer.codec, what, expected_digest=layer.digest, check_tar=not layer.opaque
+        layer.codec,
+        what,
+        expected_digest=layer.digest,
+        check_tar=not layer.opaque,
+        declared_size=layer.size,
+        recorded_size=None
+        if layer.opaque
+        else media.uncompressed_size(layer.descriptor.annotations),
     )
     digester.run(source, out)
     check_layer(

@@ -32,6 +32,13 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 # on uncompressed (into a tar, whose header needs the size first) can stream it, not spool it
 UNCOMPRESSED_SIZE = "io.sealift.layer.uncompressed.size"
 
+# BuildKit (docker buildx, Docker 25+) adds to an image index one attestation manifest per image:
+# platform unknown/unknown, these annotations on its descriptor, blobs of in-toto JSON, not tars
+REFERENCE_TYPE = "vnd.docker.reference.type"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+ATTESTATION_MANIFEST = "attestation-manifest"
+IN_TOTO = "application/vnd.in-toto+json"
+
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
@@ -57,6 +64,11 @@ def is_manifest(media_type: str) -> bool:
 
 def is_index(media_type: str) -> bool:
     return media_type in INDEX_TYPES
+
+
+def is_attestation(annotations: Mapping[str, str]) -> bool:
+    """True for the index descriptor of an attestation manifest (not an image to run)."""
+    return annotations.get(REFERENCE_TYPE) == ATTESTATION_MANIFEST
 
 
 def with_uncompressed_size(annotations: Mapping[str, str], codec: str, size: int) -> dict[str, str]:

@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from sealift import media
@@ -453,12 +453,19 @@ class Layer:
 
 @dataclass(frozen=True)
 class Image:
-    """A single-platform image: config, layers, and the manifest its source stored (if any)."""
+    """A single-platform image: config, layers, and the manifest its source stored (if any).
+
+    An attestation manifest (BuildKit's provenance or SBOM beside an image in an index) is
+    carried as an Image too, with ``attestation`` set: its blobs are opaque and engines never
+    get it. ``attests`` is the manifest digest of the image it describes, when the index says.
+    """
 
     config: ImageConfig
     layers: tuple[Layer, ...]
     manifest: Manifest | None = None
     platform: Platform | None = None
+    attestation: bool = False
+    attests: Digest | None = None
 
     @property
     def id(self) -> Digest:
@@ -467,6 +474,14 @@ class Image:
     @property
     def effective_platform(self) -> Platform:
         return self.platform or self.config.platform
+
+    @property
+    def is_loadable(self) -> bool:
+        """A container image an engine can load: not an attestation, not an OCI artifact."""
+        return self.config.is_image and not self.attestation
+
+
+Child = tuple[Descriptor, "Image | ImageIndex"]
 
 
 @dataclass(frozen=True)
@@ -477,11 +492,30 @@ class ImageIndex:
     children: tuple[tuple[Descriptor, Image | ImageIndex], ...]
 
     def images(self) -> Iterator[Image]:
+        """Every image manifest under the index, attestations included."""
         for _, child in self.children:
             if isinstance(child, ImageIndex):
                 yield from child.images()
             else:
                 yield child
+
+    def without_attestations(self) -> ImageIndex:
+        """This index with its attestation manifests left out (rebuilt only if it had any)."""
+        children: list[Child] = []
+        for descriptor, child in self.children:
+            if isinstance(child, Image) and child.attestation:
+                continue
+            if isinstance(child, ImageIndex):
+                narrowed = child.without_attestations()
+                if narrowed is not child:
+                    digest, size = narrowed.index.digest, len(narrowed.index.raw)
+                    children.append((replace(descriptor, digest=digest, size=size), narrowed))
+                    continue
+            children.append((descriptor, child))
+        if [c for _, c in children] == [c for _, c in self.children]:
+            return self
+        index = Index.build([d for d, _ in children], self.index.annotations)
+        return ImageIndex(index, tuple(children))
 
 
 @dataclass(frozen=True)
@@ -497,7 +531,49 @@ class Entry:
     ref_names: tuple[str, ...] = ()
 
     def images(self) -> Iterator[Image]:
+        """Every image manifest of the entry, attestations and artifacts included: what a copy
+        carries and a verify checks."""
         if isinstance(self.target, ImageIndex):
             yield from self.target.images()
         else:
             yield self.target
+
+    def loadable_images(self) -> Iterator[Image]:
+        """The container images an engine may be given (no attestations, no artifacts)."""
+        return (image for image in self.images() if image.is_loadable)
+
+    def attestations(self) -> Iterator[Image]:
+        return (image for image in self.images() if image.attestation)
+
+    def without_attestations(self) -> Entry:
+        """The entry as an engine should receive it: attestation manifests left out. An index
+        left with one image becomes that image, so the manifest an engine gets is one its source
+        has too (not an index sealift made up)."""
+        if not isinstance(self.target, ImageIndex):
+            return self
+        narrowed = self.target.without_attestations()
+        if narrowed is self.target:
+            return self
+        descriptor, only = narrowed.children[0] if len(narrowed.children) == 1 else (None, None)
+        if descriptor is not None and isinstance(only, Image):
+            platform = descriptor.platform or only.platform
+            return replace(self, target=replace(only, platform=platform))
+        return replace(self, target=narrowed)
+
+
+def relink_attestations(children: Sequence[Child], renamed: Mapping[Digest, Digest]) -> list[Child]:
+    """Point attestations at their images' new manifest digests after those were rebuilt.
+
+    The attestation manifest itself stays byte for byte (its in-toto statement still names the
+    manifest it was made for); only the index's ``vnd.docker.reference.digest`` follows the image.
+    """
+    result: list[Child] = []
+    for descriptor, child in children:
+        target = descriptor.annotations.get(media.REFERENCE_DIGEST, "")
+        new = next((n for old, n in renamed.items() if str(old) == target and n != old), None)
+        if isinstance(child, Image) and child.attestation and new is not None:
+            annotations = {**descriptor.annotations, media.REFERENCE_DIGEST: str(new)}
+            descriptor = replace(descriptor, annotations=annotations)
+            child = replace(child, attests=new)
+        result.append((descriptor, child))
+    return result

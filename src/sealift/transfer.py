@@ -30,6 +30,7 @@ from sealift.model import (
     Layer,
     Manifest,
     Platform,
+    relink_attestations,
 )
 from sealift.reference import Reference
 from sealift.update import Omitted, check_sink_holds
@@ -161,7 +162,7 @@ def image_records(before: list[Entry], after: list[Entry]) -> list[dict[str, obj
         records.append(
             {
                 "names": [tag.familiar for tag in new.tags] + list(new.ref_names),
-                "ids": [str(image.id) for image in new.images()],
+                "ids": [str(image.id) for image in new.images() if not image.attestation],
                 "digest": _text(_top_digest(new.target)),
                 "source_digest": _text(_top_digest(old.target)),
                 "adapted": _top_digest(old.target) not in (None, _top_digest(new.target)),
@@ -284,6 +285,7 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
         target=codec,
         level=level,
         expected_digest=None if layer.verified else layer.digest,
+        recorded_size=media.uncompressed_size(layer.descriptor.annotations),
     )
 
     def write(out: IO[bytes]) -> None:
@@ -320,8 +322,13 @@ def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Imag
         ) and len(children) == len(target.index.manifests):
             return target
         descriptors = [_child_descriptor(d, c) for d, c in children]
-        index = Index.build(descriptors, target.index.annotations)
-        return ImageIndex(index, tuple(zip(descriptors, (c for _, c in children), strict=True)))
+        old_digests = [old.digest for old, _ in target.children]
+        renamed = dict(zip(old_digests, (d.digest for d in descriptors), strict=True))
+        linked = relink_attestations(
+            list(zip(descriptors, (c for _, c in children), strict=True)), renamed
+        )
+        index = Index.build([d for d, _ in linked], target.index.annotations)
+        return ImageIndex(index, tuple(linked))
     layers = tuple(converted[layer.digest] for layer in target.layers)
     # the stored manifest still fits only if it names exactly these blobs (a streamed source
     # may already have recompressed layers on arrival)
@@ -373,7 +380,7 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
     report = VerifyReport()
     layers: dict[Digest, Layer] = {}
     images = {image.id: image for entry in entries for image in entry.images()}
-    report.images = len(images)
+    report.images = sum(1 for image in images.values() if not image.attestation)
     omitted = left_out(source)
     skipped = set(omitted.layers) if omitted is not None else set()
     for image in images.values():

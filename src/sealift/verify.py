@@ -88,6 +88,10 @@ class HashingWriter(io.RawIOBase):
         self.hasher.update(data)
         return len(data)
 
+    def fileno(self) -> int:
+        """The file written to, so that free space on its disk can be checked."""
+        return self._out.fileno()
+
     @property
     def digest(self) -> Digest:
         return self.hasher.digest()

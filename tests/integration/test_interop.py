@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
 from tests.support.fixtures import (
     APP_OUTPUT,
+    BUILDX_APP_ID,
+    BUILDX_INDEX_DIGEST,
     DOCKER_APP_ID,
     OCI_APP_ID,
     OCI_BASE_ID,
@@ -32,6 +35,8 @@ from tests.support.fixtures import (
 from tests.support.images import ImageSet
 from tests.support.peers import Containerd, Podman, Skopeo, umoci
 from tests.support.require import require_tools
+from tests.unit import hostile
+from tests.unit.test_large_layers import zeros_layer
 
 pytestmark = pytest.mark.interop
 
@@ -172,8 +177,8 @@ def test_oci_ref_names_pick_the_right_image(converted: Converted, skopeo: Skopeo
     """``oci-archive:FILE:REF`` must name one image: base:1 and app:1 must not share ref "1".
 
     skopeo (and podman) take the first index entry whose ref name matches, so a ref name that is
-    only the tag silently yields the wrong image. Writing the full reference as
-    ``org.opencontainers.image.ref.name`` (as podman does) keeps every ref unique.
+    only the tag silently yields the wrong image. Writing the name as docker prints it
+    (``fixture/app:1``) as ``org.opencontainers.image.ref.name`` keeps every ref unique.
     """
     archive = converted("docker20-save-multi.tar")
     index = archive_members(archive)["index.json"]
@@ -383,3 +388,67 @@ def test_podman_loads_sealift_save(
         for tag in image.tags:
             matches = [ident for ref, ident in tags.items() if ref.endswith("/" + tag)]
             assert matches == [image.id], (tag, tags)
+
+
+# ------------------------------------------------------- names skopeo users type, attestations
+FAMILIAR_NAMES = ("myapp:1.0", "myorg/api:1.2", "registry:5000/x/y:1")
+
+
+@pytest.mark.engine
+def test_skopeo_finds_a_saved_image_by_the_name_it_was_saved_as(
+    tool_fixtures: Path, tmp_path: Path, empty_dest_engine: DockerDaemon, skopeo: Skopeo
+) -> None:
+    """``skopeo copy oci-archive:stack.tar:myapp:1.0 ...`` for an image saved as myapp:1.0."""
+    engine = empty_dest_engine
+    engine.docker("load", "--input", tool_fixtures / "docker20-save-app.tar.gz")
+    for name in FAMILIAR_NAMES:
+        engine.docker("tag", "fixture/app:1", name)
+    stack = tmp_path / "stack.tar"
+    run_sealift("save", *FAMILIAR_NAMES, "-o", stack, "-H", engine.host, "-q").assert_ok()
+    for name in FAMILIAR_NAMES:
+        assert skopeo.copy_config_digest(f"oci-archive:{stack}:{name}") == DOCKER_APP_ID, name
+    layout = tmp_path / "layout"
+    skopeo.copy(f"oci-archive:{stack}:myapp:1.0", f"oci:{layout}:copied")
+    index = json.loads((layout / "index.json").read_text())
+    assert [d["annotations"]["org.opencontainers.image.ref.name"] for d in index["manifests"]] == [
+        "copied"
+    ]
+    names = {
+        d["annotations"]["org.opencontainers.image.ref.name"]: d["annotations"][
+            "io.containerd.image.name"
+        ]
+        for d in archive_members(stack)["index.json"]["manifests"]
+    }
+    assert names == {
+        "myapp:1.0": "docker.io/library/myapp:1.0",
+        "myorg/api:1.2": "docker.io/myorg/api:1.2",
+        "registry:5000/x/y:1": "registry:5000/x/y:1",
+    }
+
+
+def test_skopeo_copies_the_attested_index_whole(converted: Converted, skopeo: Skopeo) -> None:
+    """skopeo reads the converted buildx archive's nested index with its attestation intact."""
+    archive = converted("docker26-buildx-provenance.tar")
+    layout = Path(tempfile.mkdtemp(prefix="attested-", dir=skopeo.tmpdir))
+    skopeo.copy(f"oci-archive:{archive}:att/app:1", f"oci:{layout}:app", "--all")
+    (top,) = json.loads((layout / "index.json").read_text())["manifests"]
+    assert top["digest"] == BUILDX_INDEX_DIGEST, "the index and everything under it kept"
+    assert skopeo.copy_config_digest(f"oci-archive:{archive}:att/app:1") == BUILDX_APP_ID
+
+
+@pytest.mark.engine
+def test_an_image_with_a_gibibyte_of_zeros_loads(
+    tmp_path: Path, empty_dest_engine: DockerDaemon
+) -> None:
+    """A 1 GiB file of zeros compresses past 1000:1 and is no bomb: sealift's archive of it
+    (zstd, its uncompressed size recorded) loads into Docker 20.10 with its image ID."""
+    blob, diff_id = zeros_layer("gzip")
+    built = hostile.build_docker(
+        layer_tars=[b""], layer_blobs=[blob], diff_ids=[diff_id], repo_tags=["zeros/db:1"]
+    )
+    source = tmp_path / "docker-save.tar"
+    source.write_bytes(built.tar())
+    archive = tmp_path / "zeros.tar"
+    run_sealift("convert", "-q", source, archive, "--compression", "zstd").assert_ok()
+    run_sealift("load", "-q", archive, "-H", empty_dest_engine.host).assert_ok()
+    assert empty_dest_engine.tags() == {"zeros/db:1": built.config_digest}

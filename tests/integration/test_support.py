@@ -215,7 +215,11 @@ def test_fixture_table_matches_archives(tool_fixtures: Path) -> None:
                 member = tar.extractfile("manifest.json")
                 assert member is not None
                 manifest = json.load(member)
-            configs = {"sha256:" + entry["Config"].removesuffix(".json") for entry in manifest}
+            # "<hex>.json" (Docker 20.10) or "blobs/sha256/<hex>" (Docker 25+)
+            configs = {
+                "sha256:" + entry["Config"].removesuffix(".json").rsplit("/", 1)[-1]
+                for entry in manifest
+            }
             assert configs == set(spec.ids.values()), name
 
 

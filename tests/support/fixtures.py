@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "BUILDX_APP_ID",
+    "BUILDX_INDEX_DIGEST",
     "DIFF_IDS",
+    "DOCKER26_MANIFEST_DIGESTS",
     "DOCKER_APP_ID",
     "DOCKER_BASE_ID",
     "OCI_APP_ID",
@@ -27,6 +30,19 @@ DOCKER_BASE_ID = "sha256:fad09a2bf06a39fe27f663fab24fd6181ea54a8ac9c88443aaab0d1
 DOCKER_APP_ID = "sha256:8abab36f1a39cc694e1d7d1a64f83d3afa533724c2312bbd483d16956bca7b5c"
 OCI_BASE_ID = "sha256:672f0254de937d57f04ec6087253507ff199b111c6fb2e1731b1119c5380b636"
 OCI_APP_ID = "sha256:05a5e4872bd3c36052605024e96515c9b7b71fbc6a5cba894740f79036f55ea2"
+
+# docker26-buildx-provenance.tar: att/app:1, built by buildx, with a provenance attestation
+BUILDX_APP_ID = "sha256:3f339950253b04fd8d891b48d76567991702a4f91d46a9ef4d72b846b6767371"
+BUILDX_INDEX_DIGEST = "sha256:b26fa8b8d20a574584f4319214da467281cf7df4827148356434207feeb4429b"
+BUILDX_MANIFEST_DIGEST = "sha256:382054257fb2ea997e245335f39bf2836d5a9bf7cfe2383c0e2ba65e1af13c1c"
+BUILDX_ATTESTATION_DIGEST = (
+    "sha256:7caedf51e324dbc8664fff506a97155517c8ee58e69ec79a5cef619068bea195"
+)
+# docker26-save-multi.tar: the manifests Docker 26 made (uncompressed layers) and reports
+DOCKER26_MANIFEST_DIGESTS = {
+    DOCKER_BASE_ID: "sha256:d3a03b45244fcecdea9f05ab85575a340797c2afc81990506ab1335af9478e44",
+    DOCKER_APP_ID: "sha256:a20baf01bc901621788b2d56b8ebc7f60e0190dcb31c1635ee9a9599f948519f",
+}
 
 DIFF_IDS = (
     "sha256:fac4b9de311b7801d9df27bdbf2745b1b020cb8571db8e632515b43018b3b66a",
@@ -68,6 +84,16 @@ TOOL_FIXTURE_IMAGES: dict[str, ToolFixture] = {
     "docker20-save-app.tar.gz": ToolFixture("docker-archive", {"fixture/app:1": DOCKER_APP_ID}),
     "docker20-save-app.tar.zst": ToolFixture("docker-archive", {"fixture/app:1": DOCKER_APP_ID}),
     "docker20-save-app.tar.xz": ToolFixture("docker-archive", {"fixture/app:1": DOCKER_APP_ID}),
+    "docker26-save-multi.tar": ToolFixture(
+        "docker-archive",
+        {
+            "fixture/base:1": DOCKER_BASE_ID,
+            "fixture/base:latest": DOCKER_BASE_ID,
+            "fixture/app:1": DOCKER_APP_ID,
+        },
+    ),
+    # an index holding the image and its attestation: only the image counts, and loads
+    "docker26-buildx-provenance.tar": ToolFixture("docker-archive", {"att/app:1": BUILDX_APP_ID}),
     "podman-save-multi.tar": ToolFixture(
         "docker-archive",
         {"localhost/fixture/app:1": DOCKER_APP_ID, "localhost/fixture/base:1": DOCKER_BASE_ID},

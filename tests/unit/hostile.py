@@ -52,6 +52,7 @@ MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 REF_NAME_KEY = "org.opencontainers.image.ref.name"
+ATTESTATION_KEY = "vnd.docker.reference.type"
 
 Compression = Literal["gzip", "zstd", "none"]
 Format = Literal["docker", "oci", "layout"]
@@ -590,6 +591,8 @@ class Case:
     bomb: bool = False
     # archive cases that are also fed to ``convert -`` on stdin
     stdin: bool = False
+    # environment of the sealift run (a lowered cap, so that a bomb only the cap stops is fast)
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 CASES: list[Case] = []
@@ -603,10 +606,11 @@ def case(
     why: str,
     bomb: bool = False,
     stdin: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[[Workspace], Input]], Callable[[Workspace], Input]]:
     def register(fn: Callable[[Workspace], Input]) -> Callable[[Workspace], Input]:
         assert all(c.id != id for c in CASES), id
-        CASES.append(Case(id, fmt, fn, metadata, why, bomb, stdin))
+        CASES.append(Case(id, fmt, fn, metadata, why, bomb, stdin, dict(env or {})))
         return fn
 
     return register
@@ -1837,28 +1841,69 @@ def _(ws: Workspace) -> Input:
 
 
 # ---- decompression bombs
+# No ratio marks a bomb (a real layer with a 1 GB file of zeros inflates 1000:1), so sealift bounds
+# decompression by what it knows: the uncompressed size recorded beside a layer, the free space
+# where it writes, and a cap far above any real layer (1 TiB). A bomb that only the cap stops
+# would take minutes to reach it, so those cases lower the cap (SEALIFT_MAX_UNCOMPRESSED) to
+# show it is enforced, and enforced early; the free-space bound is tested in test_codecs.py.
 
 GZIP_BOMB_MIB = 16 * 1024  # 16 GiB of zeros in ~16 MiB of gzip
 ZSTD_BOMB_BYTES = 64 * GIB  # 64 GiB of zeros in ~2 MiB of zstd
+UNCOMPRESSED_SIZE_KEY = "io.sealift.layer.uncompressed.size"
+LOW_CAP = {"SEALIFT_MAX_UNCOMPRESSED": str(256 * MIB)}
+
+
+def _recorded_size(size: int) -> JsonEdit:
+    """A manifest edit recording ``size`` as layer 0's uncompressed size (as sealift does)."""
+
+    def edit(manifest: Any) -> None:
+        manifest["layers"][0]["annotations"] = {UNCOMPRESSED_SIZE_KEY: str(size)}
+
+    return edit
+
+
+def _first_layer_lying(ws: Workspace, blob: bytes, how: Compression) -> Input:
+    """An OCI archive whose layer 0 is ``blob`` and whose manifest records 1 MiB for it."""
+    good = build_oci(compression=how)
+    blobs = [blob, *good.layer_blobs[1:]]
+    built = build_oci(
+        compression=how,
+        layer_blobs=blobs,
+        diff_ids=good.diff_ids,
+        manifest_edit=_recorded_size(MIB),
+    )
+    return _archive(ws, built)
 
 
 @case(
-    "bomb-oci-gzip-layer",
+    "bomb-oci-gzip-layer-lies-about-its-size",
     "oci",
     metadata=False,
     bomb=True,
-    why="a tar+gzip layer that inflates to 16 GiB of zeros",
+    why="a tar+gzip layer recorded as 1 MiB uncompressed that inflates to 16 GiB of zeros",
 )
 def _(ws: Workspace) -> Input:
-    return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB))
+    return _first_layer_lying(ws, gzip_zeros_bomb(GZIP_BOMB_MIB), "gzip")
 
 
 @case(
-    "bomb-oci-zstd-layer",
+    "bomb-oci-zstd-layer-lies-about-its-size",
     "oci",
     metadata=False,
     bomb=True,
-    why="a tar+zstd layer that inflates to 64 GiB of zeros, no declared content size",
+    why="a tar+zstd layer recorded as 1 MiB uncompressed that inflates to 64 GiB of zeros",
+)
+def _(ws: Workspace) -> Input:
+    return _first_layer_lying(ws, zstd_zeros_bomb(ZSTD_BOMB_BYTES), "zstd")
+
+
+@case(
+    "bomb-oci-zstd-layer-over-the-cap",
+    "oci",
+    metadata=False,
+    bomb=True,
+    env=LOW_CAP,
+    why="a tar+zstd layer with no recorded size that inflates to 64 GiB of zeros, past the cap",
 )
 def _(ws: Workspace) -> Input:
     zstd_oci = partial(build_oci, compression="zstd")
@@ -1866,11 +1911,12 @@ def _(ws: Workspace) -> Input:
 
 
 @case(
-    "bomb-docker-gzip-layer",
+    "bomb-docker-gzip-layer-over-the-cap",
     "docker",
     metadata=False,
     bomb=True,
-    why="a docker-save layer.tar that is gzip of 16 GiB of zeros",
+    env=LOW_CAP,
+    why="a docker-save layer.tar that is gzip of 16 GiB of zeros, past the cap",
 )
 def _(ws: Workspace) -> Input:
     return _first_layer_stored_as(ws, gzip_zeros_bomb(GZIP_BOMB_MIB), build_docker)
@@ -1898,6 +1944,7 @@ def _oci_stream_start_with_huge_blob(ws: Workspace, size: int) -> bytes:
     metadata=True,
     bomb=True,
     stdin=True,
+    env=LOW_CAP,
     why="a .tar.zst whose stream is a tar header for a 64 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
@@ -1911,6 +1958,7 @@ def _(ws: Workspace) -> Input:
     metadata=True,
     bomb=True,
     stdin=True,
+    env=LOW_CAP,
     why="a .tar.gz whose stream is a tar header for a 16 GiB member, then zeros",
 )
 def _(ws: Workspace) -> Input:
@@ -1978,6 +2026,7 @@ def run_sealift(
     stdin: bytes | Path | None = None,
     timeout: float = 60,
     limited: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Result:
     """Run ``python -m sealift ARGS`` in a subprocess.
 
@@ -1987,14 +2036,15 @@ def run_sealift(
     ``limited`` caps each written file at 1 GiB and the address space at 4 GiB, so a tool
     without its own caps cannot fill the disk or the memory of the test machine.
     A run that exceeds ``timeout`` is killed and reported with returncode -9.
+    ``env`` adds to the environment.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")) if p
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT / "src"), environment.get("PYTHONPATH", "")) if p
     )
     if tmp is not None:
-        env["TMPDIR"] = str(tmp)
-    env.pop("SEALIFT_DEBUG", None)
+        environment["TMPDIR"] = str(tmp)
+    environment.pop("SEALIFT_DEBUG", None)
     start = time.monotonic()
     stdin_file = stdin.open("rb") if isinstance(stdin, Path) else None
     piped = stdin if isinstance(stdin, bytes) else None
@@ -2002,7 +2052,7 @@ def run_sealift(
         proc = subprocess.run(
             [sys.executable, "-m", "sealift", *args],
             cwd=cwd,
-            env=env,
+            env=environment,
             input=piped,
             stdin=stdin_file if stdin_file else (None if piped is not None else subprocess.DEVNULL),
             capture_output=True,
@@ -2145,11 +2195,19 @@ def check_written_archive(path: Path) -> set[str]:
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
             assert digest_of(_decompress_layer(blob(layer), layer["mediaType"])) == diff_id
 
+    def attestation(manifest: dict[str, Any]) -> None:
+        """BuildKit's attestation manifest: its blobs are in-toto JSON, and it is no image."""
+        blob(manifest["config"])
+        for layer in manifest["layers"]:
+            json.loads(blob(layer))
+
     def walk(desc: dict[str, Any]) -> None:
         doc = json.loads(blob(desc))
         if "manifests" in doc:
             for child in doc["manifests"]:
                 walk(child)
+        elif (desc.get("annotations") or {}).get(ATTESTATION_KEY) == "attestation-manifest":
+            attestation(doc)
         else:
             image(doc)
 

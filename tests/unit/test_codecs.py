@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+from pathlib import Path
+from typing import IO
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sealift import compression
+from sealift.blobs import BlobStore
 from sealift.digest import sha256_of
 from sealift.errors import (
     DigestMismatchError,
@@ -17,6 +21,7 @@ from sealift.errors import (
     LimitExceededError,
     UsageError,
 )
+from sealift.formats.files import StreamFiles
 from sealift.layers import LayerDigester, TarShape, check_layer
 
 CODECS = list(compression.LAYER_CODECS)
@@ -81,14 +86,115 @@ def test_concatenated_zstd_frames_are_read_as_one_stream() -> None:
     )
 
 
+ZEROS = 64 * 1024 * 1024
+
+
+def read_all(reader: IO[bytes]) -> int:
+    total = 0
+    while chunk := reader.read(1024 * 1024):
+        total += len(chunk)
+    return total
+
+
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
-def test_decompression_bomb_is_refused_early(codec: str) -> None:
-    bomb = compress(b"\0" * (64 * 1024 * 1024), codec)
-    guard = compression.ExpansionGuard("bomb", ratio=100, floor=1024 * 1024)
-    reader = compression.open_decompressed(io.BytesIO(bomb), codec, "bomb", guard)
-    with pytest.raises(LimitExceededError, match="expands more than 100:1"):
-        while reader.read(1024 * 1024):
-            pass
+def test_zeros_that_compress_past_a_thousand_to_one_are_not_a_bomb(codec: str) -> None:
+    blob = compress(bytes(ZEROS), codec)
+    assert ZEROS / len(blob) > 250, "the ratio the old guard refused"
+    reader = compression.open_decompressed(io.BytesIO(blob), codec, "zeros")
+    assert read_all(reader) == ZEROS
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_output_past_the_recorded_size_is_refused_at_once(codec: str) -> None:
+    blob = compress(bytes(ZEROS), codec)
+    guard = compression.ExpansionGuard("layer 1/2", recorded=1024 * 1024)
+    reader = compression.DecompressingReader(io.BytesIO(blob), codec, "layer 1/2", guard)
+    with pytest.raises(LimitExceededError, match="recorded uncompressed size of 1048576"):
+        while reader.read(256 * 1024):
+            assert reader.expanded <= 2 * 1024 * 1024, "not refused soon after the lie"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_output_past_the_cap_is_refused(codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEALIFT_MAX_UNCOMPRESSED", str(8 * 1024 * 1024))
+    reader = compression.open_decompressed(io.BytesIO(compress(bytes(ZEROS), codec)), codec, "bomb")
+    with pytest.raises(LimitExceededError, match="SEALIFT_MAX_UNCOMPRESSED"):
+        read_all(reader)
+
+
+def test_the_cap_is_far_above_any_real_layer() -> None:
+    assert compression.ExpansionGuard("layer").limit >= 1 << 40
+
+
+def test_a_cap_that_is_not_a_number_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEALIFT_MAX_UNCOMPRESSED", "1T")
+    with pytest.raises(UsageError, match="SEALIFT_MAX_UNCOMPRESSED"):
+        compression.max_uncompressed()
+
+
+def fake_free_space(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """A disk with ``free`` bytes free before sealift writes, less what it has written since."""
+    monkeypatch.setattr(compression, "free_space", lambda fd: free - os.fstat(fd).st_size)
+
+
+def test_decompressing_into_a_file_stops_before_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transcoding to uncompressed output whose size nobody recorded: the free space bounds it."""
+    fake_free_space(monkeypatch, compression.SPACE_RESERVE + 100 * 1024 * 1024)
+    blob = compress(bytes(4 * ZEROS), "zstd")
+    digester = LayerDigester("zstd", "layer 1/1", target="none", check_tar=False)
+    with (tmp_path / "out").open("wb") as out, pytest.raises(LimitExceededError, match="free"):
+        digester.run(io.BytesIO(blob), out)
+    assert (tmp_path / "out").stat().st_size < 4 * ZEROS
+
+
+def test_a_blob_is_not_written_where_it_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_free_space(monkeypatch, compression.SPACE_RESERVE + 1000)
+    with (tmp_path / "out").open("wb") as out:
+        compression.ensure_room(out, 1000, "blob")
+        with pytest.raises(LimitExceededError, match="blob: 1001 B more would leave less than"):
+            compression.ensure_room(out, 1001, "blob")
+        compression.ensure_room(io.BytesIO(), 1 << 50, "a stream with no disk behind it")
+
+
+def test_a_spooled_archive_member_must_fit_on_the_spool_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed archive (here gzip-wrapped) whose member would not fit in the spool."""
+    big = bytes(range(256)) * 8192  # 2 MiB, not layer-like: spooled as it is
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("blobs/sha256/" + "a" * 64)
+        info.size = len(big)
+        tar.addfile(info, io.BytesIO(big))
+    fake_free_space(monkeypatch, compression.SPACE_RESERVE + len(big) - 1)
+    stream = compression.open_decompressed(
+        io.BytesIO(compress(archive.getvalue(), "gzip")), "gzip", "x"
+    )
+    with pytest.raises(LimitExceededError, match="would leave less than"):
+        StreamFiles(stream, BlobStore(tmp_path / "spool"))
+    assert not any(p.is_file() for p in (tmp_path / "spool").rglob("*"))
+
+
+def test_a_huge_metadata_member_is_refused_at_its_header(tmp_path: Path) -> None:
+    header = tarfile.TarInfo("manifest.json")
+    header.size = 8 << 30
+    stream = io.BytesIO(header.tobuf(tarfile.GNU_FORMAT))
+    with pytest.raises(LimitExceededError, match=r"manifest\.json"):
+        StreamFiles(stream, BlobStore(tmp_path / "spool"))
+
+
+def test_a_huge_tar_extension_header_is_refused(tmp_path: Path) -> None:
+    """tarfile reads a pax header whole: one claiming gigabytes must not be read into memory."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 8 << 30
+    stream = io.BytesIO(header.tobuf(tarfile.GNU_FORMAT) + bytes(1 << 20))
+    with pytest.raises(LimitExceededError, match="tar header"):
+        StreamFiles(stream, BlobStore(tmp_path / "spool"))
 
 
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])

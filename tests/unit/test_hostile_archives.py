@@ -124,6 +124,7 @@ def run(ws: Workspace, case: Case, *args: str, stdin: bytes | None = None) -> Re
         stdin=stdin,
         timeout=BOMB_RUN_TIMEOUT if case.bomb else RUN_TIMEOUT,
         limited=True,
+        env=case.env,
     )
     if case.bomb:
         if r.returncode == -9 and hostile.ERROR_PREFIX in r.stderr:

@@ -43,6 +43,8 @@ D2 = "sha256:e5e1a2198f0e950d8cea163f3bd49d28593b24620bd45f7f65c3b734cade6b60"
 D3 = "sha256:3fa626e6504b41f01fdb448a86bd3a5118d17475fadb6c15be6b2c46ab02a9a4"
 BASE_DIFFS = (D1, D2)
 APP_DIFFS = (D1, D2, D3)
+BUILDX_ID = "sha256:3f339950253b04fd8d891b48d76567991702a4f91d46a9ef4d72b846b6767371"
+BUILDX_DIFFS = ("sha256:a74909eca0b2226ab2df880363874167e1fd01901ba20993819d0e1b627ada7a",)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ FIXTURES: dict[str, tuple[Img, ...]] = {
         Img(APP_OCI_ID, APP_DIFFS, None, ("app-1",)),
         Img(BASE_OCI_ID, BASE_DIFFS, None, ("base-1",)),
     ),
+    # Docker 25+ save: OCI + manifest.json, bare-tag ref names beside the full names
+    "docker26-save-multi.tar": (
+        Img(BASE_ID, BASE_DIFFS, ("docker.io/fixture/base:1", "docker.io/fixture/base:latest")),
+        Img(APP_ID, APP_DIFFS, ("docker.io/fixture/app:1",)),
+    ),
+    # one image and its provenance attestation (which is no image) in a nested index
+    "docker26-buildx-provenance.tar": (Img(BUILDX_ID, BUILDX_DIFFS, ("docker.io/att/app:1",)),),
     "podman-save-multi.tar": (
         Img(APP_ID, APP_DIFFS, ("localhost/fixture/app:1",)),
         Img(BASE_ID, BASE_DIFFS, ("localhost/fixture/base:1",)),
@@ -324,7 +333,14 @@ def test_platform_not_present(work: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["docker20-save-multi.tar", "skopeo-oci-archive-zstd.tar", "podman-save-multi.tar"]
+    "name",
+    [
+        "docker20-save-multi.tar",
+        "skopeo-oci-archive-zstd.tar",
+        "podman-save-multi.tar",
+        "docker26-save-multi.tar",
+        "docker26-buildx-provenance.tar",
+    ],
 )
 def test_convert_uncompressed_archive_from_stdin(name: str, work: Path) -> None:
     """Piped archives whose metadata comes after the blobs still convert."""

@@ -378,8 +378,9 @@ class EngineSink:
         present, chains = self._engine_state()
         plan = LoadPlan()
         for entry in entries:
+            entry = entry.without_attestations()
             images = list(entry.images())
-            if not all(image.config.is_image for image in images):
+            if not all(image.is_loadable for image in images):
                 raise UsageError(
                     f"{_name(entry)} is an OCI artifact, not a container image: "
                     "engines cannot load it"

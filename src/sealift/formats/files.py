@@ -24,6 +24,8 @@ from sealift import compression
 from sealift.blobs import BlobStore
 from sealift.digest import Digest, Hasher
 from sealift.errors import InvalidArchiveError, LimitExceededError, SealiftError
+from sealift.model import MAX_JSON_SIZE
+from sealift.progress import human_size
 from sealift.verify import CHUNK
 
 MAX_MEMBERS = 100_000
@@ -31,6 +33,8 @@ _LINK_DEPTH = 16
 _INLINE_LIMIT = 256 * 1024
 _TAR_MAGIC_OFFSET = 257
 _BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+_METADATA_NAMES = frozenset({"index.json", "manifest.json", "oci-layout", "repositories"})
+_MAX_HEADER_READ = 16 * 1024 * 1024
 
 
 @dataclass
@@ -298,6 +302,7 @@ class StreamFiles:
             return
         if not info.isreg():
             raise _kind_error(info, name)
+        _check_member_size(name, info.size)
         if self._progress is not None:
             self._progress(name, info.size)
         if info.sparse is not None:
@@ -331,6 +336,21 @@ class StreamFiles:
 
     def names(self) -> Iterable[str]:
         return self._table.names()
+
+
+def _check_member_size(name: str, size: int) -> None:
+    """Refuse at its header a member larger than anything it can legitimately be."""
+    if name in _METADATA_NAMES and size > MAX_JSON_SIZE:
+        raise LimitExceededError(
+            f"archive member {name!r} is {human_size(size)}: image metadata is at most "
+            f"{human_size(MAX_JSON_SIZE)}"
+        )
+    cap = compression.max_uncompressed()
+    if size > cap:
+        raise LimitExceededError(
+            f"archive member {name!r} is {human_size(size)}, more than the {human_size(cap)} "
+            "sealift accepts (set SEALIFT_MAX_UNCOMPRESSED to raise the cap)"
+        )
 
 
 class ProgressCallback(Protocol):
@@ -372,13 +392,14 @@ def _spool_large(
 
     stream = cast(IO[bytes], _Prefixed(head, source))
     codec = compression.sniff(head)
+    what = f"archive member {name!r}"
     if not _looks_like_layer(head):
-        digest, _ = store.add(lambda out: _copy(stream, out))
+        digest, _ = store.add(lambda out: _copy(stream, out, size, what))
         return Member(name, size, lambda: store.open(digest), digest=digest)
     named = _BLOB_NAME.fullmatch(name)
     digester = LayerDigester(
         codec,
-        f"member {name!r}",
+        what,
         target=transcode_to,
         level=level,
         expected_digest=Digest("sha256", named.group(1)) if named else None,
@@ -386,7 +407,13 @@ def _spool_large(
     member = Member(name, size, _never, codec=codec)
     try:
         if digester.target is not None or keep:
-            stored_digest, stored_size = store.add(lambda out: digester.run(stream, out))
+
+            def spool(out: IO[bytes]) -> None:
+                if digester.target is None:
+                    compression.ensure_room(out, size, what)
+                digester.run(stream, out)
+
+            stored_digest, stored_size = store.add(spool)
             member.opener = lambda: store.open(stored_digest)
             if digester.target is not None:
                 member.stored_codec = digester.target
@@ -412,7 +439,8 @@ def _raise(error: SealiftError) -> _Opener:
     return opener
 
 
-def _copy(source: IO[bytes], out: IO[bytes]) -> None:
+def _copy(source: IO[bytes], out: IO[bytes], size: int, what: str) -> None:
+    compression.ensure_room(out, size, what)
     while chunk := source.read(CHUNK):
         out.write(chunk)
 
@@ -447,6 +475,14 @@ class _ForwardOnly(io.RawIOBase):
                 break  # tarfile notices the missing data when it reads
             self._position += skipped
         return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        # tarfile reads a pax or GNU long-name header whole, at the size its header claims
+        if size < 0 or size > _MAX_HEADER_READ:
+            raise LimitExceededError(
+                f"archive has a tar header of {size} bytes: refusing (at most {_MAX_HEADER_READ})"
+            )
+        return super().read(size) or b""
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]

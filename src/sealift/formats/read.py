@@ -161,6 +161,8 @@ class _OciReader:
 
     def _image(self, manifest: Manifest, descriptor: Descriptor, role: str) -> Image:
         config_raw = self.small_blob(manifest.config, f"{role} config")
+        if media.is_attestation(descriptor.annotations):
+            return self._attestation(manifest, descriptor, config_raw)
         if manifest.config.media_type not in (media.OCI_CONFIG, media.DOCKER_CONFIG):
             return self._artifact(
                 manifest,
@@ -194,14 +196,31 @@ class _OciReader:
     def _artifact(
         self, manifest: Manifest, descriptor: Descriptor, config: ImageConfig, role: str
     ) -> Image:
+        blobs = self._opaque_blobs(manifest, "artifact")
+        return Image(config, blobs, manifest, descriptor.platform)
+
+    def _attestation(self, manifest: Manifest, descriptor: Descriptor, config_raw: bytes) -> Image:
+        """An attestation manifest: its config and blobs are kept as they are, never
+        interpreted (in-toto JSON, not layer tars); only their digests are checked."""
+        config = ImageConfig.artifact(config_raw, manifest.config.media_type)
+        blobs = self._opaque_blobs(manifest, "attestation")
+        subject = descriptor.annotations.get(media.REFERENCE_DIGEST)
+        attests = None
+        if subject:
+            with contextlib.suppress(InvalidArchiveError):
+                attests = Digest.parse(subject)
+        platform = descriptor.platform
+        return Image(config, blobs, manifest, platform, attestation=True, attests=attests)
+
+    def _opaque_blobs(self, manifest: Manifest, kind: str) -> tuple[Layer, ...]:
         blobs = []
         for i, blob in enumerate(manifest.layers):
-            what = f"{self.what}: artifact {manifest.digest.short} blob {i + 1} ({blob.digest})"
+            what = f"{self.what}: {kind} {manifest.digest.short} blob {i + 1} ({blob.digest})"
             member = self.blob_member(blob.digest, what)
             blobs.append(
                 Layer(blob, blob.digest, compression.NONE, member.open, opaque=True, label=what)
             )
-        return Image(config, tuple(blobs), manifest, descriptor.platform)
+        return tuple(blobs)
 
 
 def _blob_name(descriptor: Descriptor) -> str:
@@ -310,19 +329,37 @@ def _hash_member(member: Member) -> Digest:
 def names_from_annotations(
     annotations: dict[str, str] | Any,
 ) -> tuple[tuple[Reference, ...], tuple[str, ...]]:
-    """Tags and bare OCI ref names an index entry's annotations give it."""
+    """Tags and bare OCI ref names an index entry's annotations give it.
+
+    The ref name comes in three forms: familiar (``myapp:1.0``, as sealift and docker print it),
+    fully qualified (``docker.io/library/myapp:1.0``), or Docker 25's bare tag (``1``) beside
+    the full name in ``io.containerd.image.name``. A ref name that only restates the full name
+    is not kept apart, so two repositories' ``1`` never become one name.
+    """
     tags: list[Reference] = []
     ref_names: list[str] = []
     full = annotations.get(CONTAINERD_NAME)
+    ref = annotations.get(REF_NAME)
     if full:
         tags.append(_reference(full))
-    ref = annotations.get(REF_NAME)
     if ref:
+        if full and _restates(ref, tags[0]):
+            return tuple(tags), ()
         ref_names.append(ref)
         if not full and ("/" in ref or ":" in ref):
             with contextlib.suppress(UsageError):
                 tags.append(Reference.parse(ref))
     return tuple(tags), tuple(ref_names)
+
+
+def _restates(ref_name: str, name: Reference) -> bool:
+    """True when ``ref_name`` is ``name`` in any of the three forms (or its bare tag)."""
+    if ref_name == name.tag:
+        return True
+    try:
+        return Reference.parse(ref_name) == name
+    except UsageError:
+        return False
 
 
 def _reference(text: str) -> Reference:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
-from sealift import media
+from sealift import compression, media
 from sealift.blobs import BlobStore
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, UsageError
@@ -100,13 +100,15 @@ def target_descriptor(target: Image | ImageIndex) -> Descriptor:
 def index_document(entries: list[Entry]) -> bytes:
     """index.json: one descriptor per tag, annotated as containerd and the OCI spec expect.
 
-    The OCI ref name is the full reference rather than the bare tag Docker 25 writes, so that two
-    repositories with the same tag stay distinct for tools that select by ref name (skopeo).
+    The OCI ref name is the name in the form docker prints it (``myapp:1.0``, ``myorg/api:1.2``,
+    ``registry:5000/x/y:1``), which is what skopeo users type (``oci-archive:stack.tar:myapp:1.0``);
+    unlike the bare tag Docker 25 writes, it keeps two repositories with the same tag distinct.
+    The fully qualified name goes in ``io.containerd.image.name``.
     """
     descriptors = []
     for entry in entries:
         base = target_descriptor(entry.target)
-        names = [{CONTAINERD_NAME: str(tag), REF_NAME: str(tag)} for tag in entry.tags] + [
+        names = [{CONTAINERD_NAME: str(tag), REF_NAME: tag.familiar} for tag in entry.tags] + [
             {REF_NAME: ref} for ref in entry.ref_names if not _names_a_tag(ref, entry)
         ]
         for labels in names or [{}]:
@@ -135,7 +137,7 @@ def docker_image(target: Image | ImageIndex, preferred: Platform) -> Image | Non
     """The single image Docker's manifest.json can describe for a target (the host's platform)."""
     if isinstance(target, Image):
         return target
-    images = list(target.images())
+    images = list(target.without_attestations().images())
     for image in images:
         if image.effective_platform.matches(preferred):
             return image
@@ -186,6 +188,7 @@ def docker_manifest_document(entries: list[Entry]) -> tuple[bytes, bytes]:
 def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
     """Copy a blob's bytes to ``out``, verifying a layer that was not checked on the way in."""
     layer = blob.layer
+    compression.ensure_room(out, blob.size, what)
     with blob.open() as source:
         if layer is None or layer.verified:
             remaining = blob.size
@@ -314,6 +317,7 @@ class _TarWriter:
     @contextlib.contextmanager
     def member(self, name: str, size: int) -> Iterator[IO[bytes]]:
         """The body of a regular file of ``size`` bytes; exactly that many must be written."""
+        compression.ensure_room(self._out, size, name)
         self._write(_info(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8"))
         before = self._offset
         yield cast(IO[bytes], _Body(self._write))
@@ -376,9 +380,7 @@ def _write_layout_into(entries: list[Entry], root: Path) -> None:
         store.add(partial(_copy_to, blob), expected=blob.digest)
     index = json.loads(index_document(entries))
     with _locked(root):  # copies into one layout at once each add their names
-        existing = _existing_descriptors(
-            root, {d.get("annotations", {}).get(REF_NAME) for d in index["manifests"]}
-        )
+        existing = _existing_descriptors(root, index["manifests"])
         index["manifests"] = existing + index["manifests"]
         _atomic_write(root / "oci-layout", LAYOUT_DOCUMENT)
         _atomic_write(root / "index.json", canonical_json(index))
@@ -395,17 +397,22 @@ def _locked(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _existing_descriptors(root: Path, replaced: set[str | None]) -> list[dict[str, object]]:
+def _existing_descriptors(root: Path, added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The layout's current index entries that the ``added`` ones do not replace: same full
+    name (whatever form its ref name took when written), or the same ref name without one."""
     path = root / "index.json"
     if not path.is_file():
         return []
+    new_names = [d.get("annotations", {}) for d in added]
+    full_names = {n[CONTAINERD_NAME] for n in new_names if CONTAINERD_NAME in n}
+    ref_names = {n[REF_NAME] for n in new_names if REF_NAME in n}
     current = Index.parse(path.read_bytes(), where=f"{path}")
     kept = []
     for descriptor in current.manifests:
-        if (
-            descriptor.annotations.get(REF_NAME) not in replaced
-            or REF_NAME not in descriptor.annotations
-        ):
+        full = descriptor.annotations.get(CONTAINERD_NAME)
+        ref = descriptor.annotations.get(REF_NAME)
+        replaced = full in full_names if full else ref is not None and ref in ref_names
+        if not replaced:
             kept.append(descriptor.to_json())
     return kept
 

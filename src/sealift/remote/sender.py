@@ -31,10 +31,11 @@ WIRE_CODECS = (compression.ZSTD, compression.GZIP, compression.NONE)
 
 
 def single_images(entries: list[Entry]) -> list[tuple[Image, Entry]]:
-    """Each entry's one image (multi-platform entries must be narrowed with --platform)."""
+    """Each entry's one image (multi-platform entries must be narrowed with --platform);
+    attestations beside it are not images, and engines never get them."""
     result = []
     for entry in entries:
-        images = list(entry.images())
+        images = list(entry.without_attestations().images())
         if len(images) != 1:
             names = ", ".join(tag.familiar for tag in entry.tags) or "an image"
             raise UsageError(
