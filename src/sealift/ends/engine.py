@@ -375,6 +375,9 @@ class EngineSink:
     def plan(self, entries: list[Entry]) -> LoadPlan:
         if self.rename is not None:
             entries = renamed(entries, str(self.rename), as_reference=True)
+        # OCI ref names that are not image references (`app-1`) name nothing an engine lists:
+        # such an image loads untagged, by ID, on both stores
+        entries = [Entry(entry.target, entry.tags, ()) for entry in entries]
         present, chains = self._engine_state()
         plan = LoadPlan()
         for entry in entries:
@@ -428,11 +431,12 @@ class EngineSink:
             try:
                 result.names.extend(self._load(plan.send, plan.skip_layers, skipped))
                 self._check_loaded(plan.send)
-            except EngineError:
-                if not plan.skip_layers:
+            except EngineError as exc:
+                if not plan.skip_layers and not self._worth_another_try(exc):
                     raise
                 # an engine that refuses (or half takes) a thin archive gets everything
                 result.names = self._load(plan.send, set(), [])
+                self._check_loaded(plan.send)
                 result.layers_sent, result.layers_skipped = len(layers), 0
         if plan.tag_only:
             tagged_layers = _layers_of([entry for _, entry, _ in plan.tag_only])
@@ -443,6 +447,11 @@ class EngineSink:
             result.names.extend(_loaded_lines(image, entry))
         result.bytes_sent = self.bytes_sent
         return result
+
+    def _worth_another_try(self, error: EngineError) -> bool:
+        """The containerd store can fail to unpack a blob a load that was cut off earlier left
+        half ingested ("content digest ... not found"); a second load writes it whole."""
+        return self.engine.containerd_store and "not found" in str(error)
 
     def _check_loaded(self, entries: list[Entry]) -> None:
         """The containerd store accepts an archive whose blobs it lacks and then hides the
