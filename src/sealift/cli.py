@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -186,6 +187,12 @@ KEEP = "keep"
     "--tag", "tags", multiple=True, metavar="NAME:TAG", help="Take only this image (repeatable)."
 )
 @ENGINE_HOST
+@click.option(
+    "--src-daemon-host", metavar="HOST", help="The source's engine, when it differs from -H."
+)
+@click.option(
+    "--dest-daemon-host", metavar="HOST", help="The destination's engine, when it differs from -H."
+)
 @click.option("--ssh-command", metavar="CMD", help="The ssh client (default: ssh).")
 @click.option(
     "--parallel",
@@ -220,6 +227,8 @@ def copy_command(
     platform: str | None,
     tags: tuple[str, ...],
     host: str | None,
+    src_daemon_host: str | None,
+    dest_daemon_host: str | None,
     ssh_command: str | None,
     parallel: int,
     insecure: bool,
@@ -276,9 +285,11 @@ def copy_command(
                 ca_cert=ca_cert,
             ),
         )
-        src = ends.open_source(source, options)
+        src = ends.open_source(source, replace(options, engine_host=src_daemon_host or host))
         try:
-            sink = ends.open_sink(destination, options)
+            sink = ends.open_sink(
+                destination, replace(options, engine_host=dest_daemon_host or host)
+            )
             copy_options = CopyOptions(
                 None if codec == KEEP else codec,
                 level,
