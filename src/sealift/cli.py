@@ -29,6 +29,7 @@ from sealift.cli_airgap import (
     sign,
     signature_options,
 )
+from sealift.cli_cache import NO_CACHE, cache, cache_summary, layer_cache
 from sealift.ends import open as ends
 from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import SealiftError, UsageError
@@ -134,6 +135,7 @@ def cli() -> None:
     help="Take only this image (repeatable). OCI ref names work too.",
 )
 @SPLIT
+@NO_CACHE
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(
     source: str,
@@ -143,6 +145,7 @@ def convert(
     platform: str | None,
     tags: tuple[str, ...],
     split: int | None,
+    no_cache: bool,
     quiet: bool,
 ) -> None:
     """Convert SOURCE to DESTINATION.
@@ -155,11 +158,11 @@ def convert(
     Use archive:PATH or oci:DIR to be explicit; a bare directory means an OCI layout,
     anything else an archive; - is stdin or stdout.
     """
-    with errors_to_exit():
+    with errors_to_exit(), layer_cache(no_cache) as cache:
         src = open_source(source)
         try:
             sink = open_sink(destination, split)
-            options = CopyOptions(codec, level, Selection(tags, platform))
+            options = CopyOptions(codec, level, Selection(tags, platform), cache=cache)
             with _progress("converting", src, source, quiet=quiet or destination == "-"):
                 copy(src, sink, options)
         finally:
@@ -217,6 +220,7 @@ KEEP = "keep"
     metavar="SIZE",
     help="Registry: largest upload request (e.g. 50MiB), for proxies that cap request bodies.",
 )
+@NO_CACHE
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def copy_command(
@@ -234,6 +238,7 @@ def copy_command(
     insecure: bool,
     ca_cert: Path | None,
     chunk_size: str | None,
+    no_cache: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -269,7 +274,7 @@ def copy_command(
     from sealift.ends.ssh import ssh_command as ssh_words
     from sealift.registry.options import RegistryOptions, parse_size
 
-    with errors_to_exit():
+    with errors_to_exit(), layer_cache(no_cache) as cache:
         if destination == "-" and sys.stdout.isatty():
             raise UsageError("refusing to write an archive to a terminal: redirect stdout")
         if destination == "-" and as_json:
@@ -294,6 +299,7 @@ def copy_command(
                 None if codec == KEEP else codec,
                 level,
                 Selection(tags, platform or ends.platform_for(sink)),
+                cache=cache,
             )
             with _progress("copying", src, source, quiet=quiet or destination == "-", sink=sink):
                 result = copy(src, sink, copy_options)
@@ -505,6 +511,7 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
     help="Write an update for the site whose `sealift inventory` this is: layers it holds are "
     "left out (and named in the bundle, so a load checks the site still holds them).",
 )
+@NO_CACHE
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def save(
@@ -517,6 +524,7 @@ def save(
     host: str | None,
     split: int | None,
     since: Path | None,
+    no_cache: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -532,7 +540,7 @@ def save(
       sealift save myapp:1.0 -o - | ssh host sealift load -
       sealift save myapp:1.4 --since site.json -o update.tar    # only what the site lacks
     """
-    with errors_to_exit():
+    with errors_to_exit(), layer_cache(no_cache) as cache:
         if output is None:
             if sys.stdout.isatty():
                 raise UsageError(
@@ -555,6 +563,7 @@ def save(
                 level,
                 Selection((), platform),
                 keep_compressed=given is not click.core.ParameterSource.COMMANDLINE,
+                cache=cache,
             )
             sink = open_sink(output, split) if since is None else update_sink(output, since, split)
             with _progress("saving", source, None, quiet=quiet):
@@ -571,6 +580,7 @@ def save(
                         "bytes": output_size(output),
                         "layers_written": result.layers_sent,
                         "layers_left_out": result.layers_skipped if since else 0,
+                        **({"cache": cache_summary(cache)} if cache is not None else {}),
                     }
                 )
             )
@@ -663,6 +673,7 @@ cli.add_command(pull)
 cli.add_command(agent)
 cli.add_command(sign)
 cli.add_command(inventory)
+cli.add_command(cache)
 
 from sealift.cli_serve import serve  # noqa: E402
 

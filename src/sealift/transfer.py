@@ -17,6 +17,7 @@ from typing import IO
 
 from sealift import compression, media
 from sealift.blobs import BlobStore, make_spool_dir
+from sealift.cache import CachedLayer, LayerCache
 from sealift.digest import Digest
 from sealift.ends.base import Sink, Source, WriteResult
 from sealift.errors import NotFoundError, UsageError
@@ -123,6 +124,8 @@ class CopyOptions:
     keep_compressed: bool = False
     """With ``compression`` set: apply it to uncompressed layers only; compressed ones stay as
     they are (``save`` from an engine that holds compressed blobs keeps them)."""
+    cache: LayerCache | None = None
+    """Where layers compressed before are taken from, and layers compressed now are kept."""
 
 
 Progress = Callable[[str, int], None]
@@ -139,6 +142,9 @@ def copy(
     target = options.compression
     if target is not None:
         compression.check_level(compression.check_layer_codec(target), options.level)
+    use_cache = getattr(source, "use_cache", None)
+    if options.cache is not None and callable(use_cache):
+        use_cache(options.cache)
     entries = options.selection.apply(source.entries(want_codec=target, want_level=options.level))
     if not entries:
         raise NotFoundError("the source holds no images")
@@ -251,7 +257,9 @@ def _convert_layers(
         return result
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         futures: dict[Digest, Future[Layer]] = {
-            layer.digest: pool.submit(transcode, layer, targets[layer.digest], store, options.level)
+            layer.digest: pool.submit(
+                transcode, layer, targets[layer.digest], store, options.level, options.cache
+            )
             for layer in todo
         }
         for digest, future in futures.items():
@@ -276,8 +284,19 @@ def _decompressed_on_the_fly(layer: Layer) -> Layer | None:
     return Layer(descriptor, layer.diff_id, compression.NONE, open_uncompressed, label=label)
 
 
-def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = None) -> Layer:
-    """The layer recompressed with ``codec`` into ``store``, verified on the way."""
+def transcode(
+    layer: Layer,
+    codec: str,
+    store: BlobStore,
+    level: int | None = None,
+    cache: LayerCache | None = None,
+) -> Layer:
+    """The layer recompressed with ``codec`` into ``store``, verified on the way; taken from
+    ``cache`` instead when it holds this layer so compressed (and then kept there when not)."""
+    use_cache = cache is not None and codec != compression.NONE and not layer.opaque
+    cached = cache.get(layer.diff_id, codec, level) if cache is not None and use_cache else None
+    if cached is not None:
+        return _from_cache(layer, cached)
     what = layer.label or f"layer {layer.digest}"
     digester = LayerDigester(
         layer.codec,
@@ -300,6 +319,10 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
         )
 
     digest, size = store.add(write)
+    if cache is not None and use_cache:
+        cache.put(
+            layer.diff_id, codec, level, store.path(digest), digest, digester.uncompressed_size
+        )
     annotations = media.with_uncompressed_size(
         layer.descriptor.annotations, codec, digester.uncompressed_size
     )
@@ -312,6 +335,15 @@ def transcode(layer: Layer, codec: str, store: BlobStore, level: int | None = No
         verified=True,
         label=layer.label,
     )
+
+
+def _from_cache(layer: Layer, cached: CachedLayer) -> Layer:
+    codec = cached.key.codec
+    annotations = media.with_uncompressed_size(
+        layer.descriptor.annotations, codec, cached.uncompressed_size
+    )
+    descriptor = Descriptor(media.oci_layer_type(codec), cached.digest, cached.size, annotations)
+    return Layer(descriptor, layer.diff_id, codec, cached.open, verified=True, label=layer.label)
 
 
 def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Image | ImageIndex:

@@ -15,10 +15,11 @@ from typing import IO, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
+from sealift.cache import LayerCache
 from sealift.digest import Digest
 from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
-from sealift.formats.files import Files, StreamFiles, TarFiles
+from sealift.formats.files import Files, Member, StreamFiles, TarFiles
 from sealift.formats.read import read_entries, read_extra_files
 from sealift.formats.write import archive_size, write_archive
 from sealift.model import Entry
@@ -59,6 +60,11 @@ class ArchiveSource:
         self._joined = False
         self.omitted: Omitted | None = None
         """What an update bundle leaves out (``save --since``); None for a whole archive."""
+        self._cache: LayerCache | None = None
+
+    def use_cache(self, cache: LayerCache) -> None:
+        """Keep in ``cache`` the layers compressed as they arrive (a streamed read)."""
+        self._cache = cache
 
     @property
     def what(self) -> str:
@@ -124,10 +130,24 @@ class ArchiveSource:
             level=want_level,
             keep=self._keep,
             on_progress=self._member_started,
+            on_transcoded=partial(self._keep_transcoded, want_level),
         )
         if self._joined:
             drain(stream)  # the last part is checked only once read to its end
         return streamed
+
+    def _keep_transcoded(self, level: int | None, member: Member, store: BlobStore) -> None:
+        if self._cache is None:
+            return
+        assert member.diff_id and member.stored_codec and member.stored_digest
+        self._cache.put(
+            member.diff_id,
+            member.stored_codec,
+            level,
+            store.path(member.stored_digest),
+            member.stored_digest,
+            member.uncompressed_size or 0,
+        )
 
     def _member_started(self, name: str, size: int) -> None:
         self._current = (name, size)

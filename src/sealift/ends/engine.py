@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from sealift import compression
+from sealift.cache import Key, LayerCache
 from sealift.digest import Digest, Hasher
 from sealift.ends.archive import ArchiveSource
 from sealift.ends.base import WriteResult
@@ -296,6 +297,13 @@ class EngineSource:
             self._request.close()
             raise
         self._archive: ArchiveSource | None = None
+        self._cache: LayerCache | None = None
+        self._arrival_codec: str | None = None
+        self._keep_layers = True
+
+    def use_cache(self, cache: LayerCache) -> None:
+        """Take layers compressed before from ``cache``, and keep those compressed now."""
+        self._cache = cache
 
     @property
     def total_size(self) -> int:
@@ -313,12 +321,48 @@ class EngineSource:
         import requests
 
         if self._archive is None:
-            self._archive = ArchiveSource(self._request.stream(), transcode_compressed=False)
+            self._arrival_codec, self._keep_layers = self._plan_arrival(want_codec, want_level)
+            self._archive = ArchiveSource(
+                self._request.stream(), keep_layers=self._keep_layers, transcode_compressed=False
+            )
+            if self._cache is not None:
+                self._archive.use_cache(self._cache)
         try:
-            entries = self._archive.entries(want_codec, want_level)
+            entries = self._archive.entries(self._arrival_codec, want_level)
         except (requests.exceptions.RequestException, OSError) as exc:
             raise EngineError(f"the engine's save stream broke: {exc}") from exc
+        if not self._keep_layers:
+            self._check_all_cached(entries, want_codec, want_level)
         return entries
+
+    def _plan_arrival(self, codec: str | None, level: int | None) -> tuple[str | None, bool]:
+        """The codec to compress layers with as they arrive, and whether to keep them at all.
+
+        Which member of the stream is which layer is known only once it has been read, so
+        either every layer is compressed on arrival (none is cached: overlap with the export)
+        or none is (the copy then takes cached ones from the cache and compresses the rest).
+        When all are cached, and held verified before the stream starts, the layers need not
+        even be spooled: they are only hashed.
+        """
+        if self._cache is None or codec is None:
+            return codec, True
+        wanted = {layer for info in self.found.values() for layer in _diff_ids(info)}
+        cached = {d for d in wanted if self._cache.pin(Key.of(d, codec, level)) is not None}
+        if not cached:
+            return codec, True
+        # the containerd store sends compressed layers, which a save may keep as they are
+        return None, cached != wanted or self.engine.containerd_store
+
+    def _check_all_cached(self, entries: list[Entry], codec: str | None, level: int | None) -> None:
+        """Layers that were not kept must all be in the cache (unless a tag moved meanwhile)."""
+        assert self._cache is not None and codec is not None
+        for entry in entries:
+            for image in entry.images():
+                for layer in image.layers:
+                    if self._cache.pin(Key.of(layer.diff_id, codec, level)) is None:
+                        raise EngineError(
+                            "the images changed while sealift read them (a tag moved): try again"
+                        )
 
     def current_member(self) -> str | None:
         return self._archive.current_member() if self._archive is not None else None
@@ -327,6 +371,10 @@ class EngineSource:
         self._request.close()
         if self._archive is not None:
             self._archive.close()
+
+
+def _diff_ids(info: dict[str, Any]) -> list[Digest]:
+    return [Digest.parse(layer) for layer in (info.get("RootFS") or {}).get("Layers") or []]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import posixpath
 import re
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +266,7 @@ class StreamFiles:
     ``transcode_to`` names a codec, such a member is stored recompressed with it instead of as it
     came, which overlaps compression with the arrival of the stream. With ``keep=False`` nothing
     but small members is kept (enough to verify or inspect a stream without disk space).
+    ``on_transcoded`` is told of each member stored transcoded (to keep it in a layer cache).
     """
 
     def __init__(
@@ -279,8 +280,10 @@ class StreamFiles:
         keep: bool = True,
         level: int | None = None,
         on_progress: ProgressCallback | None = None,
+        on_transcoded: Callable[[Member, BlobStore], None] | None = None,
     ) -> None:
         self._table = _LinkTable()
+        self._on_transcoded = on_transcoded
         self._store = store
         self._transcode_to = transcode_to
         self._transcode_compressed = transcode_compressed
@@ -320,7 +323,7 @@ class StreamFiles:
         if size <= _INLINE_LIMIT and not _looks_like_layer(head):
             return Member(name, size, _never, digest=_digest_of(head), inline=head)
         compressed = compression.sniff(head) != compression.NONE
-        return _spool_large(
+        member = _spool_large(
             name,
             size,
             head,
@@ -330,6 +333,9 @@ class StreamFiles:
             self._keep,
             self._level,
         )
+        if member.transcoded and self._on_transcoded is not None:
+            self._on_transcoded(member, self._store)
+        return member
 
     def get(self, name: str) -> Member | None:
         return self._table.get(name)
