@@ -21,6 +21,7 @@ missing prerequisite is a failure: CI must never go green by skipping everything
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"engine {engine.name}: {engine.kind}, storage driver {engine.storage_driver}"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every sealift the tests run shares one layer cache of the session, never the user's."""
+    root = tmp_path_factory.mktemp("layer-cache")
+    previous = os.environ.get("SEALIFT_CACHE_DIR")
+    os.environ["SEALIFT_CACHE_DIR"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("SEALIFT_CACHE_DIR", None)
+    else:
+        os.environ["SEALIFT_CACHE_DIR"] = previous
 
 
 # --------------------------------------------------------------------------------- fixture data
