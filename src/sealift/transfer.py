@@ -9,9 +9,12 @@ rebuilt only when a layer under them changed; configs are never touched, so imag
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +38,7 @@ from sealift.model import (
 )
 from sealift.reference import Reference
 from sealift.update import Omitted, check_sink_holds
+from sealift.verify import CHUNK
 
 ALL_PLATFORMS = "all"
 
@@ -296,7 +300,7 @@ def transcode(
     use_cache = cache is not None and codec != compression.NONE and not layer.opaque
     cached = cache.get(layer.diff_id, codec, level) if cache is not None and use_cache else None
     if cached is not None:
-        return _from_cache(layer, cached)
+        return _from_cache(layer, cached, store)
     what = layer.label or f"layer {layer.digest}"
     digester = LayerDigester(
         layer.codec,
@@ -337,13 +341,36 @@ def transcode(
     )
 
 
-def _from_cache(layer: Layer, cached: CachedLayer) -> Layer:
+def _from_cache(layer: Layer, cached: CachedLayer, store: BlobStore) -> Layer:
+    """The cached blob as the layer, linked (or copied) into ``store`` so that it lives as long
+    as the copy's other blobs, whatever happens to the cache."""
+    digest = cached.digest
+    if not store.has(digest):
+        store.path(digest).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(cached.path, store.path(digest))
+        except FileExistsError:
+            pass
+        except OSError:
+            store.add(partial(_copy_file, cached), expected=digest)
     codec = cached.key.codec
     annotations = media.with_uncompressed_size(
         layer.descriptor.annotations, codec, cached.uncompressed_size
     )
     descriptor = Descriptor(media.oci_layer_type(codec), cached.digest, cached.size, annotations)
-    return Layer(descriptor, layer.diff_id, codec, cached.open, verified=True, label=layer.label)
+    return Layer(
+        descriptor,
+        layer.diff_id,
+        codec,
+        partial(store.open, digest),
+        verified=True,
+        label=layer.label,
+    )
+
+
+def _copy_file(cached: CachedLayer, out: IO[bytes]) -> None:
+    with cached.open() as source:
+        shutil.copyfileobj(source, out, CHUNK)
 
 
 def _rebuild(target: Image | ImageIndex, converted: dict[Digest, Layer]) -> Image | ImageIndex:

@@ -20,7 +20,16 @@ pytestmark = pytest.mark.engine
 
 def save_json(engine: DockerDaemon, out: Path, cache: Path, *refs: str, **env: str) -> Any:
     result = run_sealift(
-        "save", *refs, "-o", out, "-H", engine.host, "-q", "--compression", "zstd", "--json",
+        "save",
+        *refs,
+        "-o",
+        out,
+        "-H",
+        engine.host,
+        "-q",
+        "--compression",
+        "zstd",
+        "--json",
         env={"SEALIFT_CACHE_DIR": str(cache), **env, **_base_env()},
     ).assert_ok()
     return result.json()
@@ -73,8 +82,17 @@ def test_no_cache_neither_reads_nor_fills_the_cache(
     ref = test_images.base.ref
     save_json(source_engine, tmp_path / "first.tar", cache, ref)
     result = run_sealift(
-        "save", ref, "-o", tmp_path / "second.tar", "-H", source_engine.host, "-q",
-        "--compression", "zstd", "--json", "--no-cache",
+        "save",
+        ref,
+        "-o",
+        tmp_path / "second.tar",
+        "-H",
+        source_engine.host,
+        "-q",
+        "--compression",
+        "zstd",
+        "--json",
+        "--no-cache",
         env={"SEALIFT_CACHE_DIR": str(cache), **_base_env()},
     ).assert_ok()
     assert "cache" not in result.json()
