@@ -162,8 +162,9 @@ class LayerCache:
         digest: Digest,
         uncompressed_size: int,
     ) -> None:
-        """Remember ``blob`` (already verified by the caller) as the layer for this key. Never
-        fails the caller's work: a cache that cannot be written is simply not filled."""
+        """Remember ``blob`` (already verified by the caller) as the layer for this key. ``blob``
+        may be hard-linked, so it must never be changed in place afterwards (spool files are
+        not). Never fails the caller's work: a cache that cannot be written is not filled."""
         key = Key.of(diff_id, codec, level)
         try:
             size = blob.stat().st_size

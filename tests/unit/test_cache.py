@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealift import compression
 from sealift.blobs import BlobStore
 from sealift.cache import CachedLayer, Key, LayerCache, default_max, parse_max
+from sealift.cli import cli
 from sealift.digest import Digest, sha256_of
 from sealift.errors import UsageError
 from sealift.model import Descriptor, Layer
-from sealift.samples import SampleLayer, binary_blob
+from sealift.samples import SampleLayer, binary_blob, demo_images, write_docker_save
 from sealift.transfer import transcode
 
 
@@ -26,9 +29,13 @@ def diff_id(seed: int) -> Digest:
 
 
 def blob_file(directory: Path, data: bytes) -> tuple[Path, Digest]:
+    """A blob file as sealift's spool writes them: a new file renamed into place, never changed
+    in place afterwards (the cache may hard-link it)."""
     digest = sha256_of(data)
     path = directory / digest.encoded
-    path.write_bytes(data)
+    temp = directory / f".{digest.encoded}.{os.getpid()}"
+    temp.write_bytes(data)
+    temp.replace(path)
     return path, digest
 
 
@@ -200,3 +207,70 @@ def test_sizes_use_binary_units_and_zero_keeps_nothing(
         default_max(tmp_path)
     monkeypatch.delenv("SEALIFT_CACHE_MAX")
     assert 0 < default_max(tmp_path) <= 10 * 1024**3
+
+
+# ------------------------------------------------------------------------------------ the CLI
+@pytest.fixture
+def docker_save(tmp_path: Path) -> Path:
+    path = tmp_path / "docker-save.tar"
+    with path.open("wb") as out:
+        write_docker_save(demo_images(), out)
+    return path
+
+
+def sealift(*args: str | Path, env: dict[str, str]) -> Result:
+    result = CliRunner().invoke(cli, [str(arg) for arg in args], env=env)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_repeat_convert_takes_the_cache_and_cache_ls_lists_it(
+    docker_save: Path, tmp_path: Path
+) -> None:
+    env = {"SEALIFT_CACHE_DIR": str(tmp_path / "cache"), "SEALIFT_NO_CACHE": ""}
+    layers = len({layer.tar() for image in demo_images() for layer in image.layers})
+
+    sealift("convert", docker_save, tmp_path / "a.tar", "--compression", "zstd", "-q", env=env)
+    listed = json.loads(sealift("cache", "ls", "--json", env=env).output)
+    assert len(listed["entries"]) == layers
+    assert {e["codec"] for e in listed["entries"]} == {"zstd"}
+    assert listed["total"] == sum(e["size"] for e in listed["entries"])
+    assert listed["limit"] > 0
+    before = {e["diff_id"]: e["last_used"] for e in listed["entries"]}
+
+    sealift("convert", docker_save, tmp_path / "b.tar", "--compression", "zstd", "-q", env=env)
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    after = json.loads(sealift("cache", "ls", "--json", env=env).output)["entries"]
+    assert {e["diff_id"] for e in after} == set(before)
+    assert "layers" in sealift("cache", "ls", env=env).output
+
+
+def test_no_cache_and_sealift_no_cache_leave_the_cache_alone(
+    docker_save: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = {"SEALIFT_CACHE_DIR": str(cache), "SEALIFT_NO_CACHE": ""}
+    out = tmp_path / "out.tar"
+    sealift("convert", docker_save, out, "--compression", "zstd", "-q", "--no-cache", env=env)
+    sealift("convert", docker_save, out, "-q", env={**env, "SEALIFT_NO_CACHE": "1"})
+    assert not cache.exists()
+
+
+def test_prune_shrinks_to_max_and_all_empties(docker_save: Path, tmp_path: Path) -> None:
+    env = {"SEALIFT_CACHE_DIR": str(tmp_path / "cache"), "SEALIFT_NO_CACHE": ""}
+    sealift("convert", docker_save, tmp_path / "a.tar", "--compression", "gzip", "-q", env=env)
+    listed = json.loads(sealift("cache", "ls", "--json", env=env).output)
+    largest = max(e["size"] for e in listed["entries"])
+
+    sealift("cache", "prune", "--max", f"{largest}", env=env)
+    left = json.loads(sealift("cache", "ls", "--json", env=env).output)
+    assert 0 < left["total"] <= largest < listed["total"]
+
+    assert "freed" in sealift("cache", "prune", "--all", env=env).output
+    assert json.loads(sealift("cache", "ls", "--json", env=env).output)["entries"] == []
+
+
+def test_prune_refuses_all_with_max(tmp_path: Path) -> None:
+    env = {"SEALIFT_CACHE_DIR": str(tmp_path / "cache")}
+    result = CliRunner().invoke(cli, ["cache", "prune", "--all", "--max", "1G"], env=env)
+    assert result.exit_code == 2
