@@ -77,7 +77,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every sealift the tests run shares one layer cache of the session, never the user's."""
+    """sealift runs of the session share a layer cache of their own, never the user's (it is on,
+    as for users: a layer compressed by one test may be taken from the cache by the next)."""
     root = tmp_path_factory.mktemp("layer-cache")
     previous = os.environ.get("SEALIFT_CACHE_DIR")
     os.environ["SEALIFT_CACHE_DIR"] = str(root)

@@ -300,6 +300,8 @@ def transcode(
     use_cache = cache is not None and codec != compression.NONE and not layer.opaque
     cached = cache.get(layer.diff_id, codec, level) if cache is not None and use_cache else None
     if cached is not None:
+        if not layer.verified:
+            verify_layer(layer)  # the source is checked all the same: only compressing is saved
         return _from_cache(layer, cached, store)
     what = layer.label or f"layer {layer.digest}"
     digester = LayerDigester(

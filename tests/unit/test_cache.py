@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from sealift.blobs import BlobStore
 from sealift.cache import CachedLayer, Key, LayerCache, default_max, parse_max
 from sealift.cli import cli
 from sealift.digest import Digest, sha256_of
-from sealift.errors import UsageError
+from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Descriptor, Layer
 from sealift.samples import SampleLayer, binary_blob, demo_images, write_docker_save
 from sealift.transfer import transcode
@@ -128,6 +129,16 @@ def test_transcode_compresses_once_then_takes_the_cache_and_recompresses_a_corru
         third = transcode(layer, "zstd", store, None, cache)
         assert (cache.stats.hits, cache.stats.dropped, cache.stats.stored) == (0, 1, 1)
     assert third.descriptor == first.descriptor
+
+
+def test_a_cache_hit_still_checks_the_source_layer(tmp_path: Path) -> None:
+    good = uncompressed_layer(binary_blob(2, 100_000))
+    store = BlobStore(tmp_path / "spool")
+    with LayerCache(tmp_path / "cache", 1 << 30) as cache:
+        transcode(good, "zstd", store, None, cache)
+        broken = replace(good, open=lambda: io.BytesIO(b"not the layer"))
+        with pytest.raises(InvalidArchiveError):
+            transcode(broken, "zstd", store, None, cache)
 
 
 def test_a_pinned_layer_survives_a_prune_by_another_process(tmp_path: Path) -> None:
