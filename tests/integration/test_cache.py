@@ -6,6 +6,7 @@ and layers compressed now and kept there.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tests.support.images import ImageSet
 pytestmark = pytest.mark.engine
 
 
-def save_json(engine: DockerDaemon, out: Path, cache: Path, *refs: str, **env: str) -> Any:
+def save_json(engine: DockerDaemon, out: Path, cache: Path, *refs: str) -> Any:
     result = run_sealift(
         "save",
         *refs,
@@ -30,15 +31,13 @@ def save_json(engine: DockerDaemon, out: Path, cache: Path, *refs: str, **env: s
         "--compression",
         "zstd",
         "--json",
-        env={"SEALIFT_CACHE_DIR": str(cache), **env, **_base_env()},
+        env={**_base_env(), "SEALIFT_CACHE_DIR": str(cache)},
     ).assert_ok()
     return result.json()
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
-    return {key: value for key, value in os.environ.items() if key != "SEALIFT_CACHE_DIR"}
+    return {key: value for key, value in os.environ.items() if key != "SEALIFT_NO_CACHE"}
 
 
 def test_a_repeat_save_takes_every_layer_from_the_cache_and_writes_the_same_bytes(
@@ -93,7 +92,25 @@ def test_no_cache_neither_reads_nor_fills_the_cache(
         "zstd",
         "--json",
         "--no-cache",
-        env={"SEALIFT_CACHE_DIR": str(cache), **_base_env()},
+        env={**_base_env(), "SEALIFT_CACHE_DIR": str(cache)},
     ).assert_ok()
     assert "cache" not in result.json()
     assert (tmp_path / "first.tar").read_bytes() == (tmp_path / "second.tar").read_bytes()
+
+
+def test_an_image_sharing_layers_with_a_saved_one_compresses_only_its_own(
+    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    app1, app2 = test_images.app1, test_images.app2
+    save_json(source_engine, tmp_path / "app1.tar", cache, app1.ref)
+
+    second = save_json(source_engine, tmp_path / "app2.tar", cache, app2.ref)
+
+    shared = len(set(app1.diff_ids) & set(app2.diff_ids))
+    assert second["cache"] == {"hits": shared, "stored": len(set(app2.diff_ids)) - shared}
+    uncached = save_json(
+        source_engine, tmp_path / "uncached.tar", tmp_path / "other-cache", app2.ref
+    )
+    assert uncached["cache"]["hits"] == 0
+    assert (tmp_path / "app2.tar").read_bytes() == (tmp_path / "uncached.tar").read_bytes()
