@@ -4,6 +4,8 @@ The one orchestration function every command uses. Layers that must change compr
 transcoded in parallel into a spool (verified as they are read); layers that stay as they are
 pass through untouched and are verified while the sink copies them. Manifests and indexes are
 rebuilt only when a layer under them changed; configs are never touched, so image IDs survive.
+With a layer cache (``CopyOptions.cache``, see ``sealift.cache``) a layer compressed before with
+the same codec and level is taken from the cache instead of being compressed again.
 """
 
 from __future__ import annotations
