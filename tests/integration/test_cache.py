@@ -1,4 +1,7 @@
-"""The layer cache against a real Docker 20.10 engine: a repeat save compresses nothing.
+"""The layer cache against real engines: a repeat save compresses nothing.
+
+Docker 20.10 sends layers uncompressed; Docker 26 with the containerd store sends the compressed
+blobs it holds, which ``--compression zstd`` recompresses (and so caches) too.
 
 ``sealift save --json`` says ``"cache": {"hits": N, "stored": M}``: layers taken from the cache,
 and layers compressed now and kept there.
@@ -14,6 +17,7 @@ import pytest
 
 from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
+from tests.support.engines import EngineKind, both_engine_kinds
 from tests.support.images import ImageSet
 
 pytestmark = pytest.mark.engine
@@ -40,8 +44,9 @@ def _base_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "SEALIFT_NO_CACHE"}
 
 
+@both_engine_kinds
 def test_a_repeat_save_takes_every_layer_from_the_cache_and_writes_the_same_bytes(
-    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+    engine_kind: EngineKind, source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
     # one image: Docker 20.10 lists several in a random order, cached or not
     cache = tmp_path / "cache"
@@ -98,8 +103,9 @@ def test_no_cache_neither_reads_nor_fills_the_cache(
     assert (tmp_path / "first.tar").read_bytes() == (tmp_path / "second.tar").read_bytes()
 
 
+@both_engine_kinds
 def test_an_image_sharing_layers_with_a_saved_one_compresses_only_its_own(
-    source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
+    engine_kind: EngineKind, source_engine: DockerDaemon, test_images: ImageSet, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     app1, app2 = test_images.app1, test_images.app2
