@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.support.cli import run_sealift
-from tests.support.dockerd import DockerDaemon
-from tests.support.engines import EngineKind, both_engine_kinds
+from tests.support.dockerd import DockerDaemon, EngineKind
+from tests.support.engines import both_engine_kinds
 from tests.support.images import ImageSet
 
 pytestmark = pytest.mark.engine
