@@ -59,9 +59,9 @@ def test_an_image_survives_every_pair_of_ends(
     for engine in engines.values():
         engine.remove_all_images()
 
-    def where(end: str, name: str, reading: bool = False) -> str:
-        if end in engines:
-            return f"docker-daemon:{REF}" if reading else "docker-daemon:"
+    def where(end: str, name: str) -> str:
+        if end in engines:  # as a destination, the name gives the one image copied its tag
+            return f"docker-daemon:{REF}"
         if end == "archive":
             return str(tmp_path / f"{name}.tar")
         if end == "layout":
@@ -79,9 +79,9 @@ def test_an_image_survives_every_pair_of_ends(
 
     ((config_digest, origin_manifest),) = report_of(str(origin)).items()
     copy("archive", str(origin), first, where(first, "one"))
-    summary = copy(first, where(first, "one", reading=True), second, where(second, "two"))
+    summary = copy(first, where(first, "one"), second, where(second, "two"))
     back = tmp_path / "back.tar"
-    copy(second, where(second, "two", reading=True), "archive", str(back))
+    copy(second, where(second, "two"), "archive", str(back))
 
     ((read_id, read_manifest),) = report_of(str(back)).items()
     assert read_id == config_digest, "the image ID survives every pair"
