@@ -237,7 +237,10 @@ def test_first_push_update_and_noop(
     assert wire.bytes <= 12 * 1024, wire.bytes
     assert_arrived(dest, "sealift-test/app:stable", test_images.app2)
     summary = result.json()
-    assert not summary["source_read"], "nothing needed: the source engine is not even saved"
+    if source_engine.kind == "docker20":
+        # Docker 26's API names images by manifest digest only: its images are read to build
+        # the offer (their configs give the image IDs), so there the source is always read
+        assert not summary["source_read"], "nothing needed: the source engine is not even saved"
     assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
 
 
@@ -375,10 +378,16 @@ def test_docker_only_remote_first_push_and_update(
     assert wire.bytes <= 1.1 * sum(gzip_sizes) + SLACK, (wire.bytes, gzip_sizes)
     assert dest.run(test_images.app1.ref) == test_images.app1.expected_output
 
-    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path, "gzip")[-1]
+    sizes = layer_sizes(source_engine, test_images.app2.ref, tmp_path, "gzip")
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
-    assert result.json()["hosts"][0]["layers_skipped"] == 2
-    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
+    if dest.kind == "docker20":
+        assert result.json()["hosts"][0]["layers_skipped"] == 2
+        assert wire.bytes <= 1.1 * sizes[-1] + SLACK, (wire.bytes, sizes)
+    else:
+        # a containerd store hides an image whose blobs a thin archive left out, and with only
+        # docker there nothing can stage them from its own export: the image goes whole
+        assert result.json()["hosts"][0]["layers_skipped"] == 0
+        assert wire.bytes <= 1.1 * sum(sizes) + SLACK, (wire.bytes, sizes)
     assert_arrived(dest, test_images.app2.ref, test_images.app2)
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 

@@ -147,14 +147,19 @@ class Engine:
 
     def layer_chains(self) -> set[Digest]:
         """Chain IDs of every layer stack the engine holds (what a classic load can skip)."""
-        chains: set[Digest] = set()
+        return set(self.chain_holders())
+
+    def chain_holders(self) -> dict[Digest, str]:
+        """Each layer stack the engine holds (by chain ID) and an image that holds it."""
+        holders: dict[Digest, str] = {}
         for image_id in self.image_ids():
             try:
                 layers = self.call(self.api.inspect_image, image_id)["RootFS"].get("Layers") or []
             except NotFoundError:
                 continue
-            chains.update(chain_ids([Digest.parse(layer) for layer in layers]))
-        return chains
+            for chain in chain_ids([Digest.parse(layer) for layer in layers]):
+                holders.setdefault(chain, image_id)
+        return holders
 
     def tag(self, image_id: str, reference: Reference) -> None:
         self.call(self.api.tag, image_id, reference.familiar_repository, reference.tag, force=True)

@@ -15,7 +15,7 @@ from typing import IO, Any, cast
 
 from sealift import compression, media
 from sealift.digest import Digest
-from sealift.ends.engine import Engine, EngineSink, chain_ids, engine_ids
+from sealift.ends.engine import Engine, EngineSink, EngineSource, chain_ids, engine_ids
 from sealift.errors import EngineError, SealiftError
 from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest
 from sealift.reference import Reference
@@ -44,6 +44,8 @@ class Receiver:
         self.staging = staging
         self.received = Received()
         self._containerd: bool | None = None
+        self._local: dict[Digest, str] = {}
+        """Layers not asked for because the engine holds their stack: diff_id -> an image."""
 
     @property
     def containerd_store(self) -> bool:
@@ -56,13 +58,14 @@ class Receiver:
         self.staging.expire()
         present = set(self.engine.image_ids())
         missing = [image for image in images if str(image.id) not in present]
-        chains = self.engine.layer_chains() if missing and not self.containerd_store else set()
+        holders = self.engine.chain_holders() if missing else {}
         needed: dict[Digest, int] = {}
         skipped: set[Digest] = set()
         for image in missing:
             for diff_id, chain in zip(image.diff_ids, chain_ids(list(image.diff_ids)), strict=True):
-                if chain in chains:
+                if chain in holders:
                     skipped.add(diff_id)
+                    self._local[diff_id] = holders[chain]
                 elif not self.staging.hold(diff_id):
                     needed[diff_id] = self.staging.offset(diff_id)
         return Need(
@@ -75,6 +78,18 @@ class Receiver:
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
         receive_layer(self.staging, self.received, channel, header)
 
+    def _stage_from_engine(self, images: list[OfferedImage]) -> None:
+        """The containerd store takes no thin archive whose blobs it may lack: the layers the
+        engine holds (and so were not sent) are staged from its own export of an image that
+        holds them, on this host, before the images are loaded whole."""
+        wanted = {d for image in images for d in image.diff_ids if d in self._local}
+        by_image: dict[str, set[Digest]] = {}
+        for diff_id in wanted:
+            if not self.staging.hold(diff_id):
+                by_image.setdefault(self._local[diff_id], set()).add(diff_id)
+        for image_id, diff_ids in by_image.items():
+            _export_layers(self.engine, image_id, diff_ids, self.staging)
+
     def commit(
         self, images: list[OfferedImage], configs: dict[Digest, bytes]
     ) -> list[dict[str, Any]]:
@@ -84,6 +99,8 @@ class Receiver:
         the other images are already in the engine and are only tagged.
         """
         start = time.monotonic()
+        if self.containerd_store:
+            self._stage_from_engine([image for image in images if image.id in configs])
         load = [
             staged_entry(self.staging, image, configs[image.id])
             for image in images
@@ -116,6 +133,23 @@ class Receiver:
         self.received.seconds += time.monotonic() - start
         self.received.results = results
         return results
+
+
+def _export_layers(engine: Engine, image_id: str, wanted: set[Digest], staging: Staging) -> None:
+    """Stage the ``wanted`` layers (by diff_id) of an image the engine holds, from its export."""
+    source = EngineSource(engine, [image_id])
+    try:
+        for entry in source.entries():
+            for image in entry.images():
+                for layer in image.layers:
+                    if layer.diff_id in wanted and not staging.hold(layer.diff_id):
+                        with layer.open() as stored:
+                            content = compression.open_decompressed(
+                                stored, layer.codec, f"layer {layer.diff_id}"
+                            )
+                            staging.receive(layer.diff_id, 0, compression.NONE, content)
+    finally:
+        source.close()
 
 
 def receive_layer(
