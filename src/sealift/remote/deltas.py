@@ -271,7 +271,9 @@ def _image_layers(image: HeldImage, tag: str | None) -> ImageLayers:
     if name is None:
         return ImageLayers("", "", image.diff_ids, image.created)
     reference = Reference.parse(name)
-    return ImageLayers(reference.repository, reference.tag or "", image.diff_ids, image.created)
+    return ImageLayers(
+        reference.familiar_repository, reference.tag or "", image.diff_ids, image.created
+    )
 
 
 def _name_of(held: Sequence[HeldImage], holders: list[str]) -> str | None:
@@ -400,8 +402,9 @@ class ReceiverBases:
         self._stack.close()
 
     def path(self, base: Digest) -> Path:
-        if self._staging.hold(base):
-            return self._staging.complete_path(base)
+        staged = self._staging.complete_path(base)
+        if staged.is_file() and self._staging.hold(base):
+            return staged
         if base not in self._spools:
             self._spools[base] = self._spool(self._exported(base), base)
         return self._spools[base]

@@ -47,7 +47,6 @@ class Receiver:
         self.received = Received()
         self._containerd: bool | None = None
         self._bases: ReceiverBases | None = None
-        self._patchable: set[Digest] = set()
 
     @property
     def containerd_store(self) -> bool:

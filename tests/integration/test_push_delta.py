@@ -1,0 +1,111 @@
+"""``sealift push`` with binary deltas over a real sshd into real engines, bytes counted on the
+wire: an update whose top layer changed by one small file crosses as a patch against the version
+the host holds, and falls back to the whole layer where the host no longer holds it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_push import (  # helpers of the push tests
+    Host,
+    Wire,
+    _bin_dir,
+    layer_sizes,
+    push,
+)
+from tests.support.cli import REPO_ROOT
+from tests.support.dockerd import DockerDaemon
+from tests.support.images import BuiltImage, ImageSet, build_edge_images
+from tests.support.peers import Sshd
+
+pytestmark = [pytest.mark.ssh, pytest.mark.engine]
+
+UPDATE_BUDGET = 64 * 1024
+"""Everything an update by patch may cost on the wire, ssh handshake included."""
+
+
+@pytest.fixture(scope="module")
+def edge_images(source_engine: DockerDaemon, test_images: ImageSet) -> tuple[BuiltImage, ...]:
+    return build_edge_images(source_engine)
+
+
+@pytest.fixture
+def connect(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..., tuple[Host, Wire]]:
+    """``host, wire = connect(engine)``: a host with sealift and docker, and the wire to it.
+
+    Its sessions get ``PYTHONPATH`` too: the login shell's ~/.bashrc puts pyenv's shims first
+    on the PATH, whose ``sealift`` is the installed one, not the tree under test.
+    """
+
+    def connect_one(engine: DockerDaemon) -> tuple[Host, Wire]:
+        root = tmp_path / "host0"
+        bin_dir = _bin_dir(root / "bin", ("sealift", "docker"))
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "PYTHONPATH": str(REPO_ROOT / "src"),
+            "XDG_CACHE_HOME": str(root / "cache"),
+            "DOCKER_HOST": engine.host,
+            "DOCKER_CONFIG": str(engine.client_config_dir),
+        }
+        host = Host(sshd_factory(env, alias="host0"), "host0", root / "cache")
+        return host, Wire(tmp_path / "wire", [host])
+
+    return connect_one
+
+
+def _host_summary(result: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = result.json()["hosts"][0]
+    assert summary["ok"] and summary["mode"] == "agent", summary
+    return summary
+
+
+def test_update_crosses_as_a_patch_and_falls_back_where_the_base_is_gone(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    top = layer_sizes(source_engine, new.ref, tmp_path)[-1]
+    assert top > 10 * UPDATE_BUDGET, "the changed layer must be large for the test to mean much"
+
+    # --dry-run: the base chosen, the patch and layer sizes; nothing crosses, nothing changes
+    dry = push(wire, source_engine, new.ref, host.url, "--dry-run").assert_ok()
+    assert "patch of" in dry.stdout and "layer 2 of sealift-test/edge:1" in dry.stdout, dry.stdout
+    assert not dest.has_image(new.ref)
+
+    # the update: the top layer crosses as a patch against edge:1's
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    (delta,) = _host_summary(result)["deltas"]
+    assert delta["sent"] == "patch" and delta["fallback"] is None, delta
+    assert delta["base"] == old.diff_ids[-1] and delta["diff_id"] == new.diff_ids[-1], delta
+    assert delta["base_image"] == old.ref and delta["patch_bytes"] < 4096, delta
+    assert wire.bytes <= UPDATE_BUDGET, (wire.bytes, top)
+    assert dest.inspect(new.ref)["Id"] == new.id
+    assert dest.run(new.ref) == new.expected_output
+    left = list(host.cache.glob("sealift/staging/*"))
+    assert not left, f"staging is cleaned after success: {left}"
+
+    # --no-delta: the whole layer, as before
+    dest.docker("rmi", new.ref)
+    result = push(wire, source_engine, new.ref, host.url, "--json", "--no-delta").assert_ok()
+    assert _host_summary(result)["deltas"] == []
+    assert wire.bytes >= top, (wire.bytes, top)
+    assert dest.inspect(new.ref)["Id"] == new.id
+
+    # the host lost the base (edge:1 removed): no patch, the whole layer, still the right image
+    dest.docker("rmi", new.ref, old.ref)
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    summary = _host_summary(result)
+    assert all(item["sent"] == "whole" for item in summary["deltas"]), summary["deltas"]
+    assert wire.bytes >= top, (wire.bytes, top)
+    assert dest.inspect(new.ref)["Id"] == new.id
+    assert dest.run(new.ref) == new.expected_output
