@@ -208,7 +208,7 @@ _EDGE_CACHE: dict[str, tuple[BuiltImage, BuiltImage]] = {}
 def build_edge_images(daemon: DockerDaemon) -> tuple[BuiltImage, BuiltImage]:
     """Build (once per engine and process) edge:1 and edge:2 on top of the standard base."""
     cached = _EDGE_CACHE.get(daemon.host)
-    if cached is not None and all(daemon.has_image(i.id) for i in cached):
+    if cached is not None and all(daemon.has_image(i.engine_id) for i in cached):
         return cached
     build_test_images(daemon)
     data = random.Random(0xED6E).randbytes(EDGE_DATA_BYTES)

@@ -30,6 +30,7 @@ from typing import IO, Any, cast
 from sealift import compression
 from sealift.delta import (
     BadPatchError,
+    BaseReason,
     Holdings,
     ImageLayers,
     LayerPlan,
@@ -166,8 +167,8 @@ class PatchMaker:
         if base is None:
             return
         report.base = str(base)
-        holders = [image.id for image in held if base in image.diff_ids]
-        report.base_image = _name_of(held, holders)
+        holders = [image for image in held if base in image.diff_ids]
+        report.base_image = _name_of(holders)
         budget = patch_budget(wire_size)
         if budget <= 0:
             report.reason = f"{human_size(wire_size)} is too small for a patch to pay"
@@ -193,26 +194,31 @@ class PatchMaker:
             self._wire_sizes[layer.diff_id] = size
         return self._wire_sizes[layer.diff_id]
 
-    def _base(self, base: Digest, holders: list[str], sent: dict[Digest, Layer]) -> Path | None:
+    def _base(
+        self, base: Digest, holders: list[HeldImage], sent: dict[Digest, Layer]
+    ) -> Path | None:
         """The base's uncompressed tar in the spool: from the images sent, else exported."""
         if base not in self._bases:
             layer = sent.get(base) or self._exported_layer(base, holders)
             self._bases[base] = None if layer is None else self._spool(layer)
         return self._bases[base]
 
-    def _exported_layer(self, base: Digest, holders: list[str]) -> Layer | None:
-        for image_id in holders:
-            layer = self._export(image_id).get(base)
-            if layer is not None:
-                return layer
+    def _exported_layer(self, base: Digest, holders: list[HeldImage]) -> Layer | None:
+        """The base from a local image that has it: the receiver's image by ID, else by tag
+        (engines on the containerd store name one image by different manifest digests)."""
+        if self._engine is None:
+            return None
+        for holder in holders:
+            for ref in (holder.id, *holder.tags):
+                local_id = _local_image_with(self._engine, ref, base)
+                if local_id is not None:
+                    return self._export(self._engine, local_id).get(base)
         return None
 
-    def _export(self, image_id: str) -> dict[Digest, Layer]:
-        """The layers of a local image, from one ``docker save`` (none if the engine lacks it)."""
+    def _export(self, engine: Engine, image_id: str) -> dict[Digest, Layer]:
+        """The layers of a local image, from one ``docker save`` per image."""
         if image_id not in self._exports:
-            self._exports[image_id] = {}
-            if self._engine is not None:
-                self._exports[image_id] = _export(self._engine, image_id, self._stack)
+            self._exports[image_id] = _export(engine, image_id, self._stack)
         return self._exports[image_id]
 
     def _spool(self, layer: Layer) -> Path:
@@ -254,9 +260,14 @@ class PatchMaker:
 def _layer_plans(
     offer: Sequence[OfferedImage], need: Need, held: Sequence[HeldImage]
 ) -> Iterator[LayerPlan]:
-    """A base plan for each layer asked for from offset 0 (a resumed layer goes on whole)."""
+    """A base plan for each layer asked for from offset 0 (a resumed layer goes on whole).
+
+    A layer the receiver holds and still asks for (an engine on the containerd store takes no
+    thin archive) is planned against itself: its patch is nearly empty.
+    """
     holdings = Holdings(images=[_image_layers(image, tag) for image in held for tag in image.tags])
     fresh = {diff_id for diff_id, offset in need.layers.items() if offset == 0}
+    held_layers = holdings.held()
     for image in offer:
         if str(image.id) not in need.configs:
             continue
@@ -264,6 +275,10 @@ def _layer_plans(
         for layer_plan in plan_bases(target, holdings):
             if layer_plan.diff_id in fresh:
                 yield layer_plan
+        for index, diff_id in enumerate(image.diff_ids):
+            if diff_id in fresh and diff_id in held_layers:
+                detail = "the host holds it, its engine takes only whole images"
+                yield LayerPlan(index, diff_id, diff_id, BaseReason.SAME_POSITION, detail)
 
 
 def _image_layers(image: HeldImage, tag: str | None) -> ImageLayers:
@@ -276,11 +291,20 @@ def _image_layers(image: HeldImage, tag: str | None) -> ImageLayers:
     )
 
 
-def _name_of(held: Sequence[HeldImage], holders: list[str]) -> str | None:
-    for image in held:
-        if image.id in holders:
-            return Reference.parse(image.tags[0]).familiar if image.tags else image.id
+def _name_of(holders: list[HeldImage]) -> str | None:
+    for image in holders:
+        return Reference.parse(image.tags[0]).familiar if image.tags else image.id
     return None
+
+
+def _local_image_with(engine: Engine, ref: str, layer: Digest) -> str | None:
+    """The ID of the local image ``ref`` names, if it has ``layer`` (one inspect)."""
+    try:
+        info = engine.inspect(ref)
+    except NotFoundError:
+        return None
+    layers = (info.get("RootFS") or {}).get("Layers") or ()
+    return str(info["Id"]) if str(layer) in layers else None
 
 
 def _export(engine: Engine, image_id: str, stack: contextlib.ExitStack) -> dict[Digest, Layer]:
