@@ -76,7 +76,8 @@ class LayerDelta:
 
     diff_id: str
     layer_bytes: int
-    """The layer's size as it would cross whole (compressed with the wire codec)."""
+    """The layer's size as it would cross whole (compressed with the wire codec) when a base
+    was chosen, else its size as the sender holds it (not compressed again just to say)."""
     sent: str = "whole"
     """``patch`` or ``whole`` (after the push; in a dry run, what would be sent)."""
     base: str | None = None
@@ -160,12 +161,12 @@ class PatchMaker:
         held: Sequence[HeldImage],
         sent: dict[Digest, Layer],
     ) -> None:
-        wire_size = self._wire_size(layer)
-        report = LayerDelta(str(layer.diff_id), wire_size, reason=layer_plan.detail)
+        report = LayerDelta(str(layer.diff_id), layer.size, reason=layer_plan.detail)
         plan.reports[layer.diff_id] = report
         base = layer_plan.base
         if base is None:
             return
+        wire_size = report.layer_bytes = self._wire_size(layer)
         report.base = str(base)
         holders = [image for image in held if base in image.diff_ids]
         report.base_image = _name_of(holders)
