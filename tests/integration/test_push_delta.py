@@ -42,12 +42,15 @@ def connect(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..., 
     on the PATH, whose ``sealift`` is the installed one, not the tree under test.
     """
 
-    def connect_one(engine: DockerDaemon) -> tuple[Host, Wire]:
+    def connect_one(engine: DockerDaemon, *, protocol_1_only: bool = False) -> tuple[Host, Wire]:
         root = tmp_path / "host0"
         bin_dir = _bin_dir(root / "bin", ("sealift", "docker"), engine)
+        python_path = [str(REPO_ROOT / "src")]
+        if protocol_1_only:  # an older sealift on the host: its agent speaks protocol 1 only
+            python_path.append(str(_older_agent(root / "older")))
         env = {
             "PATH": f"{bin_dir}:/usr/bin:/bin",
-            "PYTHONPATH": str(REPO_ROOT / "src"),
+            "PYTHONPATH": ":".join(python_path),
             "XDG_CACHE_HOME": str(root / "cache"),
             "DOCKER_HOST": engine.host,
             "DOCKER_CONFIG": str(engine.client_config_dir),
@@ -56,6 +59,15 @@ def connect(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..., 
         return host, Wire(tmp_path / "wire", [host])
 
     return connect_one
+
+
+def _older_agent(directory: Path) -> Path:
+    """A sitecustomize that makes the sealift under test speak protocol 1 only."""
+    directory.mkdir(parents=True)
+    (directory / "sitecustomize.py").write_text(
+        "import sealift.remote.protocol as protocol\nprotocol.PROTOCOLS = (1,)\n"
+    )
+    return directory
 
 
 # The image ID is checked as its config digest: on the containerd store an agent push gives the
@@ -114,5 +126,23 @@ def test_update_crosses_as_a_patch_and_falls_back_where_the_base_is_gone(
     summary = _host_summary(result)
     assert all(item["sent"] == "whole" for item in summary["deltas"]), summary["deltas"]
     assert wire.bytes >= top, (wire.bytes, top)
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+
+
+def test_an_agent_speaking_protocol_1_gets_whole_layers(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest, protocol_1_only=True)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    assert _host_summary(result)["deltas"] == [], "no protocol 2 frame to an older agent"
+    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
     assert image_id(dest, new.ref) == new.id
     assert dest.run(new.ref) == new.expected_output
