@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sealift.digest import Digest
 from tests.integration.test_push import (  # helpers of the push tests
     Host,
     Wire,
@@ -143,6 +144,29 @@ def test_an_agent_speaking_protocol_1_gets_whole_layers(
     push(wire, source_engine, old.ref, host.url).assert_ok()
     result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
     assert _host_summary(result)["deltas"] == [], "no protocol 2 frame to an older agent"
+    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+
+
+def test_a_base_that_does_not_match_falls_back_to_the_whole_layer(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    # the host's staging holds a damaged copy of the base, which the agent prefers to its engine
+    staged = host.cache / "sealift" / "staging" / Digest.parse(old.diff_ids[-1]).hex
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(b"not the layer")
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    (delta,) = _host_summary(result)["deltas"]
+    assert delta["sent"] == "whole" and "did not rebuild" in delta["fallback"], delta
     assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
     assert image_id(dest, new.ref) == new.id
     assert dest.run(new.ref) == new.expected_output

@@ -343,6 +343,8 @@ def send_layers_or_patches(
             raise InvalidArchiveError(f"the receiver asked for layer {diff_id}, never offered")
         planned = plan.patches.get(diff_id)
         if planned is not None and send_patch(channel, planned, plan.reports[diff_id], on_bytes):
+            if on_bytes is not None:
+                on_bytes(0, layer.size)  # the layer's data is there: progress counts it done
             continue
         send_layer(channel, layer, offset, codec, level, on_bytes)
     return len(need.layers)
