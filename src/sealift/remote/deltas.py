@@ -200,8 +200,11 @@ class PatchMaker:
     ) -> Path | None:
         """The base's uncompressed tar in the spool: from the images sent, else exported."""
         if base not in self._bases:
-            layer = sent.get(base) or self._exported_layer(base, holders)
-            self._bases[base] = None if layer is None else self._spool(layer)
+            try:
+                layer = sent.get(base) or self._exported_layer(base, holders)
+                self._bases[base] = None if layer is None else self._spool(layer)
+            except SealiftError:  # the engine failed to export it: send the layer whole
+                self._bases[base] = None
         return self._bases[base]
 
     def _exported_layer(self, base: Digest, holders: list[HeldImage]) -> Layer | None:
