@@ -293,3 +293,25 @@ def test_the_agent_refuses_a_corrupt_patch_and_never_commits(
     need = json.loads(out.getvalue().splitlines()[0])
     assert [h["tags"] for h in need["held"]] == [["docker.io/library/app:1"]]
     assert not committed and not staging.complete_path(patch_file.diff_id).exists()
+
+
+def test_bases_hint_is_validated() -> None:
+    base = _digest(BASE)
+    assert protocol.parse_bases({"t": "bases", "diff_ids": [str(base)]}) == [base]
+    for bad in ({"t": "bases"}, {"t": "bases", "diff_ids": ["sha256:zz"]}):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_bases(bad)
+
+
+def test_prefetched_bases_are_ready_when_the_patch_comes(
+    staging: Staging, patch_file: PlannedPatch
+) -> None:
+    staging.complete_path(patch_file.base).write_bytes(BASE)
+    held = _held(_entry("app:1", [BOTTOM, BASE]))
+    bases = _bases(staging, [held])
+    bases.prefetch([patch_file.base, _digest(b"not held")])
+    try:
+        assert _received(staging, _sent(patch_file), bases) is None
+        assert staging.complete_path(patch_file.diff_id).read_bytes() == TARGET
+    finally:
+        bases.close()

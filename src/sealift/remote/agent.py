@@ -94,6 +94,8 @@ def _receive_into(
             receiver.receive(channel, message)
         elif kind == "patch" and deltas:
             _answer_patch(channel, receiver, need, message)
+        elif kind == "bases" and deltas:
+            receiver.prefetch_bases(protocol.parse_bases(message))
         elif kind == "commit":
             results = receiver.commit(images, protocol.parse_configs(message, need.configs))
             channel.send({"t": "done", "images": results})

@@ -116,6 +116,21 @@ class PlannedPatch:
 class DeltaPlan:
     patches: dict[Digest, PlannedPatch] = field(default_factory=dict)
     reports: dict[Digest, LayerDelta] = field(default_factory=dict)
+    candidates: dict[Digest, _Candidate] = field(default_factory=dict)
+    """Layers with a base and a budget, whose patch is yet to be made (:meth:`PatchMaker.make`)."""
+
+    @property
+    def bases(self) -> list[Digest]:
+        """The bases the patches will be made against, in order, each once."""
+        return list(dict.fromkeys(candidate.base for candidate in self.candidates.values()))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    layer: Layer
+    base: Digest
+    holders: tuple[HeldImage, ...]
+    budget: int
 
 
 # ---------------------------------------------------------------------------- sending side
@@ -142,7 +157,14 @@ class PatchMaker:
         self._stack.close()
 
     def plan(self, entries: list[Entry], offer: Sequence[OfferedImage], need: Need) -> DeltaPlan:
-        """A patch for each needed layer where one pays, and a report for each needed layer."""
+        """:meth:`choose` then :meth:`make`."""
+        plan = self.choose(entries, offer, need)
+        self.make(plan, entries)
+        return plan
+
+    def choose(self, entries: list[Entry], offer: Sequence[OfferedImage], need: Need) -> DeltaPlan:
+        """A report for each needed layer, and the base and budget of each that may be patched
+        (no base is exported yet: the receiver can be told which bases to get ready)."""
         with self._lock:
             plan = DeltaPlan()
             layers = layers_by_diff_id(entries)
@@ -150,16 +172,11 @@ class PatchMaker:
             for layer_plan in _layer_plans(offer, need, held):
                 layer = layers.get(layer_plan.diff_id)
                 if layer is not None and layer_plan.diff_id not in plan.reports:
-                    self._decide(plan, layer, layer_plan, held, layers)
+                    self._consider(plan, layer, layer_plan, held)
             return plan
 
-    def _decide(
-        self,
-        plan: DeltaPlan,
-        layer: Layer,
-        layer_plan: LayerPlan,
-        held: Sequence[HeldImage],
-        sent: dict[Digest, Layer],
+    def _consider(
+        self, plan: DeltaPlan, layer: Layer, layer_plan: LayerPlan, held: Sequence[HeldImage]
     ) -> None:
         report = LayerDelta(str(layer.diff_id), layer.size, reason=layer_plan.detail)
         plan.reports[layer.diff_id] = report
@@ -168,23 +185,32 @@ class PatchMaker:
             return
         wire_size = report.layer_bytes = self._wire_size(layer)
         report.base = str(base)
-        holders = [image for image in held if base in image.diff_ids]
+        holders = tuple(image for image in held if base in image.diff_ids)
         report.base_image = _name_of(holders)
         budget = patch_budget(wire_size)
         if budget <= 0:
             report.reason = f"{human_size(wire_size)} is too small for a patch to pay"
             return
-        base_path = self._base(base, holders, sent)
-        if base_path is None:
-            report.reason = f"this side does not hold the base ({report.base_image or base.short})"
-            return
-        planned = self._patch(layer, base, base_path, budget)
-        if planned is None:
-            report.reason = f"a patch would not be under {human_size(budget)}"
-            return
-        report.patch_bytes = planned.size
-        report.sent = "patch"
-        plan.patches[layer.diff_id] = planned
+        plan.candidates[layer.diff_id] = _Candidate(layer, base, holders, budget)
+
+    def make(self, plan: DeltaPlan, entries: list[Entry]) -> None:
+        """Make the patch of each candidate, where this side holds its base and it pays."""
+        with self._lock:
+            sent = layers_by_diff_id(entries)
+            for diff_id, candidate in plan.candidates.items():
+                report = plan.reports[diff_id]
+                base_path = self._base(candidate.base, candidate.holders, sent)
+                if base_path is None:
+                    holder = report.base_image or candidate.base.short
+                    report.reason = f"this side does not hold the base ({holder})"
+                    continue
+                planned = self._patch(candidate.layer, candidate.base, base_path, candidate.budget)
+                if planned is None:
+                    report.reason = f"a patch would not be under {human_size(candidate.budget)}"
+                    continue
+                report.patch_bytes = planned.size
+                report.sent = "patch"
+                plan.patches[diff_id] = planned
 
     def _wire_size(self, layer: Layer) -> int:
         if layer.diff_id not in self._wire_sizes:
@@ -196,7 +222,7 @@ class PatchMaker:
         return self._wire_sizes[layer.diff_id]
 
     def _base(
-        self, base: Digest, holders: list[HeldImage], sent: dict[Digest, Layer]
+        self, base: Digest, holders: Sequence[HeldImage], sent: dict[Digest, Layer]
     ) -> Path | None:
         """The base's uncompressed tar in the spool: from the images sent, else exported."""
         if base not in self._bases:
@@ -207,7 +233,7 @@ class PatchMaker:
                 self._bases[base] = None
         return self._bases[base]
 
-    def _exported_layer(self, base: Digest, holders: list[HeldImage]) -> Layer | None:
+    def _exported_layer(self, base: Digest, holders: Sequence[HeldImage]) -> Layer | None:
         """The base from a local image that has it: the receiver's image by ID, else by tag
         (engines on the containerd store name one image by different manifest digests)."""
         if self._engine is None:
@@ -295,7 +321,7 @@ def _image_layers(image: HeldImage, tag: str | None) -> ImageLayers:
     )
 
 
-def _name_of(holders: list[HeldImage]) -> str | None:
+def _name_of(holders: Sequence[HeldImage]) -> str | None:
     for image in holders:
         return Reference.parse(image.tags[0]).familiar if image.tags else image.id
     return None
@@ -427,17 +453,36 @@ class ReceiverBases:
         self._stack = contextlib.ExitStack()
         self._exports: dict[str, dict[Digest, Layer]] = {}
         self._spools: dict[Digest, Path] = {}
+        self._lock = threading.Lock()
+        self._prefetch: threading.Thread | None = None
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.join()
         self._stack.close()
 
+    def prefetch(self, bases: Sequence[Digest]) -> None:
+        """Get these bases ready in the background (the sender's ``bases`` hint), so the
+        engine's export overlaps the sender's work; :meth:`path` waits for what is under way."""
+        wanted = [base for base in bases if any(base in image.diff_ids for image in self._held)]
+        if self._prefetch is not None or not wanted:
+            return
+        self._prefetch = threading.Thread(target=self._get_ready, args=(wanted,), daemon=True)
+        self._prefetch.start()
+
+    def _get_ready(self, bases: list[Digest]) -> None:
+        for base in bases:
+            with contextlib.suppress(SealiftError, OSError):
+                self.path(base)  # a failure is met again, and reported, when the patch comes
+
     def path(self, base: Digest) -> Path:
-        staged = self._staging.complete_path(base)
-        if staged.is_file() and self._staging.hold(base):
-            return staged
-        if base not in self._spools:
-            self._spools[base] = self._spool(self._exported(base), base)
-        return self._spools[base]
+        with self._lock:
+            staged = self._staging.complete_path(base)
+            if staged.is_file() and self._staging.hold(base):
+                return staged
+            if base not in self._spools:
+                self._spools[base] = self._spool(self._exported(base), base)
+            return self._spools[base]
 
     def _exported(self, base: Digest) -> Layer:
         for image in self._held:

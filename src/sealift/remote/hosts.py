@@ -315,7 +315,12 @@ def _push_agent(
         _tally(result, source, entries, need)
         plan = DeltaPlan()
         if patches is not None and need.held is not None and need.layers:
-            plan = patches.plan(entries, source.offer, need)
+            plan = patches.choose(entries, source.offer, need)
+            if plan.bases and not options.dry_run:
+                # the agent reads its bases out of its engine while this side makes the patches
+                channel.send({"t": "bases", "diff_ids": [str(base) for base in plan.bases]})
+                channel.flush()
+            patches.make(plan, entries)
         progress.total(result.host, result.bytes_to_send)
         if options.dry_run:
             result.deltas = [report.to_json() for report in plan.reports.values()]

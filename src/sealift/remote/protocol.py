@@ -36,6 +36,7 @@ NO_AGENT = b"SEALIFT-NO-AGENT"
 MAX_LINE = 64 * 1024 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 MAX_BANNER_LINES = 200
+MAX_BASES = 10_000
 
 
 class RemoteError(SealiftError):
@@ -282,6 +283,17 @@ def parse_offer(message: Message) -> list[OfferedImage]:
             raise ProtocolError(f"offer: image {image_id}: layers do not match its diff_ids")
         result.append(OfferedImage(image_id, parsed_diff_ids, parsed_layers, parsed_tags))
     return result
+
+
+def parse_bases(message: Message) -> list[Digest]:
+    """The diff_ids of a ``bases`` hint (protocol 2): the patch bases the sender chose."""
+    items = message.get("diff_ids")
+    if not isinstance(items, list) or len(items) > MAX_BASES:
+        raise ProtocolError(f"bases: diff_ids must be a list of at most {MAX_BASES}")
+    try:
+        return [Digest.parse(item) for item in items]
+    except (InvalidArchiveError, TypeError) as exc:
+        raise ProtocolError(f"bases: {exc}") from exc
 
 
 def configs_json(configs: dict[Digest, bytes]) -> dict[str, str]:

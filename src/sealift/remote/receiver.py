@@ -96,6 +96,11 @@ class Receiver:
             self.received.layers += 1
         return reason
 
+    def prefetch_bases(self, bases: list[Digest]) -> None:
+        """Start reading these patch bases out of the engine (the sender's hint)."""
+        if self._bases is not None:
+            self._bases.prefetch(bases)
+
     def close(self) -> None:
         if self._bases is not None:
             self._bases.close()
