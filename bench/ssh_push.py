@@ -1,4 +1,5 @@
-"""Update rows over SSH: ``docker save | ssh | docker load`` vs ``sealift push``, both modes.
+"""Update rows over SSH: ``docker save | ssh | docker load`` vs ``sealift push``, both modes, and
+with the agent with and without binary deltas (``--no-delta``).
 
 Two throwaway sshd on 127.0.0.1 reach the destination engine: one with sealift on the PATH
 (mode 1, the agent), one with only docker (mode 2, a thin archive into ``docker load``). ssh goes
@@ -63,6 +64,8 @@ def _host(ctx: Ctx, kind: str) -> Sshd:
         path = f"{bin_dir}:/usr/bin:/bin"
     env = {
         "PATH": path,
+        # the login shell's ~/.bashrc may put pyenv's shims (an installed sealift) first
+        "PYTHONPATH": ctx.pythonpath,
         "DOCKER_HOST": ctx.dst.host,
         "DOCKER_CONFIG": str(ctx.dst.client_config_dir),
         "XDG_CACHE_HOME": str(root / "cache"),
@@ -105,14 +108,17 @@ def _after(name: str) -> Callable[[Ctx, Measurement], None]:
     return after
 
 
-def _row(name: str, tool: str, kind: str, command: str) -> Contender:
+def _row(name: str, tool: str, kind: str, command: str, *args: str) -> Contender:
+    """One update row; ``args`` are extra ``sealift push`` options (they name its count file)."""
+    key = "-".join((tool, kind, *(a.strip("-") for a in args)))
+
     def script(ctx: Ctx) -> str:
         server = _host(ctx, kind)
-        config = _ssh_config(ctx, server, _count_file(ctx, tool + "-" + kind))
+        config = _ssh_config(ctx, server, _count_file(ctx, key))
         ssh = f"ssh -F {shlex.quote(str(config))}"
         if command == "pipe":
             return f"{D} save {UPDATE_TO} | {ssh} {server.alias} docker load -q"
-        push = ctx.sealift("push", UPDATE_TO, f"ssh://{server.alias}", "--parallel", "1")
+        push = ctx.sealift("push", UPDATE_TO, f"ssh://{server.alias}", "--parallel", "1", *args)
         return f"SEALIFT_SSH_COMMAND={shlex.quote(ssh)} {push}"
 
     return Contender(
@@ -121,8 +127,8 @@ def _row(name: str, tool: str, kind: str, command: str) -> Contender:
         tool,
         UPDATE_BASE,
         script,
-        prepare=_prepare(kind, tool + "-" + kind),
-        after=_after(tool + "-" + kind),
+        prepare=_prepare(kind, key),
+        after=_after(key),
         note="over ssh through a rate-limited relay; bytes = both directions on the wire",
     )
 
@@ -131,6 +137,7 @@ def push_contenders() -> list[Contender]:
     return [
         _row("docker save | ssh | docker load", "docker", "docker", "pipe"),
         _row("sealift push (sealift on the remote)", "sealift", "agent", "push"),
+        _row("sealift push --no-delta (agent)", "sealift", "agent", "push", "--no-delta"),
         _row("sealift push (only docker on the remote)", "sealift", "docker", "push"),
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -16,6 +17,7 @@ from sealift.ends.ssh import SshTarget, is_ssh_url, ssh_command
 from sealift.errors import SealiftError, UsageError
 from sealift.progress import human_size
 from sealift.reference import Reference
+from sealift.remote.deltas import LayerDelta
 from sealift.remote.hosts import HostResult, RemoteOptions, pull_host, push_many
 from sealift.remote.source import open_offering
 
@@ -118,6 +120,11 @@ def _references(texts: list[str]) -> list[str]:
     metavar="NAME:TAG",
     help="From an archive or layout: push only this image (repeatable).",
 )
+@click.option(
+    "--no-delta",
+    is_flag=True,
+    help="Send every layer whole, never as a patch against a layer the host holds.",
+)
 def push(
     arguments: tuple[str, ...],
     codec: str,
@@ -131,13 +138,16 @@ def push(
     as_json: bool,
     parallel: int,
     tags: tuple[str, ...],
+    no_delta: bool,
 ) -> None:
     """Send IMAGEs from the local engine, or the images of an ARCHIVE or OCI layout, to the
     engines of one or more hosts over SSH.
 
     Only what a host lacks crosses the wire: images it has are only tagged, layers it has are
     not sent. With sealift on the remote PATH, layers travel zstd-compressed, are verified and
-    staged there, and a cut push resumes inside the layer where it stopped. Without it, a thin
+    staged there, and a cut push resumes inside the layer where it stopped; a layer whose older
+    version the host holds (an older tag of the same repository) crosses as a binary patch
+    against it when that is less than half the layer (--dry-run shows each one). Without it, a thin
     archive goes into the remote's `docker load` (or `podman load`).
 
     \b
@@ -159,6 +169,7 @@ def push(
         if not targets:
             raise UsageError("name at least one destination ssh://[user@]host[:port]")
         options = _remote_options(codec, level, platform, dry_run, ssh_command, mode, parallel)
+        options = dataclasses.replace(options, delta=not no_delta)
         source = open_offering(sources, engine_host, platform, tags, export_early=not dry_run)
         try:
             with _host_progress([str(t) for t in targets], show=progress.enabled(quiet)) as count:
@@ -330,13 +341,17 @@ def _summary(result: HostResult, dry_run: bool) -> str:
         f"{item.get('ref') or item.get('id')} ({item.get('status')})" for item in result.images
     )
     if dry_run:
-        return (
+        lines = [
             f"{result.host} [{result.mode}]: would send {result.layers_sent} layers "
             f"(up to {human_size(result.bytes_to_send)} before compression), skip "
             f"{result.layers_skipped}; images: {images or 'none'}"
-        )
+        ]
+        lines.extend(f"  {LayerDelta(**item).describe()}" for item in result.deltas)
+        return "\n".join(lines)
+    patched = sum(1 for item in result.deltas if item.get("sent") == "patch")
     return (
         f"{result.host} [{result.mode}]: {images or 'no images'}; "
-        f"{result.layers_sent} layers sent, {result.layers_skipped} skipped, "
+        f"{result.layers_sent} layers sent"
+        f"{f' ({patched} as patches)' if patched else ''}, {result.layers_skipped} skipped, "
         f"{human_size(result.bytes_sent)} on the wire, {result.seconds:.1f}s"
     )

@@ -10,6 +10,15 @@ sealift-test/app:2         like app:1 but its top layer (app.txt) differs       
 sealift-test/large:1       FROM base:1; COPY big.bin (~48 MiB: half random, half text)  sha256sum
 =========================  ==========================================================  ===========
 
+Built only when asked (:func:`build_edge_images`), for binary deltas:
+
+=========================  ==========================================================  ===========
+sealift-test/edge:1        FROM base:1; COPY app/ (data.bin: 768 KiB random, the same   edge v1
+                           in both; version.txt)
+sealift-test/edge:2        like edge:1 but version.txt differs: the top layers differ   edge v2
+                           by one small file, so a patch between them is tiny
+=========================  ==========================================================  ===========
+
 app:1, app:2 and large:1 share base's two layers, so "skip what the engine has" can be seen.
 Nothing is pulled: the only payload is Debian's static busybox. Built the same way in both engine
 kinds; ``id`` is the config digest either way, ``engine_id`` what that engine calls the image.
@@ -32,6 +41,7 @@ __all__ = [
     "LARGE_TEXT_BYTES",
     "BuiltImage",
     "ImageSet",
+    "build_edge_images",
     "build_test_images",
     "large_payload",
 ]
@@ -189,6 +199,35 @@ def _build(daemon: DockerDaemon) -> ImageSet:
     large = _describe(daemon, "sealift-test/large", large_tags, f"{digest}  /big.bin\n")
 
     return ImageSet(base=base, app1=apps[0], app2=apps[1], large=large)
+
+
+EDGE_DATA_BYTES = 768 * 1024
+_EDGE_CACHE: dict[str, tuple[BuiltImage, BuiltImage]] = {}
+
+
+def build_edge_images(daemon: DockerDaemon) -> tuple[BuiltImage, BuiltImage]:
+    """Build (once per engine and process) edge:1 and edge:2 on top of the standard base."""
+    cached = _EDGE_CACHE.get(daemon.host)
+    if cached is not None and all(daemon.has_image(i.engine_id) for i in cached):
+        return cached
+    build_test_images(daemon)
+    data = random.Random(0xED6E).randbytes(EDGE_DATA_BYTES)
+    built = []
+    for version in (1, 2):
+        tags = (f"sealift-test/edge:{version}",)
+        build_image(
+            daemon,
+            tags,
+            "FROM sealift-test/base:1\n"
+            "COPY app/ /app/\n"
+            'CMD ["cat", "/app/version.txt"]\n'
+            f'LABEL {LABEL_KEY}="edge"\n',
+            {"app/data.bin": data, "app/version.txt": f"edge v{version}\n".encode()},
+        )
+        built.append(_describe(daemon, "sealift-test/edge", tags, f"edge v{version}\n"))
+    pair = (built[0], built[1])
+    _EDGE_CACHE[daemon.host] = pair
+    return pair
 
 
 def write_payload(path: Path) -> Path:

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import IO, Any
 
 from sealift import __version__
+from sealift.digest import Digest
 from sealift.ends.engine import Engine
 from sealift.errors import EngineError, SealiftError, TransportError
 from sealift.remote import protocol
@@ -49,7 +50,8 @@ def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) 
         channel.flush()
         request, _ = channel.recv()
         if request["t"] == "offer":
-            _receive(channel, engine, request)
+            deltas = version >= protocol.DELTA_PROTOCOL and request.get("deltas") is True
+            _receive(channel, engine, request, deltas=deltas)
         elif request["t"] == "pull":
             _send(channel, engine, request)
         elif request["t"] != "bye":
@@ -70,13 +72,19 @@ def _report(channel: Channel, message: str, kind: str | None = None) -> None:
         channel.error(message, kind)
 
 
-def _receive(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
+def _receive(channel: Channel, engine: Engine, request: dict[str, Any], *, deltas: bool) -> None:
     with Staging() as staging:
-        _receive_into(channel, Receiver(engine, staging), parse_offer(request))
+        receiver = Receiver(engine, staging)
+        try:
+            _receive_into(channel, receiver, parse_offer(request), deltas=deltas)
+        finally:
+            receiver.close()
 
 
-def _receive_into(channel: Channel, receiver: Receiver, images: list[OfferedImage]) -> None:
-    need = receiver.plan(images)
+def _receive_into(
+    channel: Channel, receiver: Receiver, images: list[OfferedImage], *, deltas: bool = False
+) -> None:
+    need = receiver.plan(images, deltas=deltas)
     channel.send(need.to_json())
     channel.flush()
     while True:
@@ -84,6 +92,10 @@ def _receive_into(channel: Channel, receiver: Receiver, images: list[OfferedImag
         kind = message["t"]
         if kind == "layer":
             receiver.receive(channel, message)
+        elif kind == "patch" and deltas:
+            _answer_patch(channel, receiver, need, message)
+        elif kind == "bases" and deltas:
+            receiver.prefetch_bases(protocol.parse_bases(message))
         elif kind == "commit":
             results = receiver.commit(images, protocol.parse_configs(message, need.configs))
             channel.send({"t": "done", "images": results})
@@ -92,6 +104,18 @@ def _receive_into(channel: Channel, receiver: Receiver, images: list[OfferedImag
             return
         else:
             raise protocol.ProtocolError(f"unexpected {kind!r} while receiving")
+
+
+def _answer_patch(channel: Channel, receiver: Receiver, need: Need, header: dict[str, Any]) -> None:
+    """Rebuild a layer from its patch; tell the sender whether it must send it whole."""
+    if need.layers.get(Digest.parse(header.get("diff_id"))) != 0:
+        raise protocol.ProtocolError("a patch for a layer not asked for from its start")
+    reason = receiver.receive_patch(channel, header)
+    answer: dict[str, Any] = {"t": "patched", "diff_id": header.get("diff_id"), "ok": not reason}
+    if reason:
+        answer["reason"] = reason
+    channel.send(answer)
+    channel.flush()
 
 
 def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from sealift.inventory import of_remote
 from sealift.model import Entry
 from sealift.reference import Reference
 from sealift.remote import protocol
+from sealift.remote.deltas import DeltaPlan, PatchMaker, send_layers_or_patches
 from sealift.remote.protocol import (
     NO_AGENT,
     Channel,
@@ -37,7 +38,7 @@ from sealift.remote.protocol import (
     RemoteError,
 )
 from sealift.remote.receiver import Receiver, StagingReceiver, staged_entry
-from sealift.remote.sender import configs_for, layers_by_diff_id, send_layers, single_images
+from sealift.remote.sender import configs_for, layers_by_diff_id, single_images
 from sealift.remote.source import Offering
 from sealift.remote.staging import Staging
 
@@ -69,6 +70,8 @@ class RemoteOptions:
     platform: str | None = None
     mode: str = "auto"
     """auto, agent, docker or podman."""
+    delta: bool = True
+    """Send layers as patches against layers the host holds, where that pays (agent only)."""
 
 
 @dataclass
@@ -85,6 +88,8 @@ class HostResult:
     bytes_sent: int = 0
     bytes_received: int = 0
     seconds: float = 0.0
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    """Per layer sent (agent, protocol 2): whether it went as a patch, against what, or why not."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,20 +208,46 @@ def _tools(lines: list[str]) -> list[str]:
     return [tool for tool in found if tool in CLI_TOOLS]
 
 
-def _hello(channel: Channel) -> None:
+def _hello(channel: Channel) -> int:
+    """Agree on a protocol version with the agent; return it."""
     channel.send(protocol.hello())
     channel.flush()
     answer = channel.expect("hello")
-    if answer.get("protocol") not in protocol.PROTOCOLS:
+    version = answer.get("protocol")
+    if not isinstance(version, int) or version not in protocol.PROTOCOLS:
         raise RemoteError(
-            f"{channel.peer}: protocol mismatch: the agent chose {answer.get('protocol')!r}, "
+            f"{channel.peer}: protocol mismatch: the agent chose {version!r}, "
             f"this sealift speaks {list(protocol.PROTOCOLS)}"
         )
+    return version
 
 
 # ---------------------------------------------------------------------------------------- push
 def push_host(
-    source: Offering, target: SshTarget, options: RemoteOptions, progress: HostProgress
+    source: Offering,
+    target: SshTarget,
+    options: RemoteOptions,
+    progress: HostProgress,
+    patches: PatchMaker | None = None,
+) -> HostResult:
+    """Push to one host; ``patches`` (shared by the hosts of one push) makes delta patches."""
+    with contextlib.ExitStack() as stack:
+        if patches is None and options.delta:
+            patches = _patch_maker(source, options)
+            stack.callback(patches.close)
+        return _push_host(source, target, options, progress, patches)
+
+
+def _patch_maker(source: Offering, options: RemoteOptions) -> PatchMaker:
+    return PatchMaker(source.engine, options.compression, options.level)
+
+
+def _push_host(
+    source: Offering,
+    target: SshTarget,
+    options: RemoteOptions,
+    progress: HostProgress,
+    patches: PatchMaker | None,
 ) -> HostResult:
     result = HostResult(str(target))
     start = time.monotonic()
@@ -227,7 +258,7 @@ def push_host(
         if agent and options.mode in ("auto", "agent"):
             try:
                 result.mode = "agent"
-                _push_agent(session, source, options, result, progress)
+                _push_agent(session, source, options, result, progress, patches)
                 agent_done = True
             except RemoteError as exc:
                 if exc.kind != "engine" or options.mode == "agent":
@@ -272,28 +303,42 @@ def _push_agent(
     options: RemoteOptions,
     result: HostResult,
     progress: HostProgress,
+    patches: PatchMaker | None,
 ) -> None:
     with session.conversation(result) as channel:
-        _hello(channel)
-        channel.send(protocol.offer_message(source.offer))
+        deltas = _hello(channel) >= protocol.DELTA_PROTOCOL and patches is not None
+        channel.send(protocol.offer_message(source.offer, deltas=deltas))
         channel.flush()
         need = Need.parse(channel.expect("need"))
         # the engine's save stream is read only when this host lacks something
         entries = source.entries() if need.layers or need.configs else []
         _tally(result, source, entries, need)
+        plan = DeltaPlan()
+        if patches is not None and need.held is not None and need.layers:
+            plan = patches.choose(entries, source.offer, need)
+            if plan.bases and not options.dry_run:
+                # the agent reads its bases out of its engine while this side makes the patches
+                channel.send({"t": "bases", "diff_ids": [str(base) for base in plan.bases]})
+                channel.flush()
+            patches.make(plan, entries)
         progress.total(result.host, result.bytes_to_send)
         if options.dry_run:
+            result.deltas = [report.to_json() for report in plan.reports.values()]
             channel.send({"t": "bye"})
             channel.flush()
         else:
-            send_layers(
-                channel,
-                entries,
-                need,
-                options.compression,
-                options.level,
-                lambda wire, raw: progress.advance(result.host, wire, raw),
-            )
+            try:
+                send_layers_or_patches(
+                    channel,
+                    entries,
+                    need,
+                    plan,
+                    options.compression,
+                    options.level,
+                    lambda wire, raw: progress.advance(result.host, wire, raw),
+                )
+            finally:
+                result.deltas = [report.to_json() for report in plan.reports.values()]
             channel.send({"t": "commit", "configs": configs_for(entries, need)})
             channel.flush()
             done = channel.expect("done")
@@ -627,9 +672,10 @@ def push_many(
 ) -> list[HostResult]:
     """Push to every target, ``options.parallel`` at a time; one result per target, in order."""
     count = progress or NoProgress()
+    patches = _patch_maker(source, options) if options.delta else None
     pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
     try:
-        futures = [pool.submit(push_host, source, t, options, count) for t in targets]
+        futures = [pool.submit(push_host, source, t, options, count, patches) for t in targets]
         return [future.result() for future in futures]
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -637,3 +683,5 @@ def push_many(
         raise
     finally:
         pool.shutdown(wait=True)
+        if patches is not None:
+            patches.close()

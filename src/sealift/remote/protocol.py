@@ -25,14 +25,18 @@ from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, SealiftError, TransportError
 from sealift.model import check_media_type
 
-PROTOCOLS = (1,)
-"""Protocol versions this sealift speaks, oldest first."""
+PROTOCOLS = (1, 2)
+"""Protocol versions this sealift speaks, oldest first. Version 2 adds binary deltas: the
+offer may ask for ``held``, the receiver's images of the offered repositories, and a layer may
+cross as a ``patch`` that the receiver answers with ``patched``."""
+DELTA_PROTOCOL = 2
 
 BANNER = b"SEALIFT-AGENT"
 NO_AGENT = b"SEALIFT-NO-AGENT"
 MAX_LINE = 64 * 1024 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 MAX_BANNER_LINES = 200
+MAX_BASES = 10_000
 
 
 class RemoteError(SealiftError):
@@ -243,8 +247,12 @@ class OfferedImage:
         }
 
 
-def offer_message(images: Iterable[OfferedImage]) -> Message:
-    return {"t": "offer", "images": [image.to_json() for image in images]}
+def offer_message(images: Iterable[OfferedImage], *, deltas: bool = False) -> Message:
+    """The ``offer``; ``deltas`` (protocol 2 only) asks the receiver to list what it holds."""
+    message: Message = {"t": "offer", "images": [image.to_json() for image in images]}
+    if deltas:
+        message["deltas"] = True
+    return message
 
 
 def parse_offer(message: Message) -> list[OfferedImage]:
@@ -275,6 +283,17 @@ def parse_offer(message: Message) -> list[OfferedImage]:
             raise ProtocolError(f"offer: image {image_id}: layers do not match its diff_ids")
         result.append(OfferedImage(image_id, parsed_diff_ids, parsed_layers, parsed_tags))
     return result
+
+
+def parse_bases(message: Message) -> list[Digest]:
+    """The diff_ids of a ``bases`` hint (protocol 2): the patch bases the sender chose."""
+    items = message.get("diff_ids")
+    if not isinstance(items, list) or len(items) > MAX_BASES:
+        raise ProtocolError(f"bases: diff_ids must be a list of at most {MAX_BASES}")
+    try:
+        return [Digest.parse(item) for item in items]
+    except (InvalidArchiveError, TypeError) as exc:
+        raise ProtocolError(f"bases: {exc}") from exc
 
 
 def configs_json(configs: dict[Digest, bytes]) -> dict[str, str]:
@@ -320,6 +339,44 @@ def _offered_layer(value: Any) -> OfferedLayer:
 
 
 @dataclass(frozen=True)
+class HeldImage:
+    """An image the receiver's engine holds, for the sender to choose patch bases from: its
+    ID (as the engine names it), its tags, its layers and its ``created`` time."""
+
+    id: str
+    tags: tuple[str, ...]
+    diff_ids: tuple[Digest, ...]
+    created: str = ""
+
+    def to_json(self) -> Message:
+        return {
+            "id": self.id,
+            "tags": list(self.tags),
+            "diff_ids": [str(d) for d in self.diff_ids],
+            "created": self.created,
+        }
+
+    @classmethod
+    def parse(cls, value: Any) -> HeldImage:
+        from sealift.reference import Reference
+
+        if not isinstance(value, dict):
+            raise ProtocolError("need: held image is not an object")
+        tags, diff_ids, created = value.get("tags"), value.get("diff_ids"), value.get("created")
+        if not isinstance(tags, list) or not isinstance(diff_ids, list):
+            raise ProtocolError("need: held image without tags or diff_ids")
+        try:
+            image_id = str(Digest.parse(value.get("id")))
+            parsed_tags = tuple(str(Reference.parse(str(tag))) for tag in tags)
+            parsed_diff_ids = tuple(Digest.parse(d) for d in diff_ids)
+        except (SealiftError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"need: held image: {exc}") from exc
+        return cls(
+            image_id, parsed_tags, parsed_diff_ids, created if isinstance(created, str) else ""
+        )
+
+
+@dataclass(frozen=True)
 class Need:
     """What the receiving side lacks: layers (diff_id -> bytes it already holds) and a tally."""
 
@@ -328,15 +385,20 @@ class Need:
     skipped_layers: int = 0
     configs: tuple[str, ...] = ()
     """IDs of the images the receiver will load (it needs their config bytes)."""
+    held: tuple[HeldImage, ...] | None = None
+    """Protocol 2, when the offer asked: the receiver's images to patch against."""
 
     def to_json(self) -> Message:
-        return {
+        message: Message = {
             "t": "need",
             "layers": [{"diff_id": str(d), "offset": o} for d, o in self.layers.items()],
             "present": list(self.present_images),
             "skipped": self.skipped_layers,
             "configs": list(self.configs),
         }
+        if self.held is not None:
+            message["held"] = [image.to_json() for image in self.held]
+        return message
 
     @classmethod
     def parse(cls, message: Message) -> Need:
@@ -363,4 +425,8 @@ class Need:
             config_ids = tuple(str(Digest.parse(c)) for c in configs)
         except InvalidArchiveError as exc:
             raise ProtocolError(f"need: {exc}") from exc
-        return cls(layers, tuple(str(p) for p in present), skipped, config_ids)
+        held = message.get("held")
+        if held is not None and not isinstance(held, list):
+            raise ProtocolError("need: invalid held")
+        held_images = None if held is None else tuple(HeldImage.parse(item) for item in held)
+        return cls(layers, tuple(str(p) for p in present), skipped, config_ids, held_images)

@@ -19,8 +19,10 @@ from sealift.ends.engine import Engine, EngineSink, EngineSource, chain_ids, eng
 from sealift.errors import EngineError, SealiftError
 from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer, Manifest
 from sealift.reference import Reference
+from sealift.remote.deltas import ReceiverBases, held_images, receive_patch
 from sealift.remote.protocol import (
     Channel,
+    HeldImage,
     LayerStream,
     Need,
     OfferedImage,
@@ -46,6 +48,7 @@ class Receiver:
         self._containerd: bool | None = None
         self._local: dict[Digest, str] = {}
         """Layers not asked for because the engine holds their stack: diff_id -> an image."""
+        self._bases: ReceiverBases | None = None
 
     @property
     def containerd_store(self) -> bool:
@@ -53,8 +56,9 @@ class Receiver:
             self._containerd = self.engine.containerd_store
         return self._containerd
 
-    def plan(self, images: list[OfferedImage]) -> Need:
-        """The layers to send (with the offset staging already holds), images to tag only."""
+    def plan(self, images: list[OfferedImage], *, deltas: bool = False) -> Need:
+        """The layers to send (with the offset staging already holds), images to tag only;
+        with ``deltas``, also the images held of the offered repositories (patch bases)."""
         self.staging.expire()
         present = set(self.engine.image_ids())
         missing = [image for image in images if str(image.id) not in present]
@@ -68,12 +72,20 @@ class Receiver:
                     self._local[diff_id] = holders[chain]
                 elif not self.staging.hold(diff_id):
                     needed[diff_id] = self.staging.offset(diff_id)
+        held = self._held(images) if deltas and needed else None
         return Need(
             needed,
             tuple(sorted({str(i.id) for i in images if str(i.id) in present})),
             len(skipped - set(needed)),
             tuple(sorted({str(image.id) for image in missing})),
+            held,
         )
+
+    def _held(self, images: list[OfferedImage]) -> tuple[HeldImage, ...]:
+        repositories = {Reference.parse(tag).repository for image in images for tag in image.tags}
+        held = tuple(held_images(self.engine, repositories))
+        self._bases = ReceiverBases(self.engine, self.staging, held)
+        return held
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
         receive_layer(self.staging, self.received, channel, header)
@@ -89,6 +101,24 @@ class Receiver:
                 by_image.setdefault(self._local[diff_id], set()).add(diff_id)
         for image_id, diff_ids in by_image.items():
             _export_layers(self.engine, image_id, diff_ids, self.staging)
+
+    def receive_patch(self, channel: Channel, header: dict[str, Any]) -> str | None:
+        """Rebuild a layer from a patch; None when staged, else why it is wanted whole."""
+        wire_before = channel.bytes_in
+        reason = receive_patch(self.staging, self._bases, channel, header)
+        self.received.wire_bytes += channel.bytes_in - wire_before
+        if reason is None:
+            self.received.layers += 1
+        return reason
+
+    def prefetch_bases(self, bases: list[Digest]) -> None:
+        """Start reading these patch bases out of the engine (the sender's hint)."""
+        if self._bases is not None:
+            self._bases.prefetch(bases)
+
+    def close(self) -> None:
+        if self._bases is not None:
+            self._bases.close()
 
     def commit(
         self, images: list[OfferedImage], configs: dict[Digest, bytes]

@@ -118,9 +118,9 @@ def send_layer(
     """Send one layer from ``offset``; ``on_bytes(wire, raw)`` after each frame."""
     channel.send({"t": "layer", "diff_id": str(layer.diff_id), "offset": offset, "codec": codec})
     total = offset
-    with _uncompressed(layer, offset) as content:
+    with uncompressed_content(layer, offset) as content:
         reported = 0
-        for frame in _compressed_frames(content, codec, level):
+        for frame in compressed_frames(content, codec, level):
             channel.send({"t": "c"}, frame)
             if on_bytes is not None:
                 on_bytes(len(frame), content.count - reported)
@@ -131,7 +131,7 @@ def send_layer(
 
 
 @contextlib.contextmanager
-def _uncompressed(layer: Layer, offset: int) -> Iterator[CountingReader]:
+def uncompressed_content(layer: Layer, offset: int) -> Iterator[CountingReader]:
     """The layer's uncompressed bytes from ``offset`` on."""
     what = layer.label or f"layer {layer.diff_id}"
     with layer.open() as stored:
@@ -151,7 +151,7 @@ def _uncompressed(layer: Layer, offset: int) -> Iterator[CountingReader]:
         yield CountingReader(stream)
 
 
-def _compressed_frames(content: CountingReader, codec: str, level: int | None) -> Iterator[bytes]:
+def compressed_frames(content: CountingReader, codec: str, level: int | None) -> Iterator[bytes]:
     compressor: zstandard.ZstdCompressionObj | zlib._Compress | None
     if codec == compression.ZSTD:
         compressor = zstandard.ZstdCompressor(

@@ -32,6 +32,8 @@ class Offering(Protocol):
 
     offer: list[OfferedImage]
     saved: bool
+    engine: Engine | None
+    """The engine the images come from, if any (where patch bases are exported from)."""
 
     def entries(self) -> list[Entry]: ...
 
@@ -45,6 +47,7 @@ class EntriesOffer:
         self._entries = with_manifests(entries)
         self.offer = _offers(self._entries)
         self.saved = False
+        self.engine: Engine | None = None
         self._closing = closing
 
     def entries(self) -> list[Entry]:
@@ -90,7 +93,8 @@ class LazySource:
     ) -> None:
         if not refs:
             raise UsageError("name at least one image")
-        self.engine = engine
+        self.engine: Engine | None = engine
+        self._engine = engine
         self.refs = refs
         self.platform = platform
         self._source: EngineSource | None = EngineSource(engine, refs) if export_early else None
@@ -122,7 +126,7 @@ class LazySource:
 
     def _save(self) -> list[Entry]:
         if self._source is None:
-            self._source = EngineSource(self.engine, self.refs)
+            self._source = EngineSource(self._engine, self.refs)
         entries = with_manifests(Selection((), self.platform).apply(self._source.entries()))
         saved = {str(image.id) for image, _ in single_images(entries)}
         offered = {str(image.id) for image in getattr(self, "offer", None) or ()}

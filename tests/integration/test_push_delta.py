@@ -1,0 +1,172 @@
+"""``sealift push`` with binary deltas over a real sshd into real engines, bytes counted on the
+wire: an update whose top layer changed by one small file crosses as a patch against the version
+the host holds, and falls back to the whole layer where the host no longer holds it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealift.digest import Digest
+from tests.integration.test_push import (  # helpers of the push tests
+    Host,
+    Wire,
+    _bin_dir,
+    layer_sizes,
+    push,
+)
+from tests.support.cli import REPO_ROOT
+from tests.support.dockerd import DockerDaemon, image_id
+from tests.support.engines import both_engine_kinds
+from tests.support.images import BuiltImage, ImageSet, build_edge_images
+from tests.support.peers import Sshd
+
+pytestmark = [pytest.mark.ssh, pytest.mark.engine]
+
+UPDATE_BUDGET = 64 * 1024
+"""Everything an update by patch may cost on the wire, ssh handshake included."""
+
+
+@pytest.fixture(scope="module")
+def edge_images(source_engine: DockerDaemon, test_images: ImageSet) -> tuple[BuiltImage, ...]:
+    return build_edge_images(source_engine)
+
+
+@pytest.fixture
+def connect(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..., tuple[Host, Wire]]:
+    """``host, wire = connect(engine)``: a host with sealift and docker, and the wire to it.
+
+    Its sessions get ``PYTHONPATH`` too: the login shell's ~/.bashrc puts pyenv's shims first
+    on the PATH, whose ``sealift`` is the installed one, not the tree under test.
+    """
+
+    def connect_one(engine: DockerDaemon, *, protocol_1_only: bool = False) -> tuple[Host, Wire]:
+        root = tmp_path / "host0"
+        bin_dir = _bin_dir(root / "bin", ("sealift", "docker"), engine)
+        python_path = [str(REPO_ROOT / "src")]
+        if protocol_1_only:  # an older sealift on the host: its agent speaks protocol 1 only
+            python_path.append(str(_older_agent(root / "older")))
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "PYTHONPATH": ":".join(python_path),
+            "XDG_CACHE_HOME": str(root / "cache"),
+            "DOCKER_HOST": engine.host,
+            "DOCKER_CONFIG": str(engine.client_config_dir),
+        }
+        host = Host(sshd_factory(env, alias="host0"), "host0", root / "cache")
+        return host, Wire(tmp_path / "wire", [host])
+
+    return connect_one
+
+
+def _older_agent(directory: Path) -> Path:
+    """A sitecustomize that makes the sealift under test speak protocol 1 only."""
+    directory.mkdir(parents=True)
+    (directory / "sitecustomize.py").write_text(
+        "import sealift.remote.protocol as protocol\nprotocol.PROTOCOLS = (1,)\n"
+    )
+    return directory
+
+
+# The image ID is checked as its config digest: on the containerd store an agent push gives the
+# image another manifest digest than the source's (so in test_push.py too), patch or not.
+
+
+def _host_summary(result: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = result.json()["hosts"][0]
+    assert summary["ok"] and summary["mode"] == "agent", summary
+    return summary
+
+
+@both_engine_kinds
+def test_update_crosses_as_a_patch_and_falls_back_where_the_base_is_gone(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    top = layer_sizes(source_engine, new.ref, tmp_path)[-1]
+    assert top > 10 * UPDATE_BUDGET, "the changed layer must be large for the test to mean much"
+
+    # --dry-run: the base chosen, the patch and layer sizes; nothing crosses, nothing changes
+    dry = push(wire, source_engine, new.ref, host.url, "--dry-run").assert_ok()
+    assert "patch of" in dry.stdout and "layer 2 of sealift-test/edge:1" in dry.stdout, dry.stdout
+    assert not dest.has_image(new.ref)
+
+    # the update: the top layer crosses as a patch against edge:1's
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    deltas = {item["diff_id"]: item for item in _host_summary(result)["deltas"]}
+    delta = deltas[new.diff_ids[-1]]
+    assert delta["sent"] == "patch" and delta["fallback"] is None, delta
+    assert delta["base"] == old.diff_ids[-1] and delta["diff_id"] == new.diff_ids[-1], delta
+    assert delta["base_image"] == old.ref and delta["patch_bytes"] < 4096, delta
+    assert wire.bytes <= UPDATE_BUDGET, (wire.bytes, top)
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+    left = list(host.cache.glob("sealift/staging/*"))
+    assert not left, f"staging is cleaned after success: {left}"
+
+    # --no-delta: the whole layer, as before
+    dest.docker("rmi", new.ref)
+    result = push(wire, source_engine, new.ref, host.url, "--json", "--no-delta").assert_ok()
+    assert _host_summary(result)["deltas"] == []
+    assert wire.bytes >= top, (wire.bytes, top)
+    assert image_id(dest, new.ref) == new.id
+
+    # the host lost the base (edge:1 removed): no patch, the whole layer, still the right image
+    dest.docker("rmi", new.ref, old.ref)
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    summary = _host_summary(result)
+    assert all(item["sent"] == "whole" for item in summary["deltas"]), summary["deltas"]
+    assert wire.bytes >= top, (wire.bytes, top)
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+
+
+def test_an_agent_speaking_protocol_1_gets_whole_layers(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest, protocol_1_only=True)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    assert _host_summary(result)["deltas"] == [], "no protocol 2 frame to an older agent"
+    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+
+
+def test_a_base_that_does_not_match_falls_back_to_the_whole_layer(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    dest = empty_dest_engine
+    host, wire = connect(dest)
+    push(wire, source_engine, old.ref, host.url).assert_ok()
+    # the host's staging holds a damaged copy of the base, which the agent prefers to its engine
+    staged = host.cache / "sealift" / "staging" / Digest.parse(old.diff_ids[-1]).hex
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(b"not the layer")
+    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    (delta,) = _host_summary(result)["deltas"]
+    assert delta["sent"] == "whole" and "did not rebuild" in delta["fallback"], delta
+    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
