@@ -264,10 +264,10 @@ class _FakeEngine:
     def image_ids(self) -> list[str]:
         return [self._held.id]
 
-    def layer_chains(self) -> set[Digest]:
+    def chain_holders(self) -> dict[Digest, str]:
         from sealift.ends.engine import chain_ids
 
-        return set(chain_ids(list(self._held.diff_ids)))
+        return dict.fromkeys(chain_ids(list(self._held.diff_ids)), self._held.id)
 
     def inspect(self, ref: str) -> dict[str, Any]:
         layers = [str(d) for d in self._held.diff_ids]
