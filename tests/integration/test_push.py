@@ -241,7 +241,12 @@ def test_first_push_update_and_noop(
         # Docker 26's API names images by manifest digest only: its images are read to build
         # the offer (their configs give the image IDs), so there the source is always read
         assert not summary["source_read"], "nothing needed: the source engine is not even saved"
-    assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
+        assert {i["status"] for i in summary["hosts"][0]["images"]} == {"present"}, summary
+    else:
+        # the containerd store names the image by the manifest its first push wrote, which the
+        # offer cannot know: the host loads it again from its own layers (no layer crossed)
+        statuses = {i["status"] for i in summary["hosts"][0]["images"]}
+        assert statuses <= {"present", "loaded"}, summary
 
 
 @both_engine_kinds
