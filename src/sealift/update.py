@@ -71,17 +71,9 @@ def held_layers(entries: list[Entry], inventory: Inventory) -> set[Digest]:
             if image.manifest is not None and str(image.manifest.digest) in inventory.ids
         ]
         return {layer.digest for image in held_images for layer in image.layers}
-    from sealift.ends.engine import chain_ids
+    from sealift.ends.engine import layers_in_chains
 
-    chains = inventory.chains
-    held: set[Digest] = set()
-    needed: set[Digest] = set()
-    for entry in entries:
-        for image in entry.images():
-            stacks = chain_ids([layer.diff_id for layer in image.layers])
-            for layer, chain in zip(image.layers, stacks, strict=True):
-                (held if chain in chains else needed).add(layer.digest)
-    return held - needed
+    return layers_in_chains(entries, inventory.chains)
 
 
 class UpdateSink:

@@ -447,7 +447,7 @@ class EngineSink:
             else:
                 plan.send.append(entry)
         if chains:
-            plan.skip_layers = _layers_engine_has(plan.send, chains)
+            plan.skip_layers = layers_in_chains(plan.send, chains)
         if self.engine.containerd_store and self.thin:
             held = _layers_of([entry for _, entry, _ in plan.tag_only])
             plan.skip_layers |= set(_layers_of(plan.send)) & set(held)
@@ -563,8 +563,9 @@ def _layers_of(entries: list[Entry]) -> dict[Digest, Layer]:
     }
 
 
-def _layers_engine_has(entries: list[Entry], chains: set[Digest]) -> set[Digest]:
-    """Layers every image that uses them can leave out, because the engine has their stack."""
+def layers_in_chains(entries: list[Entry], chains: set[Digest]) -> set[Digest]:
+    """Layers every image that uses them can leave out, because an engine (or a site) holds
+    their stack: those whose chain ID is in ``chains``."""
     present: set[Digest] = set()
     needed: set[Digest] = set()
     for entry in entries:

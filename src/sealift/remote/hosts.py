@@ -20,7 +20,8 @@ from typing import IO, Any, Protocol, cast
 
 from sealift import compression
 from sealift.digest import Digest
-from sealift.ends.engine import chain_ids, engine_ids
+from sealift.ends.base import all_layers
+from sealift.ends.engine import chain_ids, engine_ids, layers_in_chains
 from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
@@ -452,15 +453,8 @@ def _push_cli(
     if missing:
         pairs = single_images(source.entries())
         send = [entry for image, entry in pairs if str(image.id) in missing]
-        present: set[Digest] = set()
-        needed: set[Digest] = set()
-        for image, _entry in pairs:
-            if str(image.id) not in missing:
-                continue
-            stacks = chain_ids([layer.diff_id for layer in image.layers])
-            for layer, chain in zip(image.layers, stacks, strict=True):
-                (present if chain in chains else needed).add(layer.digest)
-        omit = present - needed
+        omit = layers_in_chains(send, chains)
+        needed = all_layers(send) - omit
         layers = {layer.digest: layer for image, _ in pairs for layer in image.layers}
         result.layers_sent = len(needed)
         result.layers_skipped = len(omit)
