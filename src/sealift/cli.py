@@ -325,7 +325,15 @@ def _print_result(result: WriteResult, *, as_json: bool, quiet: bool) -> None:
         )
     elif not quiet:
         for line in result.names:
-            click.echo(line if line.startswith("Loaded image") else f"Copied: {line}")
+            click.echo(line if line.startswith("Loaded image") else f"Copied: {_familiar(line)}")
+
+
+def _familiar(name: str) -> str:
+    """``docker.io/library/app:1`` as docker prints it (``app:1``); other names as they are."""
+    try:
+        return Reference.parse(name).familiar
+    except UsageError:
+        return name
 
 
 def _progress(
