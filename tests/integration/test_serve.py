@@ -23,8 +23,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli import sealift_env
+from tests.support.cli import run_sealift, sealift_env
+from tests.support.docker26 import Docker26Daemon
 from tests.support.dockerd import DockerDaemon
+from tests.support.engines import EnginePair
 from tests.support.fixtures import DOCKER_APP_ID, DOCKER_BASE_ID, OCI_APP_ID
 from tests.support.peers import Containerd, Podman, Skopeo
 from tests.support.tls import make_ca_and_server_cert
@@ -253,3 +255,32 @@ def test_podman_pulls_without_tls_verification(
         ref = served.ref("fixture/app:1")
         podman.run("pull", "--tls-verify=false", ref)
     assert podman.image_id(ref) == OCI_APP_ID
+
+
+@pytest.mark.engine
+@pytest.mark.docker26
+def test_docker_26_pulls_over_tls_keeping_the_archives_manifest_digest(
+    engine26: EnginePair, tool_fixtures: Path, tmp_path: Path
+) -> None:
+    """Docker 26 with the containerd store pulls from `sealift serve` (over TLS: its containerd
+    resolver ignores insecure-registries, so plain HTTP is refused even on loopback); the image is
+    named by the archive's manifest digest, because its blobs arrive as they are, and it runs."""
+    engine = engine26.dest
+    assert isinstance(engine, Docker26Daemon)
+    engine.remove_all_images()
+    archive = tmp_path / "app-zstd.tar"
+    source = tool_fixtures / "docker20-save-app.tar.zst"
+    run_sealift("convert", source, archive, "--compression", "zstd").assert_ok()
+    report = run_sealift("inspect", "--json", archive).assert_ok().json()
+    (manifest_digest,) = {row["manifest_digest"] for row in report["images"]}
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca, cert, key = make_ca_and_server_cert(certs, "127.0.0.1")
+    args = ("--tls-cert", str(cert), "--tls-key", str(key))
+    with sealift_serve(archive, *args, log=tmp_path / "serve.log") as served:
+        trusted = engine.root / "etc" / "docker" / "certs.d" / served.address
+        trusted.mkdir(parents=True)
+        (trusted / "ca.crt").write_bytes(ca.read_bytes())
+        engine.docker("pull", served.ref("fixture/app:1"))
+    assert engine.inspect(served.ref("fixture/app:1"))["Id"] == manifest_digest
+    assert engine.run(served.ref("fixture/app:1")) == "app v1\ndemo\n"
