@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealift.digest import Digest
-from sealift.ends.engine import _layers_engine_has, chain_ids
+from sealift.ends.engine import layers_in_chains, chain_ids
 from sealift.ends.memory import image_from_layers
 
 
@@ -42,7 +42,7 @@ def test_only_layers_whose_whole_stack_the_engine_has_are_skipped(
 ) -> None:
     engine_chains = set(chain_ids([image_from_layers([d]).target.layers[0].diff_id for d in have]))  # type: ignore[union-attr]
     entry = image_from_layers(want)
-    skipped = _layers_engine_has([entry], engine_chains)
+    skipped = layers_in_chains([entry], engine_chains)
     wanted = [layer.diff_id for layer in entry.target.layers]  # type: ignore[union-attr]
     prefix = 0
     for mine, theirs in zip(want, have, strict=False):
@@ -58,4 +58,4 @@ def test_only_layers_whose_whole_stack_the_engine_has_are_skipped(
 
 def test_an_engine_without_layers_gets_everything() -> None:
     entry = image_from_layers([b"one", b"two"])
-    assert _layers_engine_has([entry], set()) == set()
+    assert layers_in_chains([entry], set()) == set()
