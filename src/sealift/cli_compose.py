@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sealift import compression, progress
+from sealift import compression, progress, space
 from sealift.cli import errors_to_exit
 from sealift.cli_airgap import SPLIT, check_signature, output_size, signature_options
 from sealift.compose.commands import (
@@ -231,8 +231,10 @@ def load_command(
     with errors_to_exit():
         if archive == "-" and sys.stdin.isatty():
             raise UsageError("stdin is a terminal: name the bundle FILE or pipe one in")
-        check_signature(archive, allowed_signers, signer)
         engine = Engine(host)
+        # before any work: the spool and the engine's disk must hold what the bundle brings
+        space.check(space.load_needs(archive, space.engine_data_root(engine)), f"loading {archive}")
+        check_signature(archive, allowed_signers, signer)
         tool = find_compose(compose_environment(engine))
         if up:
             require_compose(tool)
