@@ -23,6 +23,7 @@ from sealift.compose.commands import (
     read_archive_bundle,
     require_compose,
     service_images,
+    unique_layer_bytes,
     write_bundle,
     write_project,
 )
@@ -145,10 +146,12 @@ def save_command(
             given = click.get_current_context().get_parameter_source("codec")
             keep = given is not click.core.ParameterSource.COMMANDLINE
             copy_options = CopyOptions(codec, level, keep_compressed=keep)
+            image_ids = [str(found["Id"]) for found in source.found.values()]
+            unique_bytes = unique_layer_bytes(engine, image_ids)
             with progress.byte_progress(
                 "saving",
                 lambda: _bytes_read(source),
-                source.total_size,
+                unique_bytes if unique_bytes is not None else source.total_size,
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
@@ -173,6 +176,7 @@ def save_command(
                     for name, s in sorted(bundle.services.items())
                 },
                 "compression": codec,
+                "unique_layer_bytes": unique_bytes,
                 "bytes": output_size(output),
             }
             click.echo(json.dumps(summary))

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +81,23 @@ def save_name(ref: str) -> str:
     except UsageError:
         return ref  # an image ID
     return f"{ref}:latest" if reference.tag is None and reference.digest is None else ref
+
+
+def unique_layer_bytes(engine: Engine, image_ids: Iterable[str]) -> int | None:
+    """The bytes of every distinct layer of the images, a base shared by several services
+    counted once: each layer's size from the image's history. None when a history does not line
+    up with the image's layers (a zero-sized layer, an engine that reports no sizes)."""
+    sizes: dict[str, int] = {}
+    for image_id in dict.fromkeys(image_ids):
+        layers = engine.inspect(image_id).get("RootFS", {}).get("Layers") or []
+        history = engine.call(engine.api.history, image_id) or []
+        # the engine lists history newest first; steps that made no layer have size 0
+        steps = [int(step.get("Size") or 0) for step in reversed(history)]
+        layer_sizes = [size for size in steps if size > 0]
+        if len(layer_sizes) != len(layers):
+            return None
+        sizes.update(zip(layers, layer_sizes, strict=True))
+    return sum(sizes.values())
 
 
 def _engine_has(engine: Engine, ref: str) -> bool:
