@@ -84,19 +84,25 @@ def save_name(ref: str) -> str:
 
 
 def unique_layer_bytes(engine: Engine, image_ids: Iterable[str]) -> int | None:
-    """The bytes of every distinct layer of the images, a base shared by several services
-    counted once: each layer's size from the image's history. None when a history does not line
-    up with the image's layers (a zero-sized layer, an engine that reports no sizes)."""
+    """About the bytes the engine's save stream carries for the images: every distinct layer
+    once, a base shared by several services counted once. None when an image's history does
+    not line up with its layers (a zero-sized layer, an engine that reports no sizes)."""
     sizes: dict[str, int] = {}
     for image_id in dict.fromkeys(image_ids):
-        layers = engine.inspect(image_id).get("RootFS", {}).get("Layers") or []
+        inspected = engine.inspect(image_id)
+        layers = inspected.get("RootFS", {}).get("Layers") or []
         history = engine.call(engine.api.history, image_id) or []
-        # the engine lists history newest first; steps that made no layer have size 0
-        steps = [int(step.get("Size") or 0) for step in reversed(history)]
-        layer_sizes = [size for size in steps if size > 0]
-        if len(layer_sizes) != len(layers):
+        # newest first; steps that made no layer have size 0
+        layer_sizes = [size for step in reversed(history) if (size := int(step.get("Size") or 0))]
+        if not layers or len(layer_sizes) != len(layers):
             return None
-        sizes.update(zip(layers, layer_sizes, strict=True))
+        # the image's Size is in the stream's unit: uncompressed layers on the classic store
+        # (where it is the history's sum), compressed blobs on the containerd store (where the
+        # history gives unpacked sizes): each layer gets its share of it
+        scale = int(inspected.get("Size") or 0) / sum(layer_sizes) or 1.0
+        sizes.update(
+            (layer, round(size * scale)) for layer, size in zip(layers, layer_sizes, strict=True)
+        )
     return sum(sizes.values())
 
 
