@@ -7,14 +7,19 @@
   ``docker compose`` and the engine's own client for the rest.
 * After one service changed (its tag in .env), ``compose save --since`` the site's inventory
   carries only that service's changed layer, and ``compose load`` of it works on the site.
+* A compressed bundle whose spool (SEALIFT_TMPDIR, a small tmpfs) is too small is refused in one
+  line saying how much is needed, before anything loads.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shlex
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +37,7 @@ from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
 from tests.support.engines import both_engine_kinds
 from tests.support.images import ImageSet
+from tests.support.require import require
 
 pytestmark = [pytest.mark.compose, pytest.mark.engine]
 
@@ -176,3 +182,43 @@ def test_compose_save_since_carries_only_the_changed_layer_and_loads_on_the_site
     assert result["services"]["web"]["image"] == "sealift-test/app:2"
     assert site.config_digest(test_images.app2.ref) == test_images.app2.id
     assert site.inspect(test_images.app2.ref)["RootFS"]["Layers"][-1] == changed
+
+
+@pytest.fixture
+def small_spool(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs for SEALIFT_TMPDIR: too small to spool any bundle."""
+    require(None if os.geteuid() == 0 else "mounting a tmpfs needs root")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", spool], check=True)
+    try:
+        yield spool
+    finally:
+        subprocess.run(["umount", spool], check=True)
+
+
+def test_compose_load_says_how_much_space_the_spool_needs_before_loading_anything(
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    test_images: ImageSet,
+    small_spool: Path,
+    tmp_path: Path,
+) -> None:
+    compose_yaml = "services:\n  app:\n    image: sealift-test/app:1\n    network_mode: none\n"
+    project = write_project(tmp_path / "one", {"compose.yaml": compose_yaml})
+    bundle = tmp_path / "one.tar"
+    run_sealift(
+        "compose", "save", "-H", source_engine.host, "-q", "-o", bundle, cwd=project
+    ).assert_ok()
+    compressed = tmp_path / "one.tar.gz"
+    compressed.write_bytes(gzip.compress(bundle.read_bytes(), compresslevel=1))
+    site_dir = tmp_path / "site"
+    result = run_sealift(
+        "compose", "load", compressed, "--project-dir", site_dir, "-H", empty_dest_engine.host,
+        env={**os.environ, "SEALIFT_TMPDIR": str(small_spool)},
+    )  # fmt: skip
+    line = result.assert_one_line_error()
+    assert f"not enough free space for loading {compressed}: the spool" in line
+    assert f"{small_spool} needs " in line and "free" in line
+    assert not site_dir.exists()
+    assert not empty_dest_engine.has_image(test_images.app1.ref)
