@@ -155,7 +155,7 @@ def save_command(
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
-                bundle = write_bundle(
+                bundle, result = write_bundle(
                     project,
                     images,
                     source,
@@ -178,6 +178,8 @@ def save_command(
                 "compression": codec,
                 "unique_layer_bytes": unique_bytes,
                 "bytes": output_size(output),
+                "layers_written": result.layers_sent,
+                "layers_left_out": result.layers_skipped if since is not None else 0,
             }
             click.echo(json.dumps(summary))
 

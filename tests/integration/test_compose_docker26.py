@@ -165,7 +165,9 @@ def test_compose_save_since_carries_only_the_changed_layer_and_loads_on_the_site
 
     (project / ".env").write_text("TAG=2\n")  # web changes: app:2's top layer differs
     update = tmp_path / "update.tar"
-    run_sealift(*save, "--since", inventory, "-o", update, cwd=project).assert_ok()
+    since = run_sealift(*save, "--since", inventory, "-o", update, "--json", cwd=project)
+    assert since.assert_ok().json()["layers_written"] == 1
+    assert since.json()["layers_left_out"] == len(test_images.app2.diff_ids) - 1
 
     changed = test_images.app2.diff_ids[-1]
     carried = carried_layers(update)

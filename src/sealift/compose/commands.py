@@ -123,7 +123,7 @@ def write_bundle(
     *,
     split: int | None = None,
     since: Inventory | None = None,
-) -> Bundle:
+) -> tuple[Bundle, WriteResult]:
     """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
     the bundle as its ``sealift/`` part; with ``since``, only the layers that site lacks."""
     engine_ids = {s: str(source.found[save_name(ref)]["Id"]) for s, ref in images.items()}
@@ -143,8 +143,8 @@ def write_bundle(
         if since is None
         else UpdateSink(output, since, split=split, extra_files=bundle_files)
     )
-    copy(source, sink, options)
-    return written[0]
+    result = copy(source, sink, options)
+    return written[0], result
 
 
 # ------------------------------------------------------------------------------------- load
