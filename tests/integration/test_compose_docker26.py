@@ -161,7 +161,9 @@ def test_compose_save_since_carries_only_the_changed_layer_and_loads_on_the_site
     load = ("compose", "load", "--project-dir", site_dir, "-H", site.host, "-q", "--json")
     run_sealift(*load[:2], first, *load[2:]).assert_ok()
     inventory = tmp_path / "site.json"
-    run_sealift("inventory", "-H", site.host, "-o", inventory).assert_ok()
+    taken = run_sealift("inventory", "-H", site.host, "-o", inventory, "--json").assert_ok()
+    assert taken.json()["images"] == 2 and taken.json()["layers"] == 3  # base's two, app:1's
+    assert json.loads(inventory.read_text())["created"] == taken.json()["created"]
 
     (project / ".env").write_text("TAG=2\n")  # web changes: app:2's top layer differs
     update = tmp_path / "update.tar"
