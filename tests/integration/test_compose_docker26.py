@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from sealift.ends.engine import Engine
+from sealift.space import engine_data_root
 from tests.integration.test_compose import (
     COMPOSE_YAML,
     DOTENV,
@@ -226,3 +228,10 @@ def test_compose_load_says_how_much_space_the_spool_needs_before_loading_anythin
     assert f"{small_spool} needs " in line and "free" in line
     assert not site_dir.exists()
     assert not empty_dest_engine.has_image(test_images.app1.ref)
+
+
+def test_a_local_engines_data_root_is_found_for_the_space_check(dest_engine: DockerDaemon) -> None:
+    # Docker 20.10 only: the rig's Docker 26 keeps its data root inside its own mount namespace,
+    # where this host cannot see it (so that check is skipped there)
+    engine = Engine(dest_engine.host)
+    assert engine_data_root(engine) == Path(dest_engine.engine_data_root)
