@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -137,7 +138,12 @@ def _ask_passphrase(path: Path) -> bytes:
     help="The local engine (default: DOCKER_HOST, the docker context, the socket).",
 )
 @click.option("--ssh-command", metavar="CMD", help="The ssh client (default: ssh).")
-def inventory(where: str | None, output: str, host: str | None, ssh_command: str | None) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (with -o FILE)."
+)
+def inventory(
+    where: str | None, output: str, host: str | None, ssh_command: str | None, as_json: bool
+) -> None:
     """Write what an engine holds (images, tags, IDs, layer diff_ids) as a small JSON file.
 
     Take it on the receiving side, carry it to the build box, and `sealift save ... --since
@@ -155,6 +161,8 @@ def inventory(where: str | None, output: str, host: str | None, ssh_command: str
     from sealift.inventory import of_engine, of_remote
 
     with errors_to_exit():
+        if as_json and output == "-":
+            raise UsageError("--json needs -o FILE: with -o - the inventory itself is the JSON")
         if where is not None:
             held = of_remote(Ssh(SshTarget.parse(where), ssh_words(ssh_command)))
         else:
@@ -167,3 +175,13 @@ def inventory(where: str | None, output: str, host: str | None, ssh_command: str
         from sealift.ends.archive import write_atomically
 
         write_atomically(Path(output), lambda out: out.write(held.to_json()))
+        if as_json:
+            summary = {
+                "output": output,
+                "created": held.created,
+                "source": held.source,
+                "containerd_store": held.containerd_store,
+                "images": len(held.images),
+                "layers": len({d for image in held.images for d in image.diff_ids}),
+            }
+            click.echo(json.dumps(summary))

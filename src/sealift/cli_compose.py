@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sealift import compression, progress
+from sealift import compression, progress, space
 from sealift.cli import errors_to_exit
 from sealift.cli_airgap import SPLIT, check_signature, output_size, signature_options
 from sealift.compose.commands import (
@@ -23,6 +23,7 @@ from sealift.compose.commands import (
     read_archive_bundle,
     require_compose,
     service_images,
+    unique_layer_bytes,
     write_bundle,
     write_project,
 )
@@ -145,14 +146,16 @@ def save_command(
             given = click.get_current_context().get_parameter_source("codec")
             keep = given is not click.core.ParameterSource.COMMANDLINE
             copy_options = CopyOptions(codec, level, keep_compressed=keep)
+            image_ids = [str(found["Id"]) for found in source.found.values()]
+            unique_bytes = unique_layer_bytes(engine, image_ids)
             with progress.byte_progress(
                 "saving",
                 lambda: _bytes_read(source),
-                source.total_size,
+                unique_bytes if unique_bytes is not None else source.total_size,
                 show=progress.enabled(quiet),
                 detail=source.current_member,
             ):
-                bundle = write_bundle(
+                bundle, result = write_bundle(
                     project,
                     images,
                     source,
@@ -173,7 +176,10 @@ def save_command(
                     for name, s in sorted(bundle.services.items())
                 },
                 "compression": codec,
+                "unique_layer_bytes": unique_bytes,
                 "bytes": output_size(output),
+                "layers_written": result.layers_sent,
+                "layers_left_out": result.layers_skipped if since is not None else 0,
             }
             click.echo(json.dumps(summary))
 
@@ -231,8 +237,10 @@ def load_command(
     with errors_to_exit():
         if archive == "-" and sys.stdin.isatty():
             raise UsageError("stdin is a terminal: name the bundle FILE or pipe one in")
-        check_signature(archive, allowed_signers, signer)
         engine = Engine(host)
+        # before any work: the spool and the engine's disk must hold what the bundle brings
+        space.check(space.load_needs(archive, space.engine_data_root(engine)), f"loading {archive}")
+        check_signature(archive, allowed_signers, signer)
         tool = find_compose(compose_environment(engine))
         if up:
             require_compose(tool)

@@ -93,3 +93,8 @@ def test_the_v1_form_writes_short_ports_and_binds_and_drops_what_v1_refuses() ->
 )
 def test_a_bare_image_name_is_saved_as_latest_only(image: str, saved: str) -> None:
     assert save_name(image) == saved
+
+
+def test_inventory_json_to_stdout_is_refused_as_the_inventory_itself_is_json() -> None:
+    result = run_sealift("inventory", "-H", NO_ENGINE, "--json")
+    assert "--json needs -o FILE" in result.assert_one_line_error(2)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,29 @@ def save_name(ref: str) -> str:
     return f"{ref}:latest" if reference.tag is None and reference.digest is None else ref
 
 
+def unique_layer_bytes(engine: Engine, image_ids: Iterable[str]) -> int | None:
+    """About the bytes the engine's save stream carries for the images: every distinct layer
+    once, a base shared by several services counted once. None when an image's history does
+    not line up with its layers (a zero-sized layer, an engine that reports no sizes)."""
+    sizes: dict[str, int] = {}
+    for image_id in dict.fromkeys(image_ids):
+        inspected = engine.inspect(image_id)
+        layers = inspected.get("RootFS", {}).get("Layers") or []
+        history = engine.call(engine.api.history, image_id) or []
+        # newest first; steps that made no layer have size 0
+        layer_sizes = [size for step in reversed(history) if (size := int(step.get("Size") or 0))]
+        if not layers or len(layer_sizes) != len(layers):
+            return None
+        # the image's Size is in the stream's unit: uncompressed layers on the classic store
+        # (where it is the history's sum), compressed blobs on the containerd store (where the
+        # history gives unpacked sizes): each layer gets its share of it
+        scale = int(inspected.get("Size") or 0) / sum(layer_sizes) or 1.0
+        sizes.update(
+            (layer, round(size * scale)) for layer, size in zip(layers, layer_sizes, strict=True)
+        )
+    return sum(sizes.values())
+
+
 def _engine_has(engine: Engine, ref: str) -> bool:
     try:
         engine.inspect(ref)
@@ -100,7 +123,7 @@ def write_bundle(
     *,
     split: int | None = None,
     since: Inventory | None = None,
-) -> Bundle:
+) -> tuple[Bundle, WriteResult]:
     """Copy the images into the archive ``output`` (in parts of ``split`` bytes, if given) with
     the bundle as its ``sealift/`` part; with ``since``, only the layers that site lacks."""
     engine_ids = {s: str(source.found[save_name(ref)]["Id"]) for s, ref in images.items()}
@@ -120,8 +143,8 @@ def write_bundle(
         if since is None
         else UpdateSink(output, since, split=split, extra_files=bundle_files)
     )
-    copy(source, sink, options)
-    return written[0]
+    result = copy(source, sink, options)
+    return written[0], result
 
 
 # ------------------------------------------------------------------------------------- load
