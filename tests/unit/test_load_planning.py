@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealift.digest import Digest
-from sealift.ends.engine import layers_in_chains, chain_ids
+from sealift.ends.engine import chain_ids, layers_in_chains
 from sealift.ends.memory import image_from_layers
 
 
