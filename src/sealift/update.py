@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sealift.digest import Digest
 from sealift.ends.base import Sink, WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
 from sealift.inventory import Inventory
 from sealift.model import Entry, load_json
+from sealift.update_patches import PatchedLayer
 
 UPDATE_FILE = "update.json"
 FORMAT = "sealift-update/1"
+PATCHED_FORMAT = "sealift-update/2"
+"""An update that carries patches: older sealift versions refuse it rather than misread it."""
 
 
 @dataclass(frozen=True)
@@ -36,28 +40,36 @@ class Omitted:
     inventory_source: str
     layers: dict[Digest, Digest]
     """Blob digest -> diff_id of every layer left out."""
+    patched: dict[Digest, PatchedLayer] = field(default_factory=dict)
+    """Blob digest -> the patch carried instead of each layer the site lacks but has a base of."""
 
     def to_json(self) -> bytes:
-        document = {
-            "format": FORMAT,
+        document: dict[str, Any] = {
+            "format": PATCHED_FORMAT if self.patched else FORMAT,
             "inventory": {"created": self.inventory_created, "source": self.inventory_source},
             "omitted": [{"digest": str(d), "diff_id": str(i)} for d, i in self.layers.items()],
         }
+        if self.patched:
+            document["patched"] = [patched.to_json() for patched in self.patched.values()]
         return json.dumps(document, indent=1).encode() + b"\n"
 
     @classmethod
     def parse(cls, raw: bytes, what: str) -> Omitted:
         document = load_json(raw, what)
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise InvalidArchiveError(f"{what} is not a sealift update description ({FORMAT})")
+        if not isinstance(document, dict) or document.get("format") not in (FORMAT, PATCHED_FORMAT):
+            raise InvalidArchiveError(
+                f"{what} is not a sealift update description ({FORMAT} or {PATCHED_FORMAT})"
+            )
         try:
             inventory = document["inventory"]
             layers = {
                 Digest.parse(item["digest"]): Digest.parse(item["diff_id"])
                 for item in document["omitted"]
             }
-            return cls(str(inventory["created"]), str(inventory["source"]), layers)
-        except (KeyError, TypeError, SealiftError) as exc:
+            patches = [PatchedLayer.from_json(item) for item in document.get("patched", [])]
+            patched = {patch.digest: patch for patch in patches}
+            return cls(str(inventory["created"]), str(inventory["source"]), layers, patched)
+        except (KeyError, TypeError, ValueError, SealiftError) as exc:
             raise InvalidArchiveError(f"{what} is damaged: {exc}") from exc
 
 
