@@ -15,16 +15,17 @@ images the inventory lists by manifest digest are left out.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sealift.digest import Digest
 from sealift.ends.base import Sink, WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
-from sealift.inventory import Inventory
+from sealift.inventory import HeldImage, Inventory
 from sealift.model import Entry, load_json
-from sealift.update_patches import PatchedLayer
+from sealift.update_patches import BaseFinder, BundlePatcher, MadePatch, PatchedLayer
 
 UPDATE_FILE = "update.json"
 FORMAT = "sealift-update/1"
@@ -89,7 +90,8 @@ def held_layers(entries: list[Entry], inventory: Inventory) -> set[Digest]:
 
 
 class UpdateSink:
-    """An archive sink that leaves out what the inventory says the site holds."""
+    """An archive sink that leaves out what the inventory says the site holds, and carries as
+    patches the layers it lacks but holds an older version of (unless ``delta`` is off)."""
 
     keeps_blobs = True
 
@@ -100,11 +102,18 @@ class UpdateSink:
         *,
         split: int | None = None,
         extra_files: Callable[[list[Entry]], dict[str, bytes]] | None = None,
+        delta: bool = True,
+        find_base: BaseFinder | None = None,
     ) -> None:
+        """``find_base``: where the build box reads a base the images saved do not hold
+        (its engine); without it, only those images' layers serve as bases."""
         from sealift.ends.archive import ArchiveSink
 
         self.inventory = inventory
         self._more = extra_files
+        self._delta = delta
+        self._find_base = find_base or _no_base
+        self._patches: dict[Digest, MadePatch] = {}
         self._archive = ArchiveSink(path, split=split, extra_files=self._extra)
 
     def accepts_codec(self, codec: str) -> bool:
@@ -122,16 +131,33 @@ class UpdateSink:
             for layer in image.layers
             if layer.digest in held
         }
-        omitted = Omitted(self.inventory.created, self.inventory.source, layers)
+        patched = {digest: made.layer for digest, made in self._patches.items()}
+        omitted = Omitted(self.inventory.created, self.inventory.source, layers, patched)
         more = self._more(entries) if self._more is not None else {}
-        return {**more, UPDATE_FILE: omitted.to_json()}
+        patches = {made.layer.member: made.path.read_bytes() for made in self._patches.values()}
+        return {**more, **patches, UPDATE_FILE: omitted.to_json()}
 
     def write(self, entries: list[Entry]) -> WriteResult:
         held = held_layers(entries, self.inventory)
-        result = self._archive.write(entries, omit=held)
+        with BundlePatcher(self.inventory, self._find_base) as patcher:
+            self._patches = patcher.make(entries) if self._delta else {}
+            result = self._archive.write(entries, omit=held | set(self._patches))
         result.layers_skipped = len(held)
-        result.layers_sent = len(all_layers(entries) - held)
+        result.layers_sent = len(all_layers(entries) - held - set(self._patches))
+        result.details["patched"] = [
+            {
+                "diff_id": str(made.layer.diff_id),
+                "base_diff_id": str(made.layer.base),
+                "layer_bytes": made.layer.size,
+                "patch_bytes": made.layer.patch_size,
+            }
+            for made in self._patches.values()
+        ]
         return result
+
+
+def _no_base(base: Digest, holders: Sequence[HeldImage]) -> Path | None:
+    return None
 
 
 def check_sink_holds(sink: Sink, entries: list[Entry], omitted: Omitted) -> None:

@@ -19,14 +19,15 @@ This module is the bundle's side of the patch library (:mod:`sealift.delta`):
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from sealift import compression
+from sealift import compression, media
 from sealift.delta import (
     Holdings,
     ImageLayers,
@@ -40,12 +41,13 @@ from sealift.delta import (
 from sealift.digest import Digest, Hasher
 from sealift.errors import (
     DigestMismatchError,
+    InvalidArchiveError,
     NotFoundError,
     SealiftError,
     UsageError,
 )
 from sealift.inventory import HeldImage, Inventory
-from sealift.model import Entry, Layer
+from sealift.model import Descriptor, Entry, Layer
 from sealift.reference import Reference
 
 if TYPE_CHECKING:
@@ -175,20 +177,26 @@ class BundlePatcher:
 
     def make(self, entries: list[Entry]) -> dict[Digest, MadePatch]:
         """A patch for each layer the site lacks that has a base on both sides and pays
-        (blob digest -> patch)."""
+        (blob digest -> patch). Bases come from the images being saved, else ``find_base``."""
+        if self._inventory.containerd_store:
+            return {}  # there the image ID is the manifest's digest, which a rebuilt layer changes
         made: dict[Digest, MadePatch] = {}
+        saved = {layer.diff_id: layer for entry in entries for layer in _layers(entry)}
         for layer, plan in plan_patches(entries, self._inventory):
             assert plan.base is not None
-            patch = self._make_one(layer, plan.base)
+            patch = self._make_one(layer, plan.base, saved.get(plan.base))
             if patch is not None:
                 made[layer.digest] = patch
         return made
 
-    def _make_one(self, layer: Layer, base: Digest) -> MadePatch | None:
+    def _make_one(self, layer: Layer, base: Digest, saved_base: Layer | None) -> MadePatch | None:
         budget = patch_budget(layer.size)
         if budget <= 0:
             return None
-        base_path = self._find_base(base, holders_of(base, self._inventory))
+        if saved_base is not None:
+            base_path: Path | None = spool_layer(saved_base, self._dir / f"base-{base.hex}")
+        else:
+            base_path = self._find_base(base, holders_of(base, self._inventory))
         if base_path is None:
             return None
         path = self._dir / f"{layer.diff_id.hex}.patch"
@@ -218,6 +226,19 @@ class BundlePatcher:
             patch_size=info.size,
         )
         return MadePatch(described, path)
+
+
+def _layers(entry: Entry) -> Iterator[Layer]:
+    for image in entry.without_attestations().images():
+        yield from image.layers
+
+
+def spool_layer(layer: Layer, path: Path) -> Path:
+    """The layer's uncompressed tar written to ``path``."""
+    if not path.exists():
+        with layer_content(layer) as content, path.open("wb") as out:
+            shutil.copyfileobj(content, out, _CHUNK)
+    return path
 
 
 @contextlib.contextmanager
@@ -298,10 +319,7 @@ class EngineBases:
         return self._exports[image_id]
 
     def _spool(self, layer: Layer) -> Path:
-        path = self._dir / f"base-{layer.diff_id.hex}"
-        with layer_content(layer) as content, path.open("wb") as out:
-            shutil.copyfileobj(content, out, _CHUNK)
-        return path
+        return spool_layer(layer, self._dir / f"base-{layer.diff_id.hex}")
 
 
 # ------------------------------------------------------------------------------ site
@@ -337,3 +355,54 @@ def rebuild_layer(
             shutil.copyfileobj(rebuilt, out, _CHUNK)
     except PatchError as exc:
         raise type(exc)(f"{what}: cannot rebuild layer {patched.diff_id}: {exc}") from exc
+
+
+def rebuilt_layers(
+    patched: Mapping[Digest, PatchedLayer],
+    patches: Mapping[str, bytes],
+    engine: Engine,
+    spool: Path,
+    what: str,
+) -> dict[Digest, Layer]:
+    """Every patched layer rebuilt into ``spool`` from its patch and the base the engine
+    holds (blob digest -> the layer, uncompressed and verified); the first that cannot be
+    rebuilt raises, naming it, before anything is loaded.
+
+    The rebuilt layer is the uncompressed tar, not the compressed blob the bundle's manifest
+    names: the image is loaded with a manifest that names it, and its ID (the config's
+    digest) is the same.
+    """
+    from sealift.inventory import of_engine
+
+    held = of_engine(engine).images
+    layers: dict[Digest, Layer] = {}
+    with EngineBases(engine) as bases:
+        for digest, layer in patched.items():
+            data = patches.get(layer.member)
+            if data is None:
+                raise InvalidArchiveError(
+                    f"{what}: the patch of layer {layer.diff_id} "
+                    f"(sealift/{layer.member}) is missing"
+                )
+            check_patch(io.BytesIO(data), layer, what)
+            base = bases(layer.base, [image for image in held if layer.base in image.diff_ids])
+            path = spool / f"rebuilt-{layer.diff_id.hex}"
+            with path.open("wb") as out:
+                rebuild_layer(io.BytesIO(data), base, layer, out, what)
+            layers[digest] = _rebuilt(layer, path, what)
+    return layers
+
+
+def _rebuilt(layer: PatchedLayer, path: Path, what: str) -> Layer:
+    def open_rebuilt() -> IO[bytes]:
+        return path.open("rb")
+
+    descriptor = Descriptor(media.OCI_LAYER, layer.diff_id, path.stat().st_size)
+    return Layer(
+        descriptor,
+        layer.diff_id,
+        compression.NONE,
+        open_rebuilt,
+        verified=True,
+        label=f"{what}: layer {layer.diff_id} (rebuilt from its patch)",
+    )
