@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def _site_holding(
 
 def _update(
     source: DockerDaemon, ref: str, inventory: Path, tmp_path: Path, *more: str
-) -> tuple[Path, dict[str, object]]:
+) -> tuple[Path, dict[str, Any]]:
     update = tmp_path / "update.tar"
     summary = (
         run_sealift(
@@ -68,7 +69,7 @@ def test_a_changed_layer_crosses_as_a_patch_and_sealift_load_rebuilds_it(
     inventory = _site_holding(site, source_engine, [old.ref], tmp_path)
     update, summary = _update(source_engine, new.ref, inventory, tmp_path)
 
-    (patched,) = summary["layers_patched"]  # type: ignore[misc]
+    (patched,) = summary["layers_patched"]
     assert patched["diff_id"] == new.diff_ids[-1] and patched["base_diff_id"] == old.diff_ids[-1]
     assert summary["layers_written"] == 0, summary
     assert update.stat().st_size < PATCH_BUNDLE_BUDGET < patched["layer_bytes"], summary
