@@ -1,7 +1,8 @@
-"""Update bundles with binary patches against real engines (Docker 20.10): a site holding edge:1
-gets edge:2's changed top layer as a patch, rebuilt by `sealift load` against the layer its
-engine holds; plain `docker load` refuses the bundle and leaves nothing behind; a site that lost
-the base or a damaged patch is refused, naming the layer, with nothing loaded."""
+"""Update bundles with binary patches against real engines (Docker 20.10): a site holding
+edge:1 gets edge:2's changed top layer as a patch, rebuilt by `sealift load` against the layer
+its engine holds; plain `docker load` (Docker 20.10 and 26) refuses the bundle and leaves
+nothing behind; a site that lost the base or a damaged patch is refused, naming the layer, with
+nothing loaded."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
+from tests.support.engines import EnginePair
 from tests.support.images import BuiltImage, ImageSet, build_edge_images
 
 pytestmark = [pytest.mark.engine]
@@ -102,6 +104,27 @@ def test_plain_docker_load_of_a_patch_bundle_fails_and_leaves_nothing(
     assert loaded.returncode != 0, loaded.stdout
     assert set(site.image_ids()) == images_before and _tags(site) == tags_before
     assert not site.has_image(new.ref)
+
+
+def test_plain_docker_load_on_docker_26_fails_too_and_leaves_nothing(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    engine26: EnginePair,
+    tmp_path: Path,
+) -> None:
+    old, new = edge_images
+    inventory = _site_holding(empty_dest_engine, source_engine, [old.ref], tmp_path)
+    update, _ = _update(source_engine, new.ref, inventory, tmp_path)
+    site = engine26.dest
+    site.remove_all_images()
+    first = tmp_path / "first.tar"  # written by _site_holding
+    run_sealift("load", first, env=site.env()).assert_ok()
+    images_before, tags_before = set(site.image_ids()), _tags(site)
+
+    loaded = site.docker("load", "-i", str(update), check=False)
+    assert loaded.returncode != 0, loaded.stdout
+    assert set(site.image_ids()) == images_before and _tags(site) == tags_before
 
 
 def test_a_site_that_lost_the_base_is_refused_naming_the_layer(
