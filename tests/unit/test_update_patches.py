@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import pytest
 
 from sealift.delta import PatchError, WrongBaseError
 from sealift.digest import Digest, sha256_of
-from sealift.ends.memory import image_from_layers
-from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError
+from sealift.ends.archive import ArchiveSource
+from sealift.ends.memory import MemorySink, MemorySource, image_from_layers
+from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError, UsageError
 from sealift.inventory import HeldImage, Inventory
 from sealift.model import Entry
-from sealift.update import FORMAT, PATCHED_FORMAT, Omitted
+from sealift.transfer import copy, left_out, verify
+from sealift.update import FORMAT, PATCHED_FORMAT, Omitted, UpdateSink
 from sealift.update_patches import (
     BaseFinder,
     BundlePatcher,
@@ -27,11 +30,23 @@ from sealift.update_patches import (
     rebuild_layer,
 )
 
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 RNG = random.Random(13)
-BOTTOM = b"bottom layer " * 100
-OLD_TOP = RNG.randbytes(512 * 1024) + b"config line\n" * 20_000
-NEW_TOP = OLD_TOP[:1000] + b"one small change" + OLD_TOP[1000:]
-UNRELATED = RNG.randbytes(300 * 1024)
+PAYLOAD = RNG.randbytes(512 * 1024) + b"config line\n" * 20_000
+BOTTOM = _tar({"bin/sh": b"bottom layer " * 100})
+OLD_TOP = _tar({"app/data.bin": PAYLOAD, "app/version.txt": b"1\n"})
+NEW_TOP = _tar({"app/data.bin": PAYLOAD, "app/version.txt": b"2\n"})
+UNRELATED = _tar({"other.bin": RNG.randbytes(300 * 1024)})
 
 
 def _inventory(*images: tuple[str, list[bytes]]) -> Inventory:
@@ -131,7 +146,7 @@ def test_a_missing_or_wrong_base_is_refused_naming_the_layer(tmp_path: Path) -> 
     with pytest.raises(NotFoundError, match=described.diff_id.encoded):
         rebuild_layer(io.BytesIO(data), None, described, io.BytesIO(), "update.tar")
     wrong = tmp_path / "wrong"
-    wrong.write_bytes(OLD_TOP[:-1] + b"\0")
+    wrong.write_bytes(OLD_TOP[:5000] + bytes([OLD_TOP[5000] ^ 1]) + OLD_TOP[5001:])
     with pytest.raises(WrongBaseError, match=described.diff_id.encoded):
         rebuild_layer(io.BytesIO(data), wrong, described, io.BytesIO(), "update.tar")
 
@@ -166,3 +181,52 @@ def test_a_damaged_patch_description_is_refused(
 
 def test_a_patch_is_stored_under_its_layers_diff_id() -> None:
     assert patch_member(sha256_of(b"x")) == f"patches/{sha256_of(b'x').hex}.patch"
+
+
+def _bundle(tmp_path: Path, *, delta: bool = True) -> Path:
+    bundle = tmp_path / "update.tar"
+    bases = _bases(OLD_TOP, root=tmp_path)
+    inventory = _site_with_old_release()
+    copy(
+        MemorySource(_new_release()),
+        UpdateSink(str(bundle), inventory, delta=delta, find_base=_finder(bases)),
+    )
+    return bundle
+
+
+def _members(bundle: Path) -> set[str]:
+    with tarfile.open(bundle) as tar:
+        return set(tar.getnames())
+
+
+def test_an_update_stores_the_patch_and_leaves_the_layer_out(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    with ArchiveSource(bundle) as source:
+        source.entries()
+        omitted = left_out(source)
+        assert omitted is not None
+        (patched,) = omitted.patched.values()
+        assert patched.diff_id == sha256_of(NEW_TOP) and patched.base == sha256_of(OLD_TOP)
+        assert f"sealift/{patched.member}" in _members(bundle)
+        assert f"blobs/sha256/{patched.digest.encoded}" not in _members(bundle)
+        report = verify(source)
+        assert (report.patched, report.left_out, report.layers) == (1, 1, 0)
+
+
+def test_a_patch_bundle_is_refused_by_anything_but_an_engine(tmp_path: Path) -> None:
+    with ArchiveSource(_bundle(tmp_path)) as source:
+        source.entries()
+        omitted = left_out(source)
+        assert omitted is not None
+        holds_the_rest = MemorySink(blobs={str(digest): b"" for digest in omitted.layers})
+        with pytest.raises(UsageError, match=r"1 layers as patches.*`sealift load`"):
+            copy(source, holds_the_rest)
+
+
+def test_without_delta_the_update_carries_the_layer(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, delta=False)
+    with ArchiveSource(bundle) as source:
+        source.entries()
+        omitted = left_out(source)
+        assert omitted is not None and omitted.patched == {}
+    assert not any(name.startswith("sealift/patches/") for name in _members(bundle))
