@@ -163,7 +163,7 @@ def copy(
             spool = Path(stack.enter_context(make_spool_dir()))
         loaded = entries
         if omitted is not None and omitted.patched:
-            loaded = _with_layers(entries, _rebuilt_from_patches(source, sink, omitted, spool))
+            loaded = with_layers(entries, _rebuilt_from_patches(source, sink, omitted, spool))
         prepared = prepare(loaded, sink, BlobStore(spool), options)
         result = sink.write(prepared)
     result.images = image_records(entries, prepared)
@@ -188,7 +188,7 @@ def _rebuilt_from_patches(
     return rebuilt_layers(omitted.patched, extra_files(), engine, spool, what)
 
 
-def _with_layers(entries: list[Entry], replacements: dict[Digest, Layer]) -> list[Entry]:
+def with_layers(entries: list[Entry], replacements: dict[Digest, Layer]) -> list[Entry]:
     """``entries`` with these layers (by blob digest) replaced, manifests rebuilt to match."""
     layers = {
         layer.digest: replacements.get(layer.digest, layer)
@@ -196,7 +196,20 @@ def _with_layers(entries: list[Entry], replacements: dict[Digest, Layer]) -> lis
         for image in entry.images()
         for layer in image.layers
     }
-    return [replace(entry, target=_rebuild(entry.target, layers)) for entry in entries]
+    return [
+        replace(entry, target=_swapped(_rebuild(entry.target, layers), replacements))
+        for entry in entries
+    ]
+
+
+def _swapped(target: Image | ImageIndex, replacements: dict[Digest, Layer]) -> Image | ImageIndex:
+    """``target`` with these layers put in, even where they equal the old ones (a layer's
+    equality leaves out where its bytes are read from)."""
+    if isinstance(target, ImageIndex):
+        children = tuple((d, _swapped(c, replacements)) for d, c in target.children)
+        return replace(target, children=children)
+    layers = tuple(replacements.get(layer.digest, layer) for layer in target.layers)
+    return replace(target, layers=layers)
 
 
 def image_records(before: list[Entry], after: list[Entry]) -> list[dict[str, object]]:

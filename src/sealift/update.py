@@ -131,7 +131,7 @@ class UpdateSink:
             for layer in image.layers
             if layer.digest in held
         }
-        patched = {digest: made.layer for digest, made in self._patches.items()}
+        patched = {made.layer.digest: made.layer for made in self._patches.values()}
         omitted = Omitted(self.inventory.created, self.inventory.source, layers, patched)
         more = self._more(entries) if self._more is not None else {}
         patches = {made.layer.member: made.path.read_bytes() for made in self._patches.values()}
@@ -141,14 +141,20 @@ class UpdateSink:
         held = held_layers(entries, self.inventory)
         with BundlePatcher(self.inventory, self._find_base) as patcher:
             self._patches = patcher.make(entries) if self._delta else {}
-            result = self._archive.write(entries, omit=held | set(self._patches))
+            if self._patches:
+                from sealift.transfer import with_layers
+
+                stand_ins = {digest: made.stand_in for digest, made in self._patches.items()}
+                entries = with_layers(entries, stand_ins)
+            patched = {made.layer.digest for made in self._patches.values()}
+            result = self._archive.write(entries, omit=held | patched)
         result.layers_skipped = len(held)
-        result.layers_sent = len(all_layers(entries) - held - set(self._patches))
+        result.layers_sent = len(all_layers(entries) - held - patched)
         result.details["patched"] = [
             {
                 "diff_id": str(made.layer.diff_id),
                 "base_diff_id": str(made.layer.base),
-                "layer_bytes": made.layer.size,
+                "layer_bytes": made.layer_bytes,
                 "patch_bytes": made.layer.patch_size,
             }
             for made in self._patches.values()

@@ -70,7 +70,8 @@ class PatchedLayer:
     """A layer an update bundle carries as a patch instead of its blob."""
 
     digest: Digest
-    """The layer's blob digest, as the manifest names it."""
+    """The layer's blob digest, as the bundle's manifest names it: the uncompressed tar's, so
+    the same as the diff_id (a patch rebuilds the tar; see :func:`rebuilt_layers`)."""
     diff_id: Digest
     size: int
     """The blob's size, as the manifest gives it."""
@@ -154,6 +155,11 @@ class MadePatch:
 
     layer: PatchedLayer
     path: Path
+    stand_in: Layer
+    """The layer as the bundle's manifest names it: its uncompressed tar (see
+    :func:`rebuilt_layers` for why)."""
+    layer_bytes: int
+    """The layer's size as it would otherwise have been stored (compressed)."""
 
 
 class BundlePatcher:
@@ -217,15 +223,15 @@ class BundlePatcher:
             path.unlink()
             return None
         described = PatchedLayer(
-            digest=layer.digest,
+            digest=layer.diff_id,
             diff_id=layer.diff_id,
-            size=layer.size,
-            media_type=layer.descriptor.media_type,
+            size=info.header.target_size,
+            media_type=media.OCI_LAYER,
             base=base,
             patch_digest=_file_digest(path),
             patch_size=info.size,
         )
-        return MadePatch(described, path)
+        return MadePatch(described, path, _uncompressed(described, layer), layer.size)
 
 
 def _layers(entry: Entry) -> Iterator[Layer]:
@@ -368,9 +374,12 @@ def rebuilt_layers(
     holds (blob digest -> the layer, uncompressed and verified); the first that cannot be
     rebuilt raises, naming it, before anything is loaded.
 
-    The rebuilt layer is the uncompressed tar, not the compressed blob the bundle's manifest
-    names: the image is loaded with a manifest that names it, and its ID (the config's
-    digest) is the same.
+    A patch rebuilds a layer's uncompressed tar, so a patch bundle's manifest names the
+    uncompressed blob of each patched layer (digest = diff_id) rather than the compressed one:
+    recompressing on the site could reproduce a compressed digest only with the very same
+    compressor build and level, which nothing guarantees across sealift and zlib versions,
+    while the uncompressed tar is exact by construction. The image's ID (its config's digest)
+    does not depend on it; its manifest digest is the bundle's.
     """
     from sealift.inventory import of_engine
 
@@ -397,12 +406,16 @@ def _rebuilt(layer: PatchedLayer, path: Path, what: str) -> Layer:
     def open_rebuilt() -> IO[bytes]:
         return path.open("rb")
 
-    descriptor = Descriptor(media.OCI_LAYER, layer.diff_id, path.stat().st_size)
+    label = f"{what}: layer {layer.diff_id} (rebuilt from its patch)"
+    descriptor = Descriptor(layer.media_type, layer.digest, layer.size)
+    return Layer(descriptor, layer.diff_id, compression.NONE, open_rebuilt, True, label=label)
+
+
+def _uncompressed(layer: PatchedLayer, original: Layer) -> Layer:
+    def open_uncompressed() -> IO[bytes]:
+        return compression.open_decompressed(original.open(), original.codec, original.label)
+
+    descriptor = Descriptor(layer.media_type, layer.digest, layer.size)
     return Layer(
-        descriptor,
-        layer.diff_id,
-        compression.NONE,
-        open_rebuilt,
-        verified=True,
-        label=f"{what}: layer {layer.diff_id} (rebuilt from its patch)",
+        descriptor, layer.diff_id, compression.NONE, open_uncompressed, label=original.label
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sealift import media
 from sealift.delta import PatchError, WrongBaseError
 from sealift.digest import Digest, sha256_of
 from sealift.ends.archive import ArchiveSource
@@ -207,6 +208,12 @@ def test_an_update_stores_the_patch_and_leaves_the_layer_out(tmp_path: Path) -> 
         assert omitted is not None
         (patched,) = omitted.patched.values()
         assert patched.diff_id == sha256_of(NEW_TOP) and patched.base == sha256_of(OLD_TOP)
+        # the manifest names the uncompressed tar, which the site rebuilds exactly
+        (entry,) = source.entries()
+        (image,) = entry.images()
+        assert image.manifest is not None
+        assert image.manifest.layers[-1].digest == patched.digest == patched.diff_id
+        assert (patched.size, patched.media_type) == (len(NEW_TOP), media.OCI_LAYER)
         assert f"sealift/{patched.member}" in _members(bundle)
         assert f"blobs/sha256/{patched.digest.encoded}" not in _members(bundle)
         report = verify(source)
