@@ -7,6 +7,12 @@ engine holds every layer left out; when it does not, nothing is loaded and the m
 the inventory's date are named. Plain ``docker load`` of an update into the engine it was made for
 works too (Docker loads thin archives whose missing layers it has).
 
+A layer the site lacks but holds an older version of (same repository, same position) is carried
+as a binary patch when that pays (:mod:`sealift.update_patches`); ``update.json`` then has the
+format ``sealift-update/2`` and names the patches, the bundle's manifest names those layers'
+uncompressed tars (absent from ``blobs/``, so plain ``docker load`` fails before registering
+anything), and only ``sealift load`` into the site's engine rebuilds and loads them.
+
 On the containerd image store an engine can be trusted to hold a blob only when it holds an image
 whose manifest names it (it says nothing about the blobs themselves), so there only the layers of
 images the inventory lists by manifest digest are left out.
