@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -38,6 +38,9 @@ from sealift.progress import human_size
 from sealift.reference import Reference
 from sealift.split import find_split
 from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, left_out, verify
+
+if TYPE_CHECKING:
+    from sealift.update_patches import EngineBases
 
 LEVEL = click.option(
     "--level",
@@ -400,6 +403,8 @@ def inspect(archive: str, as_json: bool) -> None:
                 "inventory_created": omitted.inventory_created,
                 "inventory_source": omitted.inventory_source,
                 "layers_left_out": [str(diff_id) for diff_id in omitted.layers.values()],
+                "layers_patched": [patched.to_json() for patched in omitted.patched.values()],
+                "needs_sealift_load": bool(omitted.patched),
             }
         if as_json:
             click.echo(json.dumps(report, indent=2))
@@ -438,6 +443,17 @@ def _print_inspection(report: dict[str, Any]) -> None:
             f"{update['inventory_created']}: {len(update['layers_left_out'])} layers left out "
             "(load it with `sealift load` into that engine)"
         )
+        for patched in update["layers_patched"]:
+            click.echo(
+                f"  layer {patched['diff_id'][:19]} is a patch of "
+                f"{human_size(patched['patch']['size'])} against {patched['base_diff_id'][:19]} "
+                f"(the layer: {human_size(patched['size'])})"
+            )
+        if update["needs_sealift_load"]:
+            click.echo(
+                "this bundle carries layers as patches: it needs `sealift load` "
+                "(plain `docker load` refuses it)"
+            )
 
 
 @cli.command(name="verify")
@@ -470,6 +486,7 @@ def verify_command(
                         "layers": report.layers,
                         "bytes_checked": report.bytes_checked,
                         "layers_left_out": report.left_out,
+                        "layers_patched": report.patched,
                         "signer": str(signed_by) if signed_by else None,
                     }
                 )
@@ -482,6 +499,12 @@ def verify_command(
                 click.echo(
                     f"({report.left_out} layers are left out of this update bundle: it loads "
                     "into the site it was made for, with `sealift load`)"
+                )
+            if report.patched:
+                click.echo(
+                    f"({report.patched} layers are patches: their sha256 is checked, but they "
+                    "cannot be rebuilt without the bases the site's engine holds; "
+                    "`sealift load` there rebuilds and verifies them)"
                 )
 
 
@@ -519,6 +542,12 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
     help="Write an update for the site whose `sealift inventory` this is: layers it holds are "
     "left out (and named in the bundle, so a load checks the site still holds them).",
 )
+@click.option(
+    "--no-delta",
+    is_flag=True,
+    help="With --since: carry every layer the site lacks whole, never as a binary patch against "
+    "an older version the site holds (such a bundle loads with plain `docker load` too).",
+)
 @NO_CACHE
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -532,6 +561,7 @@ def save(
     host: str | None,
     split: int | None,
     since: Path | None,
+    no_delta: bool,
     no_cache: bool,
     quiet: bool,
     as_json: bool,
@@ -547,6 +577,10 @@ def save(
       sealift save nginx:1.27 postgres:16 -o stack.tar
       sealift save myapp:1.0 -o - | ssh host sealift load -
       sealift save myapp:1.4 --since site.json -o update.tar    # only what the site lacks
+
+    With --since, a layer the site lacks whose older version it holds (the same position in
+    an image of the same repository) is carried as a binary patch when that saves at least
+    half of it and 64 KiB; such a bundle loads only with `sealift load` (--no-delta: never).
     """
     with errors_to_exit(), layer_cache(no_cache) as cache:
         if output is None:
@@ -562,6 +596,7 @@ def save(
             codec = compression.codec_for_target(target)
         engine_end = ends.End(ends.ENGINE, images=images)
         source = ends.open_source(engine_end, ends.EndOptions(engine_host=host))
+        bases = _engine_bases(source) if since is not None and not no_delta else None
         try:
             # layers the engine holds compressed (containerd store) stay as they are unless
             # --compression was given: their digests then match the engine's
@@ -573,10 +608,16 @@ def save(
                 keep_compressed=given is not click.core.ParameterSource.COMMANDLINE,
                 cache=cache,
             )
-            sink = open_sink(output, split) if since is None else update_sink(output, since, split)
+            sink = (
+                open_sink(output, split)
+                if since is None
+                else update_sink(output, since, split, bases)
+            )
             with _progress("saving", source, None, quiet=quiet):
                 result = copy(source, sink, options)
         finally:
+            if bases is not None:
+                bases.close()
             source.close()
         if as_json:
             click.echo(
@@ -588,20 +629,32 @@ def save(
                         "bytes": output_size(output),
                         "layers_written": result.layers_sent,
                         "layers_left_out": result.layers_skipped if since else 0,
+                        "layers_patched": result.details.get("patched", []),
                         **({"cache": cache_summary(cache)} if cache is not None else {}),
                     }
                 )
             )
 
 
-def update_sink(output: str, inventory: Path, split: int | None) -> Sink:
-    """An archive for the site ``inventory`` describes: only the layers it lacks."""
+def _engine_bases(source: Source) -> EngineBases | None:
+    """Where a patch's base is read on the build box: the engine the images are saved from."""
+    from sealift.ends.engine import EngineSource
+    from sealift.update_patches import EngineBases
+
+    return EngineBases(source.engine) if isinstance(source, EngineSource) else None
+
+
+def update_sink(output: str, inventory: Path, split: int | None, bases: EngineBases | None) -> Sink:
+    """An archive for the site ``inventory`` describes: only the layers it lacks, as patches
+    where it holds an older version (``bases``: the build box's engine; None: no patches)."""
     from sealift.inventory import read_inventory
     from sealift.update import UpdateSink
 
     if output == "-":
         raise UsageError("--since needs -o FILE")
-    return UpdateSink(output, read_inventory(inventory), split=split)
+    return UpdateSink(
+        output, read_inventory(inventory), split=split, delta=bases is not None, find_base=bases
+    )
 
 
 @cli.command()

@@ -11,6 +11,7 @@ the same codec and level is taken from the cache instead of being compressed aga
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -160,10 +161,55 @@ def copy(
     with contextlib.ExitStack() as stack:
         if spool is None:
             spool = Path(stack.enter_context(make_spool_dir()))
-        prepared = prepare(entries, sink, BlobStore(spool), options)
+        loaded = entries
+        if omitted is not None and omitted.patched:
+            loaded = with_layers(entries, _rebuilt_from_patches(source, sink, omitted, spool))
+        prepared = prepare(loaded, sink, BlobStore(spool), options)
         result = sink.write(prepared)
     result.images = image_records(entries, prepared)
     return result
+
+
+def _rebuilt_from_patches(
+    source: Source, sink: Sink, omitted: Omitted, spool: Path
+) -> dict[Digest, Layer]:
+    """The layers an update bundle carries as patches, rebuilt against the sink's engine."""
+    from sealift.ends.engine import Engine
+    from sealift.update_patches import rebuilt_layers
+
+    engine = getattr(sink, "engine", None)
+    extra_files = getattr(source, "extra_files", None)
+    what = getattr(source, "what", "the update bundle")
+    if not isinstance(engine, Engine) or not callable(extra_files):
+        raise UsageError(
+            f"{what} carries {len(omitted.patched)} layers as patches against layers the site's "
+            "engine holds: load it into that engine with `sealift load`"
+        )
+    return rebuilt_layers(omitted.patched, extra_files(), engine, spool, what)
+
+
+def with_layers(entries: list[Entry], replacements: dict[Digest, Layer]) -> list[Entry]:
+    """``entries`` with these layers (by blob digest) replaced, manifests rebuilt to match."""
+    layers = {
+        layer.digest: replacements.get(layer.digest, layer)
+        for entry in entries
+        for image in entry.images()
+        for layer in image.layers
+    }
+    return [
+        replace(entry, target=_swapped(_rebuild(entry.target, layers), replacements))
+        for entry in entries
+    ]
+
+
+def _swapped(target: Image | ImageIndex, replacements: dict[Digest, Layer]) -> Image | ImageIndex:
+    """``target`` with these layers put in, even where they equal the old ones (a layer's
+    equality leaves out where its bytes are read from)."""
+    if isinstance(target, ImageIndex):
+        children = tuple((d, _swapped(c, replacements)) for d, c in target.children)
+        return replace(target, children=children)
+    layers = tuple(replacements.get(layer.digest, layer) for layer in target.layers)
+    return replace(target, layers=layers)
 
 
 def image_records(before: list[Entry], after: list[Entry]) -> list[dict[str, object]]:
@@ -429,6 +475,8 @@ class VerifyReport:
     bytes_checked: int = 0
     left_out: int = 0
     """Layers an update bundle leaves out (the site it was made for holds them)."""
+    patched: int = 0
+    """Layers an update bundle carries as patches (checked; rebuilt only by a load)."""
 
 
 def left_out(source: Source) -> Omitted | None:
@@ -446,17 +494,35 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
     report.images = sum(1 for image in images.values() if not image.attestation)
     omitted = left_out(source)
     skipped = set(omitted.layers) if omitted is not None else set()
+    if omitted is not None and omitted.patched:
+        report.patched = _check_patches(source, omitted)
+        skipped |= set(omitted.patched)
     for image in images.values():
         for layer in image.layers:
             if layer.digest not in skipped:
                 layers.setdefault(layer.digest, layer)
     every = {layer.digest for image in images.values() for layer in image.layers}
-    report.left_out = len(every & skipped)
+    report.left_out = len(every & skipped) - report.patched
     report.layers = len(layers)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for size in pool.map(verify_layer, layers.values()):
             report.bytes_checked += size
     return report
+
+
+def _check_patches(source: Source, omitted: Omitted) -> int:
+    """Check each patch an update bundle carries against its recorded sha256 and size."""
+    from sealift.update_patches import check_patch
+
+    extra_files = getattr(source, "extra_files", None)
+    what = getattr(source, "what", "the update bundle")
+    patches = extra_files() if callable(extra_files) else {}
+    for patched in omitted.patched.values():
+        data = patches.get(patched.member)
+        if data is None:
+            raise NotFoundError(f"{what}: the patch of layer {patched.diff_id} is missing")
+        check_patch(io.BytesIO(data), patched, what)
+    return len(omitted.patched)
 
 
 def verify_layer(layer: Layer) -> int:

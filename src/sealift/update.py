@@ -7,6 +7,12 @@ engine holds every layer left out; when it does not, nothing is loaded and the m
 the inventory's date are named. Plain ``docker load`` of an update into the engine it was made for
 works too (Docker loads thin archives whose missing layers it has).
 
+A layer the site lacks but holds an older version of (same repository, same position) is carried
+as a binary patch when that pays (:mod:`sealift.update_patches`); ``update.json`` then has the
+format ``sealift-update/2`` and names the patches, the bundle's manifest names those layers'
+uncompressed tars (absent from ``blobs/``, so plain ``docker load`` fails before registering
+anything), and only ``sealift load`` into the site's engine rebuilds and loads them.
+
 On the containerd image store an engine can be trusted to hold a blob only when it holds an image
 whose manifest names it (it says nothing about the blobs themselves), so there only the layers of
 images the inventory lists by manifest digest are left out.
@@ -15,17 +21,22 @@ images the inventory lists by manifest digest are left out.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from sealift.digest import Digest
 from sealift.ends.base import Sink, WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
-from sealift.inventory import Inventory
+from sealift.inventory import HeldImage, Inventory
 from sealift.model import Entry, load_json
+from sealift.update_patches import BaseFinder, BundlePatcher, MadePatch, PatchedLayer
 
 UPDATE_FILE = "update.json"
 FORMAT = "sealift-update/1"
+PATCHED_FORMAT = "sealift-update/2"
+"""An update that carries patches: older sealift versions refuse it rather than misread it."""
 
 
 @dataclass(frozen=True)
@@ -36,28 +47,36 @@ class Omitted:
     inventory_source: str
     layers: dict[Digest, Digest]
     """Blob digest -> diff_id of every layer left out."""
+    patched: dict[Digest, PatchedLayer] = field(default_factory=dict)
+    """Blob digest -> the patch carried instead of each layer the site lacks but has a base of."""
 
     def to_json(self) -> bytes:
-        document = {
-            "format": FORMAT,
+        document: dict[str, Any] = {
+            "format": PATCHED_FORMAT if self.patched else FORMAT,
             "inventory": {"created": self.inventory_created, "source": self.inventory_source},
             "omitted": [{"digest": str(d), "diff_id": str(i)} for d, i in self.layers.items()],
         }
+        if self.patched:
+            document["patched"] = [patched.to_json() for patched in self.patched.values()]
         return json.dumps(document, indent=1).encode() + b"\n"
 
     @classmethod
     def parse(cls, raw: bytes, what: str) -> Omitted:
         document = load_json(raw, what)
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise InvalidArchiveError(f"{what} is not a sealift update description ({FORMAT})")
+        if not isinstance(document, dict) or document.get("format") not in (FORMAT, PATCHED_FORMAT):
+            raise InvalidArchiveError(
+                f"{what} is not a sealift update description ({FORMAT} or {PATCHED_FORMAT})"
+            )
         try:
             inventory = document["inventory"]
             layers = {
                 Digest.parse(item["digest"]): Digest.parse(item["diff_id"])
                 for item in document["omitted"]
             }
-            return cls(str(inventory["created"]), str(inventory["source"]), layers)
-        except (KeyError, TypeError, SealiftError) as exc:
+            patches = [PatchedLayer.from_json(item) for item in document.get("patched", [])]
+            patched = {patch.digest: patch for patch in patches}
+            return cls(str(inventory["created"]), str(inventory["source"]), layers, patched)
+        except (KeyError, TypeError, ValueError, SealiftError) as exc:
             raise InvalidArchiveError(f"{what} is damaged: {exc}") from exc
 
 
@@ -77,7 +96,8 @@ def held_layers(entries: list[Entry], inventory: Inventory) -> set[Digest]:
 
 
 class UpdateSink:
-    """An archive sink that leaves out what the inventory says the site holds."""
+    """An archive sink that leaves out what the inventory says the site holds, and carries as
+    patches the layers it lacks but holds an older version of (unless ``delta`` is off)."""
 
     keeps_blobs = True
 
@@ -88,11 +108,18 @@ class UpdateSink:
         *,
         split: int | None = None,
         extra_files: Callable[[list[Entry]], dict[str, bytes]] | None = None,
+        delta: bool = True,
+        find_base: BaseFinder | None = None,
     ) -> None:
+        """``find_base``: where the build box reads a base the images saved do not hold
+        (its engine); without it, only those images' layers serve as bases."""
         from sealift.ends.archive import ArchiveSink
 
         self.inventory = inventory
         self._more = extra_files
+        self._delta = delta
+        self._find_base = find_base or _no_base
+        self._patches: dict[Digest, MadePatch] = {}
         self._archive = ArchiveSink(path, split=split, extra_files=self._extra)
 
     def accepts_codec(self, codec: str) -> bool:
@@ -110,16 +137,39 @@ class UpdateSink:
             for layer in image.layers
             if layer.digest in held
         }
-        omitted = Omitted(self.inventory.created, self.inventory.source, layers)
+        patched = {made.layer.digest: made.layer for made in self._patches.values()}
+        omitted = Omitted(self.inventory.created, self.inventory.source, layers, patched)
         more = self._more(entries) if self._more is not None else {}
-        return {**more, UPDATE_FILE: omitted.to_json()}
+        patches = {made.layer.member: made.path.read_bytes() for made in self._patches.values()}
+        return {**more, **patches, UPDATE_FILE: omitted.to_json()}
 
     def write(self, entries: list[Entry]) -> WriteResult:
         held = held_layers(entries, self.inventory)
-        result = self._archive.write(entries, omit=held)
+        with BundlePatcher(self.inventory, self._find_base) as patcher:
+            self._patches = patcher.make(entries) if self._delta else {}
+            if self._patches:
+                from sealift.transfer import with_layers
+
+                stand_ins = {digest: made.stand_in for digest, made in self._patches.items()}
+                entries = with_layers(entries, stand_ins)
+            patched = {made.layer.digest for made in self._patches.values()}
+            result = self._archive.write(entries, omit=held | patched)
         result.layers_skipped = len(held)
-        result.layers_sent = len(all_layers(entries) - held)
+        result.layers_sent = len(all_layers(entries) - held - patched)
+        result.details["patched"] = [
+            {
+                "diff_id": str(made.layer.diff_id),
+                "base_diff_id": str(made.layer.base),
+                "layer_bytes": made.layer_bytes,
+                "patch_bytes": made.layer.patch_size,
+            }
+            for made in self._patches.values()
+        ]
         return result
+
+
+def _no_base(base: Digest, holders: Sequence[HeldImage]) -> Path | None:
+    return None
 
 
 def check_sink_holds(sink: Sink, entries: list[Entry], omitted: Omitted) -> None:

@@ -78,7 +78,9 @@ class ArchiveSource:
             update = read_extra_files(self._read, self.what).get(UPDATE_FILE)
             if update is not None:
                 self.omitted = Omitted.parse(update, f"{self.what}: sealift/{UPDATE_FILE}")
-            left_out = set(self.omitted.layers) if self.omitted else set()
+            left_out = (
+                set(self.omitted.layers) | set(self.omitted.patched) if self.omitted else set()
+            )
             self._entries = read_entries(self._read, self.what, omitted=left_out)
         return self._entries
 
