@@ -699,8 +699,15 @@ def load(
         path = input_path or archive
         if path == "-" and sys.stdin.isatty():
             raise UsageError("no archive given and stdin is a terminal: name a FILE or pipe one in")
-        check_signature(path, allowed_signers, signer)
         sink = ends.open_sink(ends.End(ends.ENGINE), ends.EndOptions(engine_host=host))
+        if path != "-":
+            from sealift import space
+            from sealift.ends.engine import EngineSink
+
+            engine = sink.engine if isinstance(sink, EngineSink) else None
+            data_root = space.engine_data_root(engine) if engine is not None else None
+            space.check(space.load_needs(path, data_root), f"loading {path}")
+        check_signature(path, allowed_signers, signer)
         source = open_source(path)
         try:
             selection = Selection((), platform or ends.platform_for(sink))
