@@ -658,7 +658,7 @@ def test_podman_and_skopeo_read_the_bundle(
     assert tagged == [test_images.app2.id]
     config = skopeo.inspect(f"docker-archive:{saved_stack}:sealift-test/app:1", config=True)
     assert config["rootfs"]["diff_ids"] == list(test_images.app1.diff_ids)
-    oci = skopeo.inspect(f"oci-archive:{saved_stack}:docker.io/sealift-test/base:1", config=True)
+    oci = skopeo.inspect(f"oci-archive:{saved_stack}:sealift-test/base:1", config=True)
     assert oci["rootfs"]["diff_ids"] == list(test_images.base.diff_ids)
 
 
