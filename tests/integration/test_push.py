@@ -81,16 +81,22 @@ def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..
     counter = iter(range(100))
 
     def start(
-        engine: DockerDaemon | None, tools: tuple[str, ...], podman: Podman | None = None
+        engine: DockerDaemon | None,
+        tools: tuple[str, ...],
+        podman: Podman | None = None,
+        cache: Path | None = None,
     ) -> Host:
+        """``cache``: the XDG cache (and so the staging) the host's sessions use, when several
+        hosts share one (engines on one machine)."""
         index = next(counter)
         alias = f"host{index}"
         root = tmp_path / alias
+        cache = cache or root / "cache"
         bin_dir = _bin_dir(root / "bin", tools, engine, podman)
         # sealift hosts also need /usr/bin:/bin (the login shell's pyenv shims run on bash);
         # docker- or podman-only hosts see only their tool.
         path = f"{bin_dir}:/usr/bin:/bin" if "sealift" in tools else str(bin_dir)
-        env = {"PATH": path, "XDG_CACHE_HOME": str(root / "cache")}
+        env = {"PATH": path, "XDG_CACHE_HOME": str(cache)}
         if "sealift" in tools:
             # the login shell's ~/.bashrc puts pyenv's shims first on the PATH, whose
             # ``sealift`` is the installed one: PYTHONPATH makes it run the tree under test
@@ -101,7 +107,7 @@ def start_host(sshd_factory: Callable[..., Sshd], tmp_path: Path) -> Callable[..
         else:
             env["DOCKER_HOST"] = "unix:///nonexistent.sock"
         sshd = sshd_factory(env, alias=alias)
-        return Host(sshd, alias, root / "cache")
+        return Host(sshd, alias, cache)
 
     return start
 
@@ -318,6 +324,28 @@ def test_two_hosts_and_a_dead_one(
     assert not hosts["deadhost"]["ok"] and hosts["deadhost"]["error"]
     for engine in (empty_dest_engine, second_dest_engine):
         assert_arrived(engine, test_images.app1.ref, test_images.app1)
+
+
+@both_engine_kinds
+def test_two_engines_sharing_one_staging_both_take_a_concurrent_push(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
+    start_host: Callable[..., Host],
+    tmp_path: Path,
+) -> None:
+    second_dest_engine.remove_all_images()
+    shared = tmp_path / "shared-cache"
+    one = start_host(empty_dest_engine, ("sealift", "docker"), cache=shared)
+    two = start_host(second_dest_engine, ("sealift", "docker"), cache=shared)
+    wire = Wire(tmp_path / "wire", [one, two])
+    result = push(wire, source_engine, test_images.app1.ref, one.url, two.url, "--json")
+    hosts = result.assert_ok().json()["hosts"]
+    assert all(host["ok"] for host in hosts), hosts
+    for engine in (empty_dest_engine, second_dest_engine):
+        assert_arrived(engine, test_images.app1.ref, test_images.app1)
+    assert not any(shared.glob("sealift/staging/*")), "staging is cleaned after both"
 
 
 @both_engine_kinds
