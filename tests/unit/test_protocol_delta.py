@@ -110,8 +110,10 @@ def _received(staging: Staging, wire: bytes, bases: ReceiverBases) -> str | None
 
 
 # ------------------------------------------------------------------------------ negotiation
-def test_protocol_2_is_chosen_when_both_speak_it_and_1_with_an_older_peer() -> None:
-    assert protocol.choose_protocol(protocol.hello()) == protocol.DELTA_PROTOCOL
+def test_the_newest_common_protocol_is_chosen_down_to_1_with_an_older_peer() -> None:
+    assert protocol.choose_protocol(protocol.hello()) == protocol.EXACT_PROTOCOL
+    deltas_only = {"t": "hello", "protocols": [1, 2], "sealift": "0.1.0"}
+    assert protocol.choose_protocol(deltas_only) == protocol.DELTA_PROTOCOL
     older = {"t": "hello", "protocols": [1], "sealift": "0.1.0"}
     assert protocol.choose_protocol(older) == 1
 

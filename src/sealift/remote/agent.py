@@ -20,7 +20,7 @@ from sealift.errors import EngineError, SealiftError, TransportError
 from sealift.remote import protocol
 from sealift.remote.protocol import BANNER, Channel, Need, OfferedImage, parse_offer
 from sealift.remote.receiver import Receiver
-from sealift.remote.sender import configs_for, send_layers
+from sealift.remote.sender import configs_for, manifests_for, send_layers
 from sealift.remote.source import LazySource
 from sealift.remote.staging import Staging
 
@@ -51,7 +51,8 @@ def serve(reader: IO[bytes], writer: IO[bytes], engine_host: str | None = None) 
         request, _ = channel.recv()
         if request["t"] == "offer":
             deltas = version >= protocol.DELTA_PROTOCOL and request.get("deltas") is True
-            _receive(channel, engine, request, deltas=deltas)
+            exact = version >= protocol.EXACT_PROTOCOL
+            _receive(channel, engine, request, deltas=deltas, exact=exact)
         elif request["t"] == "pull":
             _send(channel, engine, request)
         elif request["t"] != "bye":
@@ -72,9 +73,11 @@ def _report(channel: Channel, message: str, kind: str | None = None) -> None:
         channel.error(message, kind)
 
 
-def _receive(channel: Channel, engine: Engine, request: dict[str, Any], *, deltas: bool) -> None:
+def _receive(
+    channel: Channel, engine: Engine, request: dict[str, Any], *, deltas: bool, exact: bool
+) -> None:
     with Staging() as staging:
-        receiver = Receiver(engine, staging)
+        receiver = Receiver(engine, staging, exact=exact)
         try:
             _receive_into(channel, receiver, parse_offer(request), deltas=deltas)
         finally:
@@ -97,7 +100,9 @@ def _receive_into(
         elif kind == "bases" and deltas:
             receiver.prefetch_bases(protocol.parse_bases(message))
         elif kind == "commit":
-            results = receiver.commit(images, protocol.parse_configs(message, need.configs))
+            configs = protocol.parse_configs(message, need.configs)
+            manifests = protocol.parse_manifests(message, need.configs) if need.blobs else {}
+            results = receiver.commit(images, configs, manifests)
             channel.send({"t": "done", "images": results})
             channel.flush()
         elif kind == "bye":
@@ -137,7 +142,10 @@ def _send(channel: Channel, engine: Engine, request: dict[str, Any]) -> None:
         codec = str(request.get("codec") or "zstd")
         level = request.get("level")
         send_layers(channel, entries, need, codec, level if isinstance(level, int) else None)
-        channel.send({"t": "sent", "configs": configs_for(entries, need)})
+        sent: dict[str, Any] = {"t": "sent", "configs": configs_for(entries, need)}
+        if need.blobs:
+            sent["manifests"] = manifests_for(entries, need)
+        channel.send(sent)
         channel.flush()
         channel.expect("bye")
     finally:

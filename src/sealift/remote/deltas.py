@@ -59,7 +59,7 @@ from sealift.remote.sender import (
     WIRE_CHUNK,
     compressed_frames,
     layers_by_diff_id,
-    send_layer,
+    send_needed_layer,
     uncompressed_content,
 )
 from sealift.remote.staging import Staging
@@ -67,6 +67,9 @@ from sealift.remote.staging import Staging
 MAX_HELD = 100
 """At most this many held images are listed in ``need`` (the newest first)."""
 _CHUNK = 1024 * 1024
+EXACT_BLOB_REASON = "crosses as its compressed blob, so the host keeps the manifest digest"
+"""Why a layer is not patched for a receiver that keeps blobs (protocol 3): a patch rebuilds
+the layer's content, and recompressing it would not reproduce the blob's digest."""
 
 
 # ------------------------------------------------------------------------------ the report
@@ -171,7 +174,13 @@ class PatchMaker:
             held = need.held or ()
             for layer_plan in _layer_plans(offer, need, held):
                 layer = layers.get(layer_plan.diff_id)
-                if layer is not None and layer_plan.diff_id not in plan.reports:
+                if layer is None or layer_plan.diff_id in plan.reports:
+                    continue
+                if need.blobs and layer.digest != layer.diff_id:
+                    plan.reports[layer.diff_id] = LayerDelta(
+                        str(layer.diff_id), layer.size, reason=EXACT_BLOB_REASON
+                    )
+                else:
                     self._consider(plan, layer, layer_plan, held)
             return plan
 
@@ -375,7 +384,7 @@ def send_layers_or_patches(
             if on_bytes is not None:
                 on_bytes(0, layer.size)  # the layer's data is there: progress counts it done
             continue
-        send_layer(channel, layer, offset, codec, level, on_bytes)
+        send_needed_layer(channel, layer, offset, need.blobs, codec, level, on_bytes)
     return len(need.layers)
 
 

@@ -26,7 +26,7 @@ from sealift.ends.ssh import Ssh, SshTarget, last_line, remote_command, stop_all
 from sealift.errors import EngineError, SealiftError, TransportError, UsageError
 from sealift.formats.write import write_archive
 from sealift.inventory import of_remote
-from sealift.model import Entry
+from sealift.model import Entry, Manifest
 from sealift.reference import Reference
 from sealift.remote import protocol
 from sealift.remote.deltas import DeltaPlan, PatchMaker, send_layers_or_patches
@@ -39,7 +39,7 @@ from sealift.remote.protocol import (
     RemoteError,
 )
 from sealift.remote.receiver import Receiver, StagingReceiver, staged_entry
-from sealift.remote.sender import configs_for, layers_by_diff_id, single_images
+from sealift.remote.sender import configs_for, layers_by_diff_id, manifests_for, single_images
 from sealift.remote.source import Offering
 from sealift.remote.staging import Staging
 
@@ -340,7 +340,10 @@ def _push_agent(
                 )
             finally:
                 result.deltas = [report.to_json() for report in plan.reports.values()]
-            channel.send({"t": "commit", "configs": configs_for(entries, need)})
+            commit: dict[str, Any] = {"t": "commit", "configs": configs_for(entries, need)}
+            if need.blobs:
+                commit["manifests"] = manifests_for(entries, need)
+            channel.send(commit)
             channel.flush()
             done = channel.expect("done")
             result.images = list(done.get("images") or [])
@@ -566,6 +569,9 @@ def _check_tags(
 class _PullPlanner(Protocol):
     """The receiving side of a pull: what it lacks, and where layers arrive."""
 
+    exact: bool
+    """Set once the agent agreed on protocol 3 (blobs and manifests may cross as they are)."""
+
     def plan(self, images: list[OfferedImage]) -> Need: ...
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None: ...
@@ -581,8 +587,12 @@ def pull_host(
 
     loaded: list[dict[str, Any]] = []
 
-    def load(images: list[OfferedImage], configs: dict[Digest, bytes]) -> None:
-        loaded.extend(receiver.commit(images, configs))
+    def load(
+        images: list[OfferedImage],
+        configs: dict[Digest, bytes],
+        manifests: dict[Digest, Manifest],
+    ) -> None:
+        loaded.extend(receiver.commit(images, configs, manifests))
 
     result = _pull(target, refs, receiver, options, load)
     result.images = loaded
@@ -599,7 +609,9 @@ def fetch_host(
     receiver = StagingReceiver(staging)
     entries: list[Entry] = []
 
-    def keep(images: list[OfferedImage], configs: dict[Digest, bytes]) -> None:
+    def keep(
+        images: list[OfferedImage], configs: dict[Digest, bytes], _: dict[Digest, Manifest]
+    ) -> None:
         entries.extend(staged_entry(staging, image, configs[image.id]) for image in images)
 
     result = _pull(target, refs, receiver, options, keep)
@@ -613,7 +625,7 @@ def _pull(
     refs: Sequence[str],
     receiver: _PullPlanner,
     options: RemoteOptions,
-    finish: Callable[[list[OfferedImage], dict[Digest, bytes]], None],
+    finish: Callable[[list[OfferedImage], dict[Digest, bytes], dict[Digest, Manifest]], None],
 ) -> HostResult:
     result = HostResult(str(target), mode="agent")
     start = time.monotonic()
@@ -624,7 +636,7 @@ def _pull(
         if not agent:
             raise UsageError(f"{target}: pull needs sealift on the remote PATH")
         with session.conversation(result) as channel:
-            _hello(channel)
+            receiver.exact = _hello(channel) >= protocol.EXACT_PROTOCOL
             channel.send(
                 {
                     "t": "pull",
@@ -646,10 +658,11 @@ def _pull(
                 receiver.receive(channel, channel.expect("layer"))
             sent = channel.expect("sent")
             configs = protocol.parse_configs(sent, need.configs)
+            manifests = protocol.parse_manifests(sent, need.configs) if need.blobs else {}
             channel.send({"t": "bye"})
             channel.flush()
             if not options.dry_run:
-                finish(images, configs)
+                finish(images, configs, manifests)
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)

@@ -23,13 +23,16 @@ from typing import IO, Any
 from sealift import __version__
 from sealift.digest import Digest
 from sealift.errors import InvalidArchiveError, SealiftError, TransportError
-from sealift.model import check_media_type
+from sealift.model import Manifest, check_media_type
 
-PROTOCOLS = (1, 2)
+PROTOCOLS = (1, 2, 3)
 """Protocol versions this sealift speaks, oldest first. Version 2 adds binary deltas: the
 offer may ask for ``held``, the receiver's images of the offered repositories, and a layer may
-cross as a ``patch`` that the receiver answers with ``patched``."""
+cross as a ``patch`` that the receiver answers with ``patched``. Version 3 adds exact blobs: a
+receiver that keeps blobs says ``blobs`` in its ``need``, compressed layers then cross as their
+raw blob (staged by blob digest) and ``commit`` carries each image's exact manifest bytes."""
 DELTA_PROTOCOL = 2
+EXACT_PROTOCOL = 3
 
 BANNER = b"SEALIFT-AGENT"
 NO_AGENT = b"SEALIFT-NO-AGENT"
@@ -237,14 +240,20 @@ class OfferedImage:
     diff_ids: tuple[Digest, ...]
     layers: tuple[OfferedLayer, ...]
     tags: tuple[str, ...]
+    manifest: Digest | None = None
+    """The manifest's digest when the sender holds it: what a containerd-store engine calls
+    an image that arrived with exact blobs (so a second push finds it there)."""
 
     def to_json(self) -> Message:
-        return {
+        message: Message = {
             "id": str(self.id),
             "diff_ids": [str(d) for d in self.diff_ids],
             "layers": [layer.to_json() for layer in self.layers],
             "tags": list(self.tags),
         }
+        if self.manifest is not None:
+            message["manifest"] = str(self.manifest)
+        return message
 
 
 def offer_message(images: Iterable[OfferedImage], *, deltas: bool = False) -> Message:
@@ -277,11 +286,15 @@ def parse_offer(message: Message) -> list[OfferedImage]:
             parsed_diff_ids = tuple(Digest.parse(d) for d in diff_ids)
             parsed_tags = tuple(str(Reference.parse(str(tag))) for tag in tags)
             parsed_layers = tuple(_offered_layer(layer) for layer in layers)
+            manifest = item.get("manifest")
+            manifest_digest = None if manifest is None else Digest.parse(manifest)
         except (SealiftError, KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"offer: {exc}") from exc
         if [layer.diff_id for layer in parsed_layers] != list(parsed_diff_ids):
             raise ProtocolError(f"offer: image {image_id}: layers do not match its diff_ids")
-        result.append(OfferedImage(image_id, parsed_diff_ids, parsed_layers, parsed_tags))
+        result.append(
+            OfferedImage(image_id, parsed_diff_ids, parsed_layers, parsed_tags, manifest_digest)
+        )
     return result
 
 
@@ -321,6 +334,39 @@ def parse_configs(message: Message, wanted: Iterable[str]) -> dict[Digest, bytes
             raise ProtocolError(f"the config sent as image {wanted_id} hashes to {sha256_of(raw)}")
         configs[digest] = raw
     return configs
+
+
+def manifests_json(manifests: dict[Digest, bytes]) -> dict[str, str]:
+    """Manifest bytes (base64) by image ID, for a protocol 3 ``commit``."""
+    return configs_json(manifests)
+
+
+def parse_manifests(message: Message, wanted: Iterable[str]) -> dict[Digest, Manifest]:
+    """The exact manifests a protocol 3 ``commit`` carries, each checked to name its image's
+    config; an image the sender sent none for is absent (its manifest is rebuilt)."""
+    value = message.get("manifests") or {}
+    if not isinstance(value, dict):
+        raise ProtocolError("manifests must be an object")
+    manifests: dict[Digest, Manifest] = {}
+    for wanted_id in wanted:
+        text = value.get(wanted_id)
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise ProtocolError(f"the manifest of image {wanted_id} is not base64")
+        try:
+            raw = base64.b64decode(text, validate=True)
+            manifest = Manifest.parse(raw, where=f"manifest of image {wanted_id}")
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"the manifest of image {wanted_id} is not base64") from exc
+        except SealiftError as exc:
+            raise ProtocolError(str(exc)) from exc
+        if str(manifest.config.digest) != wanted_id:
+            raise ProtocolError(
+                f"the manifest sent for image {wanted_id} names config {manifest.config.digest}"
+            )
+        manifests[manifest.config.digest] = manifest
+    return manifests
 
 
 def _offered_layer(value: Any) -> OfferedLayer:
@@ -387,6 +433,9 @@ class Need:
     """IDs of the images the receiver will load (it needs their config bytes)."""
     held: tuple[HeldImage, ...] | None = None
     """Protocol 2, when the offer asked: the receiver's images to patch against."""
+    blobs: bool = False
+    """Protocol 3: the receiver keeps blobs as they are; compressed layers cross as their raw
+    blob (offsets count blob bytes) and ``commit`` carries the exact manifests."""
 
     def to_json(self) -> Message:
         message: Message = {
@@ -398,6 +447,8 @@ class Need:
         }
         if self.held is not None:
             message["held"] = [image.to_json() for image in self.held]
+        if self.blobs:
+            message["blobs"] = True
         return message
 
     @classmethod
@@ -429,4 +480,11 @@ class Need:
         if held is not None and not isinstance(held, list):
             raise ProtocolError("need: invalid held")
         held_images = None if held is None else tuple(HeldImage.parse(item) for item in held)
-        return cls(layers, tuple(str(p) for p in present), skipped, config_ids, held_images)
+        return cls(
+            layers,
+            tuple(str(p) for p in present),
+            skipped,
+            config_ids,
+            held_images,
+            message.get("blobs") is True,
+        )

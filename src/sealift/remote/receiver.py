@@ -5,6 +5,10 @@ engine has is judged by image IDs and layer diff_ids (chain IDs), which classic 
 containerd-store engines both report. The images are built from staging and loaded with
 :class:`~sealift.ends.engine.EngineSink` (thin: layers the engine has are left out), and success
 means the engine shows the expected image ID under every tag.
+
+With protocol 3 a receiver whose engine keeps blobs (the containerd store) stages each layer
+under its blob digest (a compressed blob arrives as it is) and loads the images with their
+exact manifests, so the engine's ID (the manifest digest) is the sender's.
 """
 
 from __future__ import annotations
@@ -41,14 +45,20 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, engine: Engine, staging: Staging) -> None:
+    def __init__(self, engine: Engine, staging: Staging, *, exact: bool = False) -> None:
+        """``exact``: the sender speaks protocol 3 (it can send blobs and manifests as they are)."""
         self.engine = engine
+        self.exact = exact
+        self._blob_keys: dict[Digest, Digest] = {}
+        """With exact blobs: diff_id -> the digest its layer is staged under (its blob's)."""
         self.staging = staging
         self.received = Received()
         self._containerd: bool | None = None
         self._local: dict[Digest, str] = {}
         """Layers not asked for because the engine holds their stack: diff_id -> an image."""
         self._bases: ReceiverBases | None = None
+        self._present: dict[Digest, str] = {}
+        """Offered images the engine has: image ID -> what the engine calls it."""
 
     @property
     def containerd_store(self) -> bool:
@@ -60,9 +70,12 @@ class Receiver:
         """The layers to send (with the offset staging already holds), images to tag only;
         with ``deltas``, also the images held of the offered repositories (patch bases)."""
         self.staging.expire()
-        present = set(self.engine.image_ids())
-        missing = [image for image in images if str(image.id) not in present]
+        self._present = _present(images, set(self.engine.image_ids()))
+        missing = [image for image in images if image.id not in self._present]
         holders = self.engine.chain_holders() if missing else {}
+        blobs = self.exact and self.containerd_store
+        if blobs:
+            self._blob_keys = {layer.diff_id: layer.digest for i in images for layer in i.layers}
         needed: dict[Digest, int] = {}
         skipped: set[Digest] = set()
         for image in missing:
@@ -70,15 +83,16 @@ class Receiver:
                 if chain in holders:
                     skipped.add(diff_id)
                     self._local[diff_id] = holders[chain]
-                elif not self.staging.hold(diff_id):
-                    needed[diff_id] = self.staging.offset(diff_id)
+                elif not self.staging.hold(key := self._blob_keys.get(diff_id, diff_id)):
+                    needed[diff_id] = self.staging.offset(key)
         held = self._held(images) if deltas and needed else None
         return Need(
             needed,
-            tuple(sorted({str(i.id) for i in images if str(i.id) in present})),
+            tuple(sorted({str(image_id) for image_id in self._present})),
             len(skipped - set(needed)),
             tuple(sorted({str(image.id) for image in missing})),
             held,
+            blobs,
         )
 
     def _held(self, images: list[OfferedImage]) -> tuple[HeldImage, ...]:
@@ -88,19 +102,20 @@ class Receiver:
         return held
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
-        receive_layer(self.staging, self.received, channel, header)
+        receive_layer(self.staging, self.received, channel, header, self._blob_keys)
 
     def _stage_from_engine(self, images: list[OfferedImage]) -> None:
         """The containerd store takes no thin archive whose blobs it may lack: the layers the
         engine holds (and so were not sent) are staged from its own export of an image that
         holds them, on this host, before the images are loaded whole."""
         wanted = {d for image in images for d in image.diff_ids if d in self._local}
-        by_image: dict[str, set[Digest]] = {}
+        by_image: dict[str, dict[Digest, Digest]] = {}
         for diff_id in wanted:
-            if not self.staging.hold(diff_id):
-                by_image.setdefault(self._local[diff_id], set()).add(diff_id)
-        for image_id, diff_ids in by_image.items():
-            _export_layers(self.engine, image_id, diff_ids, self.staging)
+            key = self._blob_keys.get(diff_id, diff_id)
+            if not self.staging.hold(key) and not self.staging.hold(diff_id):
+                by_image.setdefault(self._local[diff_id], {})[diff_id] = key
+        for image_id, keys in by_image.items():
+            _export_layers(self.engine, image_id, keys, self.staging)
 
     def receive_patch(self, channel: Channel, header: dict[str, Any]) -> str | None:
         """Rebuild a layer from a patch; None when staged, else why it is wanted whole."""
@@ -121,18 +136,23 @@ class Receiver:
             self._bases.close()
 
     def commit(
-        self, images: list[OfferedImage], configs: dict[Digest, bytes]
+        self,
+        images: list[OfferedImage],
+        configs: dict[Digest, bytes],
+        manifests: dict[Digest, Manifest] | None = None,
     ) -> list[dict[str, Any]]:
         """Load the images from staging into the engine; check every tag shows its image ID.
 
         ``configs`` holds the config bytes of the images to load (checked against their IDs);
-        the other images are already in the engine and are only tagged.
+        the other images are already in the engine and are only tagged. ``manifests``
+        (protocol 3) holds their exact manifests, kept wherever staging holds their blobs.
         """
+        manifests = manifests or {}
         start = time.monotonic()
         if self.containerd_store:
             self._stage_from_engine([image for image in images if image.id in configs])
         load = [
-            staged_entry(self.staging, image, configs[image.id])
+            staged_entry(self.staging, image, configs[image.id], manifests.get(image.id))
             for image in images
             if image.id in configs
         ]
@@ -144,11 +164,12 @@ class Receiver:
         for image in images:
             image_id = str(image.id)
             status = "loaded" if image.id in configs else "present"
-            expected = known.get(image.id, {image_id})
+            engine_id = self._present.get(image.id, image_id)
+            expected = known.get(image.id, {image_id, engine_id})
             tags = [Reference.parse(tag) for tag in image.tags]
             for tag in tags:
                 if status == "present":
-                    self.engine.tag(image_id, tag)
+                    self.engine.tag(engine_id, tag)
                 shown = self.engine.inspect(tag.familiar).get("Id")
                 if shown not in expected:
                     raise EngineError(
@@ -159,43 +180,81 @@ class Receiver:
                 if not expected & set(self.engine.image_ids()):
                     raise EngineError(f"after loading, the engine has no image {image_id}")
                 results.append({"ref": None, "id": image_id, "status": status})
-        self.staging.discard([diff_id for image in images for diff_id in image.diff_ids])
+        staged = {d for image in images for d in image.diff_ids}
+        staged |= {self._blob_keys.get(d, d) for d in staged}
+        self.staging.discard(sorted(staged, key=str))
         self.received.seconds += time.monotonic() - start
         self.received.results = results
         return results
 
 
-def _export_layers(engine: Engine, image_id: str, wanted: set[Digest], staging: Staging) -> None:
-    """Stage the ``wanted`` layers (by diff_id) of an image the engine holds, from its export."""
+def _present(images: list[OfferedImage], engine_ids: set[str]) -> dict[Digest, str]:
+    """The offered images the engine has, by config digest (a classic store's ID) or by
+    manifest digest (a containerd store's, once an image arrived with its exact manifest)."""
+    present: dict[Digest, str] = {}
+    for image in images:
+        for candidate in (str(image.id), str(image.manifest) if image.manifest else None):
+            if candidate in engine_ids:
+                present[image.id] = candidate
+                break
+    return present
+
+
+def _export_layers(
+    engine: Engine, image_id: str, wanted: dict[Digest, Digest], staging: Staging
+) -> None:
+    """Stage the ``wanted`` layers (diff_id -> the blob digest wanted) of an image the engine
+    holds, from its export: as its blob when the engine holds that very blob, else its
+    content (by diff_id; the image's manifest is then rebuilt)."""
     source = EngineSource(engine, [image_id])
     try:
         for entry in source.entries():
             for image in entry.images():
                 for layer in image.layers:
-                    if layer.diff_id in wanted and not staging.hold(layer.diff_id):
-                        with layer.open() as stored:
-                            content = compression.open_decompressed(
-                                stored, layer.codec, f"layer {layer.diff_id}"
-                            )
-                            staging.receive(layer.diff_id, 0, compression.NONE, content)
+                    key = wanted.get(layer.diff_id)
+                    if key is None or staging.hold(key) or staging.hold(layer.diff_id):
+                        continue
+                    with layer.open() as stored:
+                        if layer.digest == key:
+                            staging.receive(key, 0, compression.NONE, stored)
+                            continue
+                        content = compression.open_decompressed(
+                            stored, layer.codec, f"layer {layer.diff_id}"
+                        )
+                        staging.receive(layer.diff_id, 0, compression.NONE, content)
     finally:
         source.close()
 
 
 def receive_layer(
-    staging: Staging, received: Received, channel: Channel, header: dict[str, Any]
+    staging: Staging,
+    received: Received,
+    channel: Channel,
+    header: dict[str, Any],
+    blob_keys: dict[Digest, Digest] | None = None,
 ) -> None:
-    """Stage one layer from a ``layer`` header and the frames after it."""
+    """Stage one layer from a ``layer`` header and the frames after it.
+
+    ``blob_keys`` (protocol 3, a receiver that keeps blobs): the digest each layer is to be
+    staged under; a header naming a ``digest`` carries that raw blob.
+    """
     try:
         diff_id = Digest.parse(header.get("diff_id"))
         offset = header.get("offset")
         codec = compression.check_layer_codec(str(header.get("codec")))
+        blob = header.get("digest")
+        key = diff_id if blob is None else Digest.parse(blob)
     except SealiftError as exc:
         raise ProtocolError(f"invalid layer header: {exc}") from exc
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ProtocolError(f"invalid layer offset {offset!r}")
+    expected = (blob_keys or {}).get(diff_id, diff_id)
+    if key != expected:
+        raise ProtocolError(f"layer {diff_id} arrived as {key}, offered as {expected}")
+    if blob is not None and codec != compression.NONE:
+        raise ProtocolError(f"blob {key} arrived compressed again ({codec})")
     stream = LayerStream(channel)
-    appended = staging.receive(diff_id, offset, codec, cast(IO[bytes], stream))
+    appended = staging.receive(key, offset, codec, cast(IO[bytes], stream))
     stream.finish()
     received.layers += 1
     received.bytes_appended += appended
@@ -209,6 +268,8 @@ class StagingReceiver:
     def __init__(self, staging: Staging) -> None:
         self.staging = staging
         self.received = Received()
+        self.exact = False
+        """Unused: with no engine to keep blobs, layers are staged as their content."""
 
     def plan(self, images: list[OfferedImage]) -> Need:
         self.staging.expire()
@@ -224,12 +285,20 @@ class StagingReceiver:
         receive_layer(self.staging, self.received, channel, header)
 
 
-def staged_entry(staging: Staging, image: OfferedImage, raw: bytes) -> Entry:
+def staged_entry(
+    staging: Staging, image: OfferedImage, raw: bytes, manifest: Manifest | None = None
+) -> Entry:
     """The offered image built from its config and the layers in ``staging`` (a layer not
-    staged is one the engine has: it must not be read)."""
+    staged is one the engine has: it must not be read). With ``manifest`` (protocol 3), the
+    image keeps it as it is unless a layer is staged only as its content."""
     config = ImageConfig.parse(raw, f"config of image {image.id}")
     if config.diff_ids != image.diff_ids:
         raise ProtocolError(f"image {image.id}: its config lists other layers than offered")
+    tags = tuple(Reference.parse(tag) for tag in image.tags)
+    if manifest is not None:
+        exact = exact_layers(staging, config, manifest)
+        if exact is not None:
+            return Entry(Image(config, exact, manifest), tags)
     layers = []
     for offered, diff_id in zip(image.layers, config.diff_ids, strict=True):
         if staging.hold(diff_id):
@@ -248,9 +317,33 @@ def staged_entry(staging: Staging, image: OfferedImage, raw: bytes) -> Entry:
             descriptor = Descriptor(offered.media_type, offered.digest, offered.size)
             layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
     config_descriptor = Descriptor(media.OCI_CONFIG, config.digest, len(config.raw))
-    manifest = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
-    tags = tuple(Reference.parse(tag) for tag in image.tags)
-    return Entry(Image(config, tuple(layers), manifest), tags)
+    rebuilt = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
+    return Entry(Image(config, tuple(layers), rebuilt), tags)
+
+
+def exact_layers(
+    staging: Staging, config: ImageConfig, manifest: Manifest
+) -> tuple[Layer, ...] | None:
+    """The manifest's layers read from their staged blobs (a layer the engine has is left
+    unread); None when some layer is staged only as its content (a patch rebuilt it, or the
+    engine held another blob of it), so the manifest cannot be kept."""
+    if len(manifest.layers) != len(config.diff_ids):
+        raise ProtocolError(f"image {config.digest}: its manifest lists other layers")
+    layers = []
+    for descriptor, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
+        uncompressed = descriptor.digest == diff_id
+        codec = media.layer_codec(descriptor.media_type) or (
+            compression.NONE if uncompressed else compression.GZIP
+        )
+        if staging.hold(descriptor.digest):
+            opener = _opener(staging, descriptor.digest)
+        elif staging.hold(diff_id):
+            return None
+        else:
+            opener = _absent(diff_id)
+        # a compressed blob was checked against its digest, not yet its content's diff_id
+        layers.append(Layer(descriptor, diff_id, codec, opener, verified=uncompressed))
+    return tuple(layers)
 
 
 def _opener(staging: Staging, diff_id: Digest) -> Any:

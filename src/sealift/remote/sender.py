@@ -2,7 +2,9 @@
 
 A layer is sent from the offset the receiver already holds: the sender reads the layer's
 uncompressed content, skips that many bytes, and compresses the rest as one new stream (a new
-zstd frame), so a resumed layer costs only what had not arrived.
+zstd frame), so a resumed layer costs only what had not arrived. To a receiver that keeps blobs
+(protocol 3, ``need.blobs``) a compressed layer crosses as its raw blob from the offset instead,
+so its digest, and the manifest naming it, survive.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sealift.digest import Digest
 from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, UsageError
 from sealift.model import Entry, Image, Layer
-from sealift.remote.protocol import Channel, Need, configs_json
+from sealift.remote.protocol import Channel, Need, configs_json, manifests_json
 from sealift.streams import CountingReader
 from sealift.transfer import CopyOptions, prepare
 from sealift.verify import CHUNK
@@ -53,6 +55,21 @@ def configs_for(entries: list[Entry], need: Need) -> dict[str, str]:
             image.id: image.config.raw
             for image, _ in single_images(entries)
             if str(image.id) in wanted
+        }
+    )
+
+
+def manifests_for(entries: list[Entry], need: Need) -> dict[str, str]:
+    """The exact manifest bytes (base64, by image ID) of the images the receiver will load,
+    for a receiver that keeps blobs (protocol 3)."""
+    if not need.blobs:
+        return {}
+    wanted = set(need.configs)
+    return manifests_json(
+        {
+            image.id: image.manifest.raw
+            for image, _ in single_images(entries)
+            if str(image.id) in wanted and image.manifest is not None
         }
     )
 
@@ -103,8 +120,66 @@ def send_layers(
         layer = layers.get(diff_id)
         if layer is None:
             raise InvalidArchiveError(f"the receiver asked for layer {diff_id}, never offered")
-        send_layer(channel, layer, offset, codec, level, on_bytes)
+        send_needed_layer(channel, layer, offset, need.blobs, codec, level, on_bytes)
     return len(need.layers)
+
+
+def send_needed_layer(
+    channel: Channel,
+    layer: Layer,
+    offset: int,
+    blobs: bool,
+    codec: str,
+    level: int | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> None:
+    """Send a layer as its raw blob when the receiver keeps blobs and the blob is compressed
+    (compressing it again would save little), else as its content compressed for the wire."""
+    if blobs and layer.digest != layer.diff_id:
+        send_blob(channel, layer, offset, on_bytes)
+    else:
+        send_layer(channel, layer, offset, codec, level, on_bytes)
+
+
+def send_blob(
+    channel: Channel,
+    layer: Layer,
+    offset: int,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> None:
+    """Send a layer's stored blob bytes from ``offset`` as they are (protocol 3)."""
+    channel.send(
+        {
+            "t": "layer",
+            "diff_id": str(layer.diff_id),
+            "digest": str(layer.digest),
+            "offset": offset,
+            "codec": compression.NONE,
+        }
+    )
+    what = layer.label or f"layer {layer.diff_id}"
+    total = offset
+    with layer.open() as stored:
+        _skip(stored, offset, what, seek=True)
+        while frame := stored.read(WIRE_CHUNK):
+            channel.send({"t": "c"}, frame)
+            total += len(frame)
+            if on_bytes is not None:
+                on_bytes(len(frame), len(frame))
+    channel.send({"t": "end", "size": total})
+    channel.flush()
+
+
+def _skip(stream: IO[bytes], count: int, what: str, *, seek: bool) -> None:
+    """Move ``count`` bytes on: by seeking a stored file, else by reading (a decoder)."""
+    if count and seek and stream.seekable():
+        stream.seek(count)
+        return
+    while count > 0:
+        skipped = stream.read(min(CHUNK, count))
+        if not skipped:
+            raise InvalidArchiveError(f"{what} is shorter than the receiver's staged copy")
+        count -= len(skipped)
 
 
 def send_layer(
@@ -138,16 +213,9 @@ def uncompressed_content(layer: Layer, offset: int) -> Iterator[CountingReader]:
         stream: IO[bytes]
         if layer.codec == compression.NONE:
             stream = stored
-            if offset and stored.seekable():
-                stored.seek(offset)
-                offset = 0
         else:
             stream = compression.open_decompressed(stored, layer.codec, what)
-        while offset > 0:
-            skipped = stream.read(min(CHUNK, offset))
-            if not skipped:
-                raise InvalidArchiveError(f"{what} is shorter than the receiver's staged copy")
-            offset -= len(skipped)
+        _skip(stream, offset, what, seek=layer.codec == compression.NONE)
         yield CountingReader(stream)
 
 

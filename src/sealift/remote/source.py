@@ -75,7 +75,8 @@ def _offered(image: Image, tags: tuple[str, ...]) -> OfferedImage:
         OfferedLayer(layer.diff_id, layer.digest, layer.size, layer.descriptor.media_type)
         for layer in image.layers
     )
-    return OfferedImage(image.id, image.config.diff_ids, layers, tags)
+    manifest = image.manifest.digest if image.manifest is not None else None
+    return OfferedImage(image.id, image.config.diff_ids, layers, tags, manifest)
 
 
 class LazySource:
