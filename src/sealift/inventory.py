@@ -54,13 +54,20 @@ class Inventory:
         return {image.id for image in self.images}
 
     def to_json(self) -> bytes:
+        from sealift.ends.engine import chain_ids
+
         document = {
             "format": FORMAT,
             "created": self.created,
             "source": self.source,
             "containerd_store": self.containerd_store,
             "images": [
-                {"id": i.id, "tags": list(i.tags), "diff_ids": [str(d) for d in i.diff_ids]}
+                {
+                    "id": i.id,
+                    "tags": list(i.tags),
+                    "diff_ids": [str(d) for d in i.diff_ids],
+                    "chain_ids": [str(c) for c in chain_ids(list(i.diff_ids))],
+                }
                 for i in self.images
             ],
         }
