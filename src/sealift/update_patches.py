@@ -33,7 +33,7 @@ from sealift.delta import (
     ImageLayers,
     LayerPlan,
     PatchError,
-    make_patch,
+    make_patch_file,
     open_patched,
     patch_budget,
     plan_bases,
@@ -44,7 +44,6 @@ from sealift.errors import (
     InvalidArchiveError,
     NotFoundError,
     SealiftError,
-    UsageError,
 )
 from sealift.inventory import HeldImage, Inventory
 from sealift.model import Descriptor, Entry, Layer
@@ -206,21 +205,17 @@ class BundlePatcher:
         if base_path is None:
             return None
         path = self._dir / f"{layer.diff_id.hex}.patch"
-        with layer_content(layer) as content, path.open("wb") as out:
-            try:
-                info = make_patch(
-                    base_path,
-                    content,
-                    out,
-                    level=self._level,
-                    size_limit=budget,
-                    base_diff_id=base,
-                    spool_dir=self._dir,
-                )
-            except UsageError:  # a base too large for a patch's window
-                info = None
+        with layer_content(layer) as content:
+            info = make_patch_file(
+                base_path,
+                content,
+                path,
+                level=self._level,
+                size_limit=budget,
+                base_diff_id=base,
+                spool_dir=self._dir,
+            )
         if info is None:
-            path.unlink()
             return None
         described = PatchedLayer(
             digest=layer.diff_id,

@@ -25,6 +25,7 @@ from sealift.delta import (
     can_patch,
     is_worth_it,
     make_patch,
+    make_patch_file,
     open_patched,
     patch_budget,
     read_patch_header,
@@ -351,8 +352,8 @@ def test_the_public_names_are_pinned() -> None:
         "BadPatchError", "BaseReason", "DEFAULT_LEVEL", "DEFAULT_SEGMENT_SIZE", "Holdings",
         "ImageLayers", "LayerInput", "LayerPlan", "PatchError", "PatchHeader", "PatchInfo",
         "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError", "apply_patch",
-        "can_patch", "is_worth_it", "list_tar_paths", "make_patch", "open_patched",
-        "patch_budget", "plan_bases", "read_patch_header",
+        "can_patch", "is_worth_it", "list_tar_paths", "make_patch", "make_patch_file",
+        "open_patched", "patch_budget", "plan_bases", "read_patch_header",
     ]  # fmt: skip
     assert all(hasattr(sealift.delta, name) for name in sealift.delta.__all__)
 
@@ -360,3 +361,10 @@ def test_the_public_names_are_pinned() -> None:
 def test_every_refusal_is_a_patch_error() -> None:
     for error in (BadPatchError, WrongBaseError, RebuildMismatchError):
         assert issubclass(error, PatchError)
+
+
+def test_a_patch_file_that_would_not_pay_is_not_left_behind(tmp_path: Path) -> None:
+    path = tmp_path / "layer.patch"
+    target = io.BytesIO(os.urandom(64 * 1024))
+    assert make_patch_file(io.BytesIO(BASE), target, path, size_limit=10) is None
+    assert not path.exists()

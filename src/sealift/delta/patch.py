@@ -201,6 +201,36 @@ def is_worth_it(patch_size: int, layer_size: int) -> bool:
     return patch_size <= patch_budget(layer_size)
 
 
+def make_patch_file(
+    base: LayerInput,
+    target: LayerInput,
+    path: Path,
+    *,
+    level: int = DEFAULT_LEVEL,
+    size_limit: int | None = None,
+    base_diff_id: Digest | None = None,
+    spool_dir: Path | None = None,
+) -> PatchInfo | None:
+    """:func:`make_patch` into the file ``path``; None, and no file, when the patch would pass
+    ``size_limit`` or the base is too large to patch against."""
+    with path.open("wb") as out:
+        try:
+            info = make_patch(
+                base,
+                target,
+                out,
+                level=level,
+                size_limit=size_limit,
+                base_diff_id=base_diff_id,
+                spool_dir=spool_dir,
+            )
+        except UsageError:  # a base too large for a patch's window
+            info = None
+    if info is None:
+        path.unlink()
+    return info
+
+
 def make_patch(
     base: LayerInput,
     target: LayerInput,

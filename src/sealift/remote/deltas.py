@@ -35,14 +35,14 @@ from sealift.delta import (
     ImageLayers,
     LayerPlan,
     PatchError,
-    make_patch,
+    make_patch_file,
     open_patched,
     patch_budget,
     plan_bases,
 )
 from sealift.digest import Digest
 from sealift.ends.engine import Engine, EngineSource
-from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
+from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
 from sealift.model import Entry, Layer
 from sealift.progress import human_size
 from sealift.reference import Reference
@@ -278,20 +278,16 @@ class PatchMaker:
         self, layer: Layer, base: Digest, base_path: Path, budget: int
     ) -> PlannedPatch | None:
         path = self._dir / f"patch-{layer.diff_id.hex}-{base.hex}"
-        with uncompressed_content(layer, 0) as content, path.open("wb") as out:
-            try:
-                info = make_patch(
-                    base_path,
-                    cast(IO[bytes], content),
-                    out,
-                    size_limit=budget,
-                    base_diff_id=base,
-                    spool_dir=self._dir,
-                )
-            except UsageError:  # a base too large for a patch's window
-                info = None
+        with uncompressed_content(layer, 0) as content:
+            info = make_patch_file(
+                base_path,
+                cast(IO[bytes], content),
+                path,
+                size_limit=budget,
+                base_diff_id=base,
+                spool_dir=self._dir,
+            )
         if info is None:
-            path.unlink()
             return None
         return PlannedPatch(layer.diff_id, base, path, info.size)
 
