@@ -103,6 +103,8 @@ class LazySource:
         self._entries: list[Entry] | None = None
         self._error: SealiftError | None = None
         self.saved = False
+        self.offer: list[OfferedImage] = []
+        """Empty until made: a save read before it (the containerd store) checks nothing."""
         if engine.containerd_store:
             # its inspect names images by manifest digest and carries no config digest, so
             # the offer is made from the images as saved
@@ -130,7 +132,7 @@ class LazySource:
             self._source = EngineSource(self._engine, self.refs)
         entries = with_manifests(Selection((), self.platform).apply(self._source.entries()))
         saved = {str(image.id) for image, _ in single_images(entries)}
-        offered = {str(image.id) for image in getattr(self, "offer", None) or ()}
+        offered = {str(image.id) for image in self.offer}
         if offered and saved != offered:
             raise EngineError("the images changed while sealift read them (a tag moved): try again")
         return entries
