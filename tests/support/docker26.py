@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Self
 
 from tests.support import procs
-from tests.support.dockerd import DockerDaemon, DockerDaemonError, EngineKind
+from tests.support.dockerd import DockerDaemon, DockerDaemonError, EngineKind, dockerd_flags
 from tests.support.storage import kernel_has_overlayfs, overlay_mounts_on
 
 __all__ = [
@@ -209,14 +209,7 @@ class Docker26Daemon(DockerDaemon):
         except (DockerDaemonError, OSError) as exc:
             self.stop()
             raise DockerDaemonError(f"Docker 26 engine {self.name!r} did not start: {exc}") from exc
-        if not procs.wait_for(self._answers_or_died, timeout, interval=0.3) or not self.running:
-            code = self._proc.poll() if self._proc is not None else None
-            tail = procs.log_tail(self.log_path)
-            self.stop()
-            raise DockerDaemonError(
-                f"Docker 26 engine {self.name!r} did not come up within {timeout}s "
-                f"(exit code {code}); log {self.log_path}:\n{tail}"
-            )
+        self._wait_until_up(timeout, f"Docker 26 engine {self.name!r}")
         return self
 
     def _mount(self, *args: str | Path) -> None:
@@ -257,41 +250,16 @@ class Docker26Daemon(DockerDaemon):
             "chroot",
             str(self.root),
             "/usr/sbin/dockerd",
-            f"--storage-driver={self.storage_driver}",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--ip-masq=false",
-            "--bridge=none",
-            "--shutdown-timeout=2",
-            f"--data-root={ENGINE_DATA_ROOT}",
-            f"--exec-root=/run/{self.name}",
-            f"--pidfile=/run/{self.name}.pid",
-            f"--host=unix:///run/{self.name}.sock",
+            *dockerd_flags(
+                self.storage_driver,
+                data_root=ENGINE_DATA_ROOT,
+                exec_root=f"/run/{self.name}",
+                pidfile=f"/run/{self.name}.pid",
+                host=f"unix:///run/{self.name}.sock",
+            ),
             *self.extra_args,
         ]
-        log = self._open_log()
-        log.write(("\n=== " + " ".join(cmd) + "\n").encode())
-        log.flush()
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8"},
-        )
-
-    def _answers_or_died(self) -> bool:
-        if not self.running:
-            return True
-        probe = subprocess.run(
-            [*self.client_command, "version", "--format", "{{.Server.Version}}"],
-            env=self.env(),
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        return probe.returncode == 0
+        self._spawn(cmd, {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8"})
 
     def stop(self) -> None:
         """Kill every process rooted in the private root, undo every mount, remove the data."""

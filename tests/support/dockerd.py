@@ -62,6 +62,29 @@ _DOCKER_ENV_DROP = (
 )
 
 
+def dockerd_flags(
+    storage_driver: str,
+    *,
+    data_root: str | Path,
+    exec_root: str | Path,
+    pidfile: str | Path,
+    host: str,
+) -> list[str]:
+    """The dockerd flags every test and bench engine runs with: private paths, no networking."""
+    return [
+        f"--storage-driver={storage_driver}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-masq=false",
+        "--bridge=none",
+        "--shutdown-timeout=2",
+        f"--data-root={data_root}",
+        f"--exec-root={exec_root}",
+        f"--pidfile={pidfile}",
+        f"--host={host}",
+    ]
+
+
 class DockerDaemonError(RuntimeError):
     """The test engine could not be started or used."""
 
@@ -142,17 +165,19 @@ class DockerDaemon(Service):
         cmd = [
             str(DOCKERD),
             f"--config-file={self.config_file}",
-            f"--storage-driver={self.storage_driver}",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--ip-masq=false",
-            "--bridge=none",
-            "--shutdown-timeout=2",
-            f"--data-root={self.data_root}",
-            f"--exec-root={self.exec_root}",
-            f"--pidfile={self.pidfile}",
-            f"--host={self.host}",
+            *dockerd_flags(
+                self.storage_driver,
+                data_root=self.data_root,
+                exec_root=self.exec_root,
+                pidfile=self.pidfile,
+                host=self.host,
+            ),
         ]
+        self._spawn(cmd, self._daemon_env())
+        self._wait_until_up(timeout, f"dockerd {self.name!r}")
+        return self
+
+    def _spawn(self, cmd: list[str], env: Mapping[str, str]) -> None:
         log = self._open_log()
         log.write(("\n=== " + " ".join(cmd) + "\n").encode())
         log.flush()
@@ -162,32 +187,32 @@ class DockerDaemon(Service):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=self._daemon_env(),
+            env=dict(env),
         )
 
-        def ready() -> bool:
-            if not self.running:
-                return True
-            probe = subprocess.run(
-                [*self.client_command, "version", "--format", "{{.Server.Version}}"],
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            return probe.returncode == 0
+    def _answers_or_died(self) -> bool:
+        if not self.running:
+            return True
+        probe = subprocess.run(
+            [*self.client_command, "version", "--format", "{{.Server.Version}}"],
+            env=self.env(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return probe.returncode == 0
 
-        procs.wait_for(ready, timeout, interval=0.3)
-        if not self.running or not ready():
-            code = self._proc.poll()
-            tail = procs.log_tail(self.log_path)
-            self.stop()
-            raise DockerDaemonError(
-                f"dockerd {self.name!r} did not come up within {timeout}s (exit code {code}); "
-                f"log {self.log_path}:\n{tail}"
-            )
-        return self
+    def _wait_until_up(self, timeout: float, what: str) -> None:
+        """Wait for the engine to answer; stop it and raise with its log's tail if it does not."""
+        if procs.wait_for(self._answers_or_died, timeout, interval=0.3) and self.running:
+            return
+        code = self._proc.poll() if self._proc is not None else None
+        tail = procs.log_tail(self.log_path)
+        self.stop()
+        raise DockerDaemonError(
+            f"{what} did not come up within {timeout}s (exit code {code}); "
+            f"log {self.log_path}:\n{tail}"
+        )
 
     def stop(self) -> None:
         """Stop dockerd, its containerd and any shim, unmount, remove sockets and data."""
