@@ -25,7 +25,6 @@ from sealift import compression, media
 from sealift.digest import Digest
 from sealift.ends.base import WriteResult
 from sealift.errors import DigestMismatchError, InvalidArchiveError, UsageError
-from sealift.layers import copy_verified
 from sealift.model import (
     MAX_JSON_SIZE,
     Descriptor,
@@ -177,23 +176,36 @@ class Blob:
     data: bytes | None = None
 
     def write_verified(self, out: IO[bytes]) -> None:
-        """Write the blob to ``out``; raise if it is not what its digest says."""
+        """Write the blob to ``out``; raise if it is not what its digest and size say.
+
+        The bytes go up as they are, so their digest and size are all the registry keeps and
+        all that is checked here: decompressing to check the diff_id would cost more CPU than
+        the upload itself (a puller that unpacks the layer checks it).
+        """
         if self.data is not None:
             out.write(self.data)
             return
         assert self.layer is not None
         what = self.layer.label or f"layer {self.digest}"
+        hasher = None if self.layer.verified else self.digest.new_hasher()
         with self.layer.open() as stream:
-            if not self.layer.verified:
-                copy_verified(self.layer, stream, out, what)
-                return
             remaining = self.size
             while remaining > 0:
                 chunk = stream.read(min(CHUNK, remaining))
                 if not chunk:
-                    raise InvalidArchiveError(f"{what}: ended after {self.size - remaining} bytes")
+                    raise DigestMismatchError(
+                        f"{what}: ended after {self.size - remaining} bytes, expected {self.size}"
+                    )
+                if hasher is not None:
+                    hasher.update(chunk)
                 out.write(chunk)
                 remaining -= len(chunk)
+            if hasher is not None and stream.read(1):
+                raise DigestMismatchError(f"{what}: more than the declared {self.size} bytes")
+        if hasher is not None and hasher.digest() != self.digest:
+            raise DigestMismatchError(
+                f"{what}: blob digest is {hasher.digest()}, expected {self.digest}"
+            )
 
 
 @dataclass
