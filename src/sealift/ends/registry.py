@@ -145,13 +145,13 @@ class RegistrySource:
 
     def _layer(self, repository: str, descriptor: Descriptor, diff_id: Digest, what: str) -> Layer:
         client, digest, size = self.client, descriptor.digest, descriptor.size
-        label = what if media.layer_codec(descriptor.media_type) is None else f"{what} ({digest})"
+        codec = media.layer_codec(descriptor.media_type)
+        label = what if codec is None else f"{what} ({digest})"
 
         def open_blob() -> IO[bytes]:
             stream = client.open_blob(repository, digest, size)
             return cast(IO[bytes], CheckedBlob(stream, digest, size, label))
 
-        codec = media.layer_codec(descriptor.media_type)
         if codec is None:  # an artifact's blob or an attestation: moved as it is, never unpacked
             return Layer(
                 descriptor,
