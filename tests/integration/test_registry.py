@@ -4,7 +4,8 @@ Three registries, as users meet them: plain HTTP on loopback; HTTPS with a CA th
 and htpasswd basic auth; and ``auth: token`` with a token issuer the tests run, so the bearer
 flow passes distribution's own token validation. Blobs and manifests must arrive byte-exact
 (digests equal the archive's), a repeat push sends no blob bytes, a cut upload resumes, and
-the other tools (skopeo, Docker 20.10) read what sealift pushed and the reverse.
+the other tools (skopeo, podman, Docker 20.10, Docker 26 over TLS) read what sealift pushed and
+the reverse.
 """
 
 from __future__ import annotations
