@@ -4,7 +4,8 @@ Three registries, as users meet them: plain HTTP on loopback; HTTPS with a CA th
 and htpasswd basic auth; and ``auth: token`` with a token issuer the tests run, so the bearer
 flow passes distribution's own token validation. Blobs and manifests must arrive byte-exact
 (digests equal the archive's), a repeat push sends no blob bytes, a cut upload resumes, and
-the other tools (skopeo, Docker 20.10) read what sealift pushed and the reverse.
+the other tools (skopeo, podman, Docker 20.10, Docker 26 over TLS) read what sealift pushed and
+the reverse.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from sealift.registry.errors import (
 )
 from sealift.transfer import CopyOptions, Selection, copy
 from tests.support.cli import run_sealift
+from tests.support.docker26 import Docker26Daemon
 from tests.support.dockerd import DockerDaemon
+from tests.support.engines import EnginePair
 from tests.support.fixtures import OCI_APP_ID, OCI_BASE_ID
 from tests.support.peers import Podman, Registry, Skopeo
 from tests.support.registry import CuttingProxy
@@ -95,6 +98,13 @@ def skopeo_inspect(skopeo: Skopeo, ref: str, *extra: str) -> dict[str, Any]:
 def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     require_tools("docker-registry")
     yield from running(Registry(tmp_path_factory.mktemp("registry-tls"), "basic-tls"))
+
+
+@pytest.fixture(scope="module")
+def open_tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """HTTPS with the tests' CA and no login: what an engine can pull from without one."""
+    require_tools("docker-registry")
+    yield from running(Registry(tmp_path_factory.mktemp("registry-open-tls"), "tls"))
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +246,42 @@ def test_docker_20_pulls_a_gzip_image_sealift_pushed(
     empty_dest_engine.docker("pull", f"{registry.address}/gzip/app:1")
     image = empty_dest_engine.inspect(f"{registry.address}/gzip/app:1")
     assert image["Id"] == "sha256:8abab36f1a39cc694e1d7d1a64f83d3afa533724c2312bbd483d16956bca7b5c"
+
+
+@pytest.mark.engine
+@pytest.mark.docker26
+def test_docker_26_pulls_zstd_blobs_sealift_pushed_and_sealift_pulls_them_into_it(
+    open_tls_registry: Registry, engine26: EnginePair, tmp_path: Path
+) -> None:
+    """Docker 26's containerd store ignores insecure-registries for plain HTTP, so the round
+    trip is over TLS with the test CA in the engine's certs.d. Both ways the image keeps the
+    archive's manifest digest: its zstd blobs arrive as they are."""
+    engine, ca = engine26.dest, open_tls_registry.ca_file
+    assert isinstance(engine, Docker26Daemon) and ca is not None
+    engine.remove_all_images()
+    archive = tmp_path / "app-zstd.tar"
+    source = fixture("docker20-save-app.tar.zst")
+    run_sealift("convert", source, archive, "--compression", "zstd").assert_ok()
+    report = run_sealift("inspect", "--json", archive).assert_ok().json()
+    (manifest_digest,) = {row["manifest_digest"] for row in report["images"]}
+    trusted = engine.root / "etc" / "docker" / "certs.d" / open_tls_registry.address
+    trusted.mkdir(parents=True, exist_ok=True)
+    (trusted / "ca.crt").write_bytes(ca.read_bytes())
+    ref = f"{open_tls_registry.address}/d26/app:1"
+
+    pushed = run_sealift("copy", archive, f"docker://{ref}", "--ca-cert", ca, "--json")
+    assert pushed.assert_ok().json()["details"]["images"] == [
+        {"name": ref, "digest": manifest_digest}
+    ]
+    engine.docker("pull", ref)
+    assert engine.inspect(ref)["Id"] == manifest_digest
+    assert engine.run(ref) == "app v1\ndemo\n"
+
+    engine.remove_all_images()
+    into_engine = ("--ca-cert", ca, "--dest-daemon-host", engine.host)
+    run_sealift("copy", f"docker://{ref}", "docker-daemon:", *into_engine).assert_ok()
+    assert engine.inspect(ref)["Id"] == manifest_digest
+    assert engine.run(ref) == "app v1\ndemo\n"
 
 
 # ----------------------------------------------------------------------------- cut uploads

@@ -570,14 +570,15 @@ class Sshd(Service):
 class Registry(Service):
     """Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1, filesystem storage.
 
-    ``mode``: ``plain`` (HTTP, no auth); ``basic-tls`` (HTTPS with a certificate from a CA the
-    tests make, ``ca_file``, and htpasswd basic auth for ``user``/``password``); ``token``
+    ``mode``: ``plain`` (HTTP, no auth); ``tls`` (HTTPS with a certificate from a CA the tests
+    make, ``ca_file``, no auth); ``basic-tls`` (the same plus htpasswd basic auth for
+    ``user``/``password``); ``token``
     (plain HTTP, ``auth: token`` with :class:`tests.support.registry.TokenIssuer` as its token
     service, which grants pull only on the repositories in ``denied``).
     """
 
     BINARY = "docker-registry"
-    MODES = ("plain", "basic-tls", "token")
+    MODES = ("plain", "tls", "basic-tls", "token")
     user = "sealift"
     password = "s3cret-test-password"
 
@@ -603,22 +604,22 @@ class Registry(Service):
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.mode == "basic-tls" else "http"
+        scheme = "https" if self.mode in ("tls", "basic-tls") else "http"
         return f"{scheme}://{self.address}"
 
     def _mode_config(self) -> str:
         from tests.support.registry import TokenIssuer, htpasswd_line
         from tests.support.tls import make_ca_and_server_cert
 
-        if self.mode == "basic-tls":
+        if self.mode in ("tls", "basic-tls"):
             (self.workdir / "tls").mkdir(exist_ok=True)
             self.ca_file, cert, key = make_ca_and_server_cert(self.workdir / "tls", "127.0.0.1")
+            tls = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+            if self.mode == "tls":
+                return tls
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text(htpasswd_line(self.user, self.password) + "\n")
-            return (
-                f"  tls:\n    certificate: {cert}\n    key: {key}\n"
-                f"auth:\n  htpasswd:\n    realm: sealift-test\n    path: {htpasswd}\n"
-            )
+            return tls + f"auth:\n  htpasswd:\n    realm: sealift-test\n    path: {htpasswd}\n"
         if self.mode == "token":
             self.issuer = TokenIssuer(
                 self.workdir / "token", {self.user: self.password}, self.denied

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealift.digest import Digest, sha256_of
+from sealift.ends.archive import ArchiveSink
 from sealift.ends.memory import MemorySource, image_from_layers
 from sealift.ends.registry import RegistryOptions, RegistrySink, RegistrySource
 from sealift.errors import DigestMismatchError, UsageError
@@ -354,6 +355,24 @@ def test_a_cut_download_resumes_with_a_range_request(fake: FakeRegistry) -> None
         headers for m, path, headers, _ in fake.requests if m == "GET" and "/blobs/" in path
     ]
     assert ["Range" in headers for headers in downloads] == [False, True]
+
+
+def test_a_blob_the_registry_corrupted_is_refused_before_the_archive_exists(
+    fake: FakeRegistry, tmp_path: Path
+) -> None:
+    """The archive writer copies a verified layer's declared size and never reads its end, so
+    the registry's stream itself must refuse the last bytes of a blob that does not match."""
+    entry = image("rot/app:1", 300_000)
+    push(fake, [entry], "rot/app:1")
+    assert isinstance(entry.target, Image)
+    digest = str(entry.target.layers[0].digest)
+    rotten = bytearray(fake.blobs[digest])
+    rotten[-1] ^= 1
+    fake.blobs[digest] = bytes(rotten)
+    archive = tmp_path / "pulled.tar"
+    with pytest.raises(DigestMismatchError, match=f"expected {digest}"):
+        copy(RegistrySource(f"docker://{fake.address}/rot/app:1"), ArchiveSink(archive), KEEP)
+    assert not archive.exists()
 
 
 class Recorder:

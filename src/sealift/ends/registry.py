@@ -1,8 +1,11 @@
 """A registry as a source and as a sink (``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``).
 
 Blobs move as they are: a pull hands the copy each layer as a lazy stream of the registry's
-bytes (checked against its digest by whoever consumes it), a push uploads every blob with the
-compression it has, so manifests and indexes arrive byte-identical and keep their digests.
+bytes, checked against its digest and size as it streams (:class:`CheckedBlob`); a push uploads
+every blob with the compression it has, checked the same way before it is committed. So
+manifests and indexes arrive byte-identical and keep their digests. Neither decompresses a
+layer to check its diff_id, as skopeo and crane do not: that costs more CPU than the transfer
+itself, and whatever unpacks the layer (an engine, a transcode) checks it there.
 
 The sink works blob by blob, in the order of the per-blob contract other sinks share:
 :meth:`RegistrySink.missing` (HEAD of every blob in every repository, in parallel), then per
@@ -15,17 +18,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import io
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, cast
 
 from sealift import compression, media
 from sealift.digest import Digest
 from sealift.ends.base import WriteResult
 from sealift.errors import DigestMismatchError, InvalidArchiveError, UsageError
-from sealift.layers import copy_verified
 from sealift.model import (
     MAX_JSON_SIZE,
     Descriptor,
@@ -142,17 +145,69 @@ class RegistrySource:
 
     def _layer(self, repository: str, descriptor: Descriptor, diff_id: Digest, what: str) -> Layer:
         client, digest, size = self.client, descriptor.digest, descriptor.size
+        codec = media.layer_codec(descriptor.media_type)
+        label = what if codec is None else f"{what} ({digest})"
 
         def open_blob() -> IO[bytes]:
-            return client.open_blob(repository, digest, size)
+            stream = client.open_blob(repository, digest, size)
+            return cast(IO[bytes], CheckedBlob(stream, digest, size, label))
 
-        codec = media.layer_codec(descriptor.media_type)
         if codec is None:  # an artifact's blob or an attestation: moved as it is, never unpacked
-            return Layer(descriptor, digest, compression.NONE, open_blob, opaque=True, label=what)
-        return Layer(descriptor, diff_id, codec, open_blob, label=f"{what} ({digest})")
+            return Layer(
+                descriptor,
+                digest,
+                compression.NONE,
+                open_blob,
+                verified=True,
+                opaque=True,
+                label=label,
+            )
+        return Layer(descriptor, diff_id, codec, open_blob, verified=True, label=label)
 
     def close(self) -> None:
         self.client.close()
+
+
+class CheckedBlob(io.RawIOBase):
+    """A registry blob's bytes, checked against its digest and size as they stream: the read
+    that completes the blob raises instead of returning its last bytes when they do not match,
+    so a consumer that stops at the declared size (and never reads EOF) is protected too.
+
+    That check is why a registry's layers count as verified: exact-blob destinations keep them
+    as they are, and whatever unpacks one (an engine, a transcode) checks the diff_id then.
+    """
+
+    def __init__(self, raw: IO[bytes], digest: Digest, size: int, what: str) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._size = size
+        self._what = what
+        self._hasher = digest.new_hasher()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        left = self._size - self._hasher.size
+        if left <= 0:
+            return 0
+        view = memoryview(buffer)[:left]
+        n: int = self._raw.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            raise DigestMismatchError(
+                f"{self._what}: ended after {self._hasher.size} bytes, expected {self._size}"
+            )
+        self._hasher.update(view[:n])
+        if self._hasher.size == self._size and self._hasher.digest() != self._digest:
+            raise DigestMismatchError(
+                f"{self._what}: blob digest is {self._hasher.digest()}, expected {self._digest}"
+            )
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 class _Counter:
@@ -177,23 +232,30 @@ class Blob:
     data: bytes | None = None
 
     def write_verified(self, out: IO[bytes]) -> None:
-        """Write the blob to ``out``; raise if it is not what its digest says."""
+        """Write the blob to ``out``; raise if it is not what its digest and size say.
+
+        The bytes go up as they are, so their digest and size are all the registry keeps and
+        all that is checked here: decompressing to check the diff_id would cost more CPU than
+        the upload itself, and whatever unpacks the layer checks it.
+        """
         if self.data is not None:
             out.write(self.data)
             return
         assert self.layer is not None
         what = self.layer.label or f"layer {self.digest}"
+        hasher = self.digest.new_hasher()
         with self.layer.open() as stream:
-            if not self.layer.verified:
-                copy_verified(self.layer, stream, out, what)
-                return
-            remaining = self.size
-            while remaining > 0:
-                chunk = stream.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise InvalidArchiveError(f"{what}: ended after {self.size - remaining} bytes")
+            while chunk := stream.read(min(CHUNK, self.size - hasher.size + 1)):
+                hasher.update(chunk)
+                if hasher.size > self.size:
+                    raise DigestMismatchError(f"{what}: more than the declared {self.size} bytes")
                 out.write(chunk)
-                remaining -= len(chunk)
+        if hasher.size != self.size:
+            raise DigestMismatchError(f"{what}: {hasher.size} bytes, expected {self.size}")
+        if hasher.digest() != self.digest:
+            raise DigestMismatchError(
+                f"{what}: blob digest is {hasher.digest()}, expected {self.digest}"
+            )
 
 
 @dataclass
