@@ -25,7 +25,7 @@ from typing import Any
 
 import zstandard
 
-from bench import floors, limits
+from bench import edge, floors, limits, registry
 from bench.contenders import (
     DEFAULT_LINK,
     STAGES,
@@ -62,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="TOKENS",
         help="comma list: keep contenders whose tool (docker, skopeo, sealift), stage "
-        "(save, load, update, convert) or name matches; stage baselines always run",
+        "(save, load, update, convert, registry, edge) or name matches; stage baselines always run",
     )
     p.add_argument(
         "--workdir", type=Path, default=Path("/tmp/sealift-bench"), help="engines + archives"
@@ -149,6 +149,12 @@ def _stage_setup(ctx: Ctx, stage: str, rows: list[Contender], setup: dict[str, A
         ctx.facts["changed_layer"] = _changed_layer(ctx)
         setup["empty destination before update"] = f"{reset_engine(ctx.dst):.1f}s"
     if stage == "convert":
+        _ensure_artifact(ctx, "to-tar", setup)
+    if stage == registry.STAGE:
+        _ensure_artifact(ctx, "sealift-zstd", setup)
+        registry.setup(ctx, setup)
+    if stage == edge.STAGE:
+        _ensure_artifact(ctx, "from-tar", setup)
         _ensure_artifact(ctx, "to-tar", setup)
 
 
@@ -323,7 +329,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"bench: missing tools {missing} (apt-get install skopeo zstd pv)", file=sys.stderr)
         return 2
     started = dt.datetime.now(dt.UTC)
-    chosen = select(all_contenders(), args.only)
+    chosen = select(all_contenders() + registry.contenders() + edge.contenders(), args.only)
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     lock = open(work / ".lock", "a+")  # noqa: SIM115 - held for the whole run
@@ -361,7 +367,7 @@ def _main(argv: list[str] | None) -> int:
             update_save_args=shlex.split(args.update_save_args),
             facts=facts,
         )
-        for stage in STAGES:
+        for stage in (*STAGES, registry.STAGE, edge.STAGE):
             stage_rows = [c for c in chosen if c.stage == stage]
             if not stage_rows:
                 continue
@@ -397,7 +403,7 @@ def _main(argv: list[str] | None) -> int:
     result["meta"]["loadavg_end"] = _loadavg()
     result["meta"]["finished"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
     result["facts"] = facts
-    found = checks(rows, facts)
+    found = checks(rows, facts) + registry.checks(rows) + edge.checks(rows)
     write(args.results, result, rows, found)
     if not args.keep_artifacts:
         shutil.rmtree(arts, ignore_errors=True)
