@@ -17,6 +17,7 @@ started again; untimed); before every pull and repeat push it holds the four ima
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import shlex
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -59,12 +61,16 @@ class CountingRelay:
     """A TCP relay from 127.0.0.1:``port`` to 127.0.0.1:``upstream_port`` that counts bytes.
 
     ``upstream_port`` may change between connections (the registry restarts on a new port).
+    The relay's own CPU seconds are kept too: it runs in the bench process, outside the timed
+    tree, so they show what it takes from the cores.
     """
 
     def __init__(self) -> None:
         self.upstream_port = 0
-        self._sent = 0
-        self._lock = threading.Lock()
+        self._bytes = 0
+        self._cpu = 0.0
+        self._open = 0
+        self._idle = threading.Condition()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
@@ -73,11 +79,14 @@ class CountingRelay:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def take_count(self) -> int:
-        """Bytes relayed (both directions) since the last call."""
-        with self._lock:
-            count, self._sent = self._sent, 0
-        return count
+    def take(self, settle: float = 5.0) -> tuple[int, float]:
+        """Bytes relayed (both directions) and the relay's CPU seconds since the last call,
+        once every connection closed (or ``settle`` seconds passed)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._open == 0, timeout=settle)
+            taken = self._bytes, self._cpu
+            self._bytes, self._cpu = 0, 0.0
+        return taken
 
     def close(self) -> None:
         self._listener.close()
@@ -93,19 +102,35 @@ class CountingRelay:
             except OSError:
                 client.close()
                 continue
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            with self._idle:
+                self._open += 1
+            threading.Thread(target=self._connection, args=(client, upstream), daemon=True).start()
+
+    def _connection(self, client: socket.socket, upstream: socket.socket) -> None:
+        back = threading.Thread(target=self._pump, args=(upstream, client), daemon=True)
+        back.start()
+        self._pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+        with self._idle:
+            self._open -= 1
+            self._idle.notify_all()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        moved = 0
         try:
             while data := src.recv(_CHUNK):
                 dst.sendall(data)
-                with self._lock:
-                    self._sent += len(data)
+                moved += len(data)
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
+        except OSError:  # one side reset: stop the other direction too
             for sock in (src, dst):
-                sock.close()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        with self._idle:
+            self._bytes += moved
+            self._cpu += time.thread_time()
 
 
 class _Site:
@@ -201,7 +226,7 @@ def _registry_holds_archive(site: _Site) -> list[str]:
 def _prepare_empty(ctx: Ctx) -> dict[str, object]:
     site = _site()
     site.empty()
-    site.relay.take_count()
+    site.relay.take()
     return {}
 
 
@@ -212,7 +237,7 @@ def _prepare_full(ctx: Ctx) -> dict[str, object]:
         site.empty()
         push = [ctx.python, "-m", "sealift", "copy", str(site.archive), _dest(site), "-q"]
         subprocess.run(push, env=ctx.env(), check=True, capture_output=True, timeout=900)
-    site.relay.take_count()
+    site.relay.take()
     return {}
 
 
@@ -229,9 +254,14 @@ def _prepare_pull(tool: str) -> Callable[[Ctx], dict[str, object]]:
 
 
 # -------------------------------------------------------------------------------------- checks
+def _count(site: _Site, m: Measurement) -> None:
+    m.extra["bytes"], relay_cpu = site.relay.take()
+    m.extra["relay_cpu_s"] = round(relay_cpu, 3)
+
+
 def _after_push(ctx: Ctx, m: Measurement) -> None:
     site = _site()
-    m.extra["bytes"] = site.relay.take_count()
+    _count(site, m)
     wrong = _registry_holds_archive(site)
     if wrong:
         m.error = f"registry lacks (or has other manifests for) {wrong}"
@@ -240,7 +270,7 @@ def _after_push(ctx: Ctx, m: Measurement) -> None:
 def _after_pull(tool: str) -> Callable[[Ctx, Measurement], None]:
     def after(ctx: Ctx, m: Measurement) -> None:
         site = _site()
-        m.extra["bytes"] = site.relay.take_count()
+        _count(site, m)
         index = json.loads((_pull_layout(ctx, tool) / "index.json").read_text())
         got = {e["digest"] for e in index["manifests"]}
         missing = [ref for ref in IMAGES if site.refs[ref] not in got]
