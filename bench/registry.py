@@ -19,9 +19,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import resource
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import tarfile
 import tempfile
@@ -179,6 +181,22 @@ def setup(ctx: Ctx, notes: dict[str, object]) -> None:
     site.empty()
     _SITE.append(site)
     notes["registry"] = f"docker-registry at {site.registry.address}, relay {site.relay.address}"
+    notes["sealift start (the repeat push's floor)"] = _sealift_start(ctx)
+
+
+def _sealift_start(ctx: Ctx, rounds: int = 3) -> str:
+    """Median wall and CPU seconds of ``sealift --version``: what any sealift command costs."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        version = [ctx.python, "-m", "sealift", "--version"]
+        subprocess.run(version, env=ctx.env(), check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return f"{statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} CPU-s"
 
 
 def _unpack_layout(archive: Path, layout: Path) -> dict[str, str]:
