@@ -111,7 +111,7 @@ def _run(cmd: list[str], ctx: Ctx, timeout: float = 1800) -> subprocess.Complete
     return subprocess.run(cmd, env=ctx.env(), capture_output=True, timeout=timeout, check=False)
 
 
-def _measure_with_bytecode() -> str:
+def _run_sealift_from_bytecode() -> str:
     """Let sealift run as installed, from bytecode: with PYTHONDONTWRITEBYTECODE (set in some
     sessions) every sealift process compiled its whole source again, ~0.3 s of CPU per start.
     The engines and sshd inherit this environment, so the remote sealift gains too."""
@@ -354,7 +354,7 @@ def _main(argv: list[str] | None) -> int:
     arts.mkdir(parents=True)
     (work / "logs").mkdir(exist_ok=True)
     result: dict[str, Any] = {"meta": _meta(argv, args.rounds, started)}
-    setup: dict[str, Any] = {"sealift bytecode compiled": _measure_with_bytecode()}
+    setup: dict[str, Any] = {"sealift bytecode compiled": _run_sealift_from_bytecode()}
     facts: dict[str, Any] = {"setup": setup}
     rows: dict[str, Row] = {}
     with _signals_raise(), contextlib.ExitStack() as stack:
