@@ -279,7 +279,7 @@ def markdown(result: dict[str, Any], rows: dict[str, Row], found: list[Check]) -
         "Engines (dockerd+containerd) are outside the tree: see engine_peak_rss in latest.json.",
         "",
     ]
-    for stage in STAGES:
+    for stage in dict.fromkeys([*STAGES, *(r.contender.stage for r in rows.values())]):
         stage_rows = [r for r in rows.values() if r.contender.stage == stage]
         if not stage_rows:
             continue
@@ -363,6 +363,12 @@ _STAGE_TEXT = {
     "update": "Destination already holds bench/app:1.0; bring bench/app:1.1 through a 100 Mbit/s "
     "pipe (`pv -L 12500k`). MB = bytes through pv.",
     "convert": "A `docker save` tar of bench/app:1.1 to a zstd OCI archive.",
+    "registry": "The four images of sealift's zstd archive to a loopback distribution 2.8 "
+    "(`docker-registry`, plain HTTP, emptied untimed before each push trial) and back into an "
+    "OCI layout. MB = bytes on the wire, both directions, counted by a TCP relay in front of it.",
+    "edge": "The far engine holds bench/app:1.0; bring bench/app:1.1 over ssh through a relay "
+    "limited to 100 Mbit/s (`12500k`) or 1 Mbit/s (`125k`, pv's units). MB = bytes on the wire, "
+    "both directions, handshakes included.",
 }
 
 

@@ -114,8 +114,13 @@ def main() -> None:
             pass
         done.set()
 
+    logged = threading.Lock()
+
     def finish(*_: object) -> None:
-        # ssh sends SIGHUP to its ProxyCommand when it is done: count then, too
+        # ssh sends SIGHUP to its ProxyCommand when it is done: count then, too. That signal can
+        # land while the main thread is already in here: the connection is logged once.
+        if not logged.acquire(blocking=False):
+            return
         with open(args.log, "a") as log:
             log.write(f"{counts[0]} {counts[1]}\n")
         os._exit(0)
