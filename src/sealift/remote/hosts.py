@@ -604,15 +604,19 @@ def fetch_host(
 ) -> list[Entry]:
     """Fetch ``refs`` from the host's engine into ``staging``; return them as images there.
 
-    Everything not already staged crosses (there is no engine on this side to ask).
+    Everything not already staged crosses (there is no engine on this side to ask). With
+    protocol 3, blobs cross as they are and each image keeps the remote's manifest.
     """
     receiver = StagingReceiver(staging)
     entries: list[Entry] = []
 
     def keep(
-        images: list[OfferedImage], configs: dict[Digest, bytes], _: dict[Digest, Manifest]
+        images: list[OfferedImage], configs: dict[Digest, bytes], manifests: dict[Digest, Manifest]
     ) -> None:
-        entries.extend(staged_entry(staging, image, configs[image.id]) for image in images)
+        entries.extend(
+            staged_entry(staging, image, configs[image.id], manifests.get(image.id))
+            for image in images
+        )
 
     result = _pull(target, refs, receiver, options, keep)
     if not result.ok:
