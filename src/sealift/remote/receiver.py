@@ -120,7 +120,7 @@ class Receiver:
     def receive_patch(self, channel: Channel, header: dict[str, Any]) -> str | None:
         """Rebuild a layer from a patch; None when staged, else why it is wanted whole."""
         wire_before = channel.bytes_in
-        reason = receive_patch(self.staging, self._bases, channel, header)
+        reason = receive_patch(self.staging, self._bases, channel, header, self._blob_keys)
         self.received.wire_bytes += channel.bytes_in - wire_before
         if reason is None:
             self.received.layers += 1
