@@ -198,3 +198,24 @@ def test_need_and_offer_carry_the_exact_blob_fields() -> None:
     )
     message = protocol.offer_message([with_manifest, offered])
     assert protocol.parse_offer(message) == [with_manifest, offered]
+
+
+def test_a_bare_docker_archive_is_gzipped_only_when_a_layer_in_it_is_uncompressed() -> None:
+    from sealift.model import Entry, Image, ImageConfig
+    from sealift.reference import Reference
+    from sealift.remote.hosts import RemoteOptions, _archive_codec
+
+    blob = _gzip_layer(_content())
+    plain = Layer(
+        Descriptor(media.OCI_LAYER, sha256_of(b"plain"), 5),
+        sha256_of(b"plain"),
+        compression.NONE,
+        lambda: io.BytesIO(b"plain"),
+        verified=True,
+    )
+    config = ImageConfig.parse(_config([blob.diff_id, plain.diff_id]), "config")
+    entries = [Entry(Image(config, (blob, plain)), (Reference.parse("app:1"),))]
+    assert _archive_codec(entries, set(), RemoteOptions()) == compression.GZIP
+    assert _archive_codec(entries, {plain.digest}, RemoteOptions()) == compression.NONE
+    no_gzip = RemoteOptions(compression=compression.NONE)
+    assert _archive_codec(entries, set(), no_gzip) == compression.NONE
