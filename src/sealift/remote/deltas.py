@@ -410,12 +410,9 @@ def send_layers_or_patches(
             raise InvalidArchiveError(f"the receiver asked for layer {diff_id}, never offered")
         planned = plan.patches.get(diff_id)
         recipe = plan.recipes.get(diff_id) if need.blobs else None
-        report = plan.reports.get(diff_id)
-        if planned is not None and report is not None:
-            patched = send_patch(channel, planned, report, on_bytes, recipe)
-        else:
-            patched = False
-        if patched:
+        if planned is not None and send_patch(
+            channel, planned, plan.reports[diff_id], on_bytes, recipe
+        ):
             if on_bytes is not None:
                 on_bytes(0, layer.size)  # the layer's data is there: progress counts it done
             continue
