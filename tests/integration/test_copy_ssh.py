@@ -20,6 +20,7 @@ from tests.integration.test_push import (  # fixtures and helpers of the push te
 )
 from tests.support.cli import run_sealift
 from tests.support.dockerd import DockerDaemon
+from tests.support.engines import both_engine_kinds
 from tests.support.images import ImageSet
 from tests.support.peers import Sshd
 
@@ -81,26 +82,40 @@ def test_a_cut_push_from_an_archive_resumes_inside_the_layer(
     assert empty_dest_engine.inspect(large.ref)["Id"] == large.id
 
 
+@both_engine_kinds
 @pytest.mark.parametrize("destination", ["archive", "layout"])
-def test_pull_into_a_file_or_a_layout(
+def test_pull_into_a_file_or_a_layout_keeps_the_remotes_manifest(
     test_images: ImageSet,
     source_engine: DockerDaemon,
     connect: Callable[..., tuple[Host, Wire]],
     tmp_path: Path,
     destination: str,
 ) -> None:
+    """Blobs cross as the remote holds them (protocol 3), so the file's manifest is the
+    remote's: on Docker 26 its engine ID; Docker 20.10 holds no manifest, so there it is the one
+    its export gives, the same on every pull."""
     remote, wire = connect(source_engine, ("sealift", "docker"))
-    output = f"oci:{tmp_path / 'layout'}" if destination == "layout" else str(tmp_path / "a.tar")
-    env = wire.env(source_engine)
-    env["XDG_CACHE_HOME"] = str(tmp_path / "local-cache")
-    result = run_sealift(
-        "pull", remote.url, test_images.app1.ref, "-o", output, "--json", env=env, timeout=300
-    ).assert_ok()
-    assert [image["ids"] for image in result.json()["images"]] == [[test_images.app1.id]]
-    run_sealift("verify", output).assert_ok()
-    report = run_sealift("inspect", "--json", output).assert_ok().json()
-    assert [image["id"] for image in report["images"]] == [test_images.app1.id]
-    assert not any((tmp_path / "local-cache").glob("sealift/staging/*")), "staging is emptied"
+    app = test_images.app1
+
+    def pull_into(name: str) -> str:
+        output = f"oci:{tmp_path / name}" if destination == "layout" else str(tmp_path / name)
+        env = wire.env(source_engine)
+        env["XDG_CACHE_HOME"] = str(tmp_path / "local-cache")
+        result = run_sealift(
+            "pull", remote.url, app.ref, "-o", output, "--json", env=env, timeout=300
+        ).assert_ok()
+        assert [image["ids"] for image in result.json()["images"]] == [[app.id]]
+        run_sealift("verify", output).assert_ok()
+        report = run_sealift("inspect", "--json", output).assert_ok().json()
+        assert [image["id"] for image in report["images"]] == [app.id]
+        assert not any((tmp_path / "local-cache").glob("sealift/staging/*")), "staging emptied"
+        return str(report["images"][0]["manifest_digest"])
+
+    first = pull_into("one")
+    if source_engine.kind == "docker26":
+        assert first == source_engine.inspect(app.ref)["Id"] == app.engine_id
+    else:
+        assert pull_into("two") == first, "the manifest is the same on every pull"
 
 
 def test_two_pushes_into_one_hosts_shared_staging_both_succeed(

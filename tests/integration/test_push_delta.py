@@ -18,7 +18,7 @@ from tests.integration.test_push import (  # helpers of the push tests
     layer_sizes,
     push,
 )
-from tests.support.cli import REPO_ROOT
+from tests.support.cli import REPO_ROOT, run_sealift
 from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.engines import both_engine_kinds
 from tests.support.images import BuiltImage, ImageSet, build_edge_images
@@ -203,3 +203,43 @@ def test_a_base_that_does_not_match_falls_back_to_the_whole_layer(
     assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
     assert image_id(dest, new.ref) == new.id
     assert dest.run(new.ref) == new.expected_output
+
+
+@pytest.mark.parametrize("engine_kind", ["docker26"], indirect=True)
+def test_a_blob_sealift_compressed_crosses_as_a_patch_and_keeps_the_manifest_digest(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    second_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    """An engine on the containerd store holding edge:1 and edge:2 as sealift's zstd blobs (a
+    sealift archive loaded there): the update crosses as a patch, the host recompresses the
+    rebuilt layer into the very blob, and the manifest digest survives."""
+    old, new = edge_images
+    archive = tmp_path / "edge-zstd.tar"
+    env = source_engine.env()
+    run_sealift(
+        "save", old.ref, new.ref, "-o", archive, "--compression", "zstd", env=env
+    ).assert_ok()
+    report = run_sealift("inspect", "--json", archive).assert_ok().json()
+    manifests = {row["id"]: row["manifest_digest"] for row in report["images"]}
+    builder = second_dest_engine  # holds the zstd blobs: the source of the push
+    builder.remove_all_images()
+    run_sealift("load", archive, env=builder.env()).assert_ok()
+    assert builder.inspect(new.ref)["Id"] == manifests[new.id]
+
+    dest = empty_dest_engine
+    host, wire = connect(dest)
+    push(wire, builder, old.ref, host.url).assert_ok()
+    result = push(wire, builder, new.ref, host.url, "--json").assert_ok()
+    deltas = {item["diff_id"]: item for item in _host_summary(result)["deltas"]}
+    delta = deltas[new.diff_ids[-1]]
+    assert delta["sent"] == "patch" and delta["fallback"] is None, delta
+    assert delta["base"] == old.diff_ids[-1] and delta["patch_bytes"] < 4096, delta
+    assert wire.bytes <= UPDATE_BUDGET, wire.bytes
+    assert dest.inspect(new.ref)["Id"] == manifests[new.id], "the manifest digest survived"
+    assert image_id(dest, new.ref) == new.id
+    assert dest.run(new.ref) == new.expected_output
+    assert not list(host.cache.glob("sealift/staging/*")), "staging is cleaned after success"

@@ -17,7 +17,7 @@ from sealift.digest import Digest, sha256_of
 from sealift.model import Descriptor, Layer, Manifest
 from sealift.remote import protocol
 from sealift.remote.protocol import Channel, Need, OfferedImage, OfferedLayer, ProtocolError
-from sealift.remote.receiver import Received, receive_layer, staged_entry
+from sealift.remote.receiver import Received, StagingReceiver, receive_layer, staged_entry
 from sealift.remote.sender import send_needed_layer
 from sealift.remote.staging import Staging
 
@@ -135,6 +135,32 @@ def test_the_image_keeps_its_exact_manifest_when_its_blobs_are_staged(staging: S
         assert staged.read() == blob.read()
 
 
+def test_a_pull_into_staging_asks_for_blobs_and_keeps_the_remotes_manifest(
+    staging: Staging,
+) -> None:
+    layer = _gzip_layer(_content())
+    config = _config([layer.diff_id])
+    manifest = _manifest(config, layer)
+    receiver = StagingReceiver(staging)
+    receiver.exact = True  # the agent agreed on protocol 3
+    need = receiver.plan([_offered(config, layer)])
+    assert need.blobs and need.layers == {layer.diff_id: 0}
+    channel = Channel(io.BytesIO(_sent(layer, 0, blobs=need.blobs)), io.BytesIO(), "the agent")
+    receiver.receive(channel, channel.expect("layer"))
+    assert staging.hold(layer.digest), "staged as the blob, by its digest"
+    entry = staged_entry(staging, _offered(config, layer), config, manifest)
+    (image,) = entry.images()
+    assert image.manifest is not None and image.manifest.raw == manifest.raw
+    assert not receiver.plan([_offered(config, layer)]).layers, "a staged blob is not asked again"
+
+
+def test_a_pull_into_staging_from_an_older_agent_asks_for_content(staging: Staging) -> None:
+    layer = _gzip_layer(_content())
+    receiver = StagingReceiver(staging)
+    need = receiver.plan([_offered(_config([layer.diff_id]), layer)])
+    assert not need.blobs and need.layers == {layer.diff_id: 0}
+
+
 def test_a_layer_staged_only_as_content_gets_a_rebuilt_manifest(staging: Staging) -> None:
     layer = _gzip_layer(_content())
     config = _config([layer.diff_id])
@@ -172,3 +198,24 @@ def test_need_and_offer_carry_the_exact_blob_fields() -> None:
     )
     message = protocol.offer_message([with_manifest, offered])
     assert protocol.parse_offer(message) == [with_manifest, offered]
+
+
+def test_a_bare_docker_archive_is_gzipped_only_when_a_layer_in_it_is_uncompressed() -> None:
+    from sealift.model import Entry, Image, ImageConfig
+    from sealift.reference import Reference
+    from sealift.remote.hosts import RemoteOptions, _archive_codec
+
+    blob = _gzip_layer(_content())
+    plain = Layer(
+        Descriptor(media.OCI_LAYER, sha256_of(b"plain"), 5),
+        sha256_of(b"plain"),
+        compression.NONE,
+        lambda: io.BytesIO(b"plain"),
+        verified=True,
+    )
+    config = ImageConfig.parse(_config([blob.diff_id, plain.diff_id]), "config")
+    entries = [Entry(Image(config, (blob, plain)), (Reference.parse("app:1"),))]
+    assert _archive_codec(entries, set(), RemoteOptions()) == compression.GZIP
+    assert _archive_codec(entries, {plain.digest}, RemoteOptions()) == compression.NONE
+    no_gzip = RemoteOptions(compression=compression.NONE)
+    assert _archive_codec(entries, set(), no_gzip) == compression.NONE

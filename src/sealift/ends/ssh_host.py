@@ -53,7 +53,8 @@ class SshSink:
 
 
 class SshSource:
-    """Images from a host's engine (``sealift agent`` there), fetched into local staging."""
+    """Images from a host's engine (``sealift agent`` there), fetched into local staging: with
+    a sealift that speaks protocol 3 there, blobs and manifests as the remote holds them."""
 
     def __init__(
         self,
@@ -75,7 +76,7 @@ class SshSource:
 
     def close(self) -> None:
         if self._entries is not None:
-            self.staging.discard(
-                [layer.diff_id for e in self._entries for i in e.images() for layer in i.layers]
-            )
+            layers = [layer for e in self._entries for i in e.images() for layer in i.layers]
+            keys = {layer.diff_id for layer in layers} | {layer.digest for layer in layers}
+            self.staging.discard(sorted(keys, key=str))
         self.staging.close()

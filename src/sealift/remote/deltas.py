@@ -42,7 +42,7 @@ from sealift.delta import (
 )
 from sealift.digest import Digest
 from sealift.ends.engine import Engine, EngineSource
-from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
+from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError, SealiftError
 from sealift.model import Entry, Layer
 from sealift.progress import human_size
 from sealift.reference import Reference
@@ -55,6 +55,7 @@ from sealift.remote.protocol import (
     OfferedImage,
     ProtocolError,
 )
+from sealift.remote.recompress import BlobRecipe, library_of, recipe_for, write_blob
 from sealift.remote.sender import (
     WIRE_CHUNK,
     compressed_frames,
@@ -67,9 +68,13 @@ from sealift.remote.staging import Staging
 MAX_HELD = 100
 """At most this many held images are listed in ``need`` (the newest first)."""
 _CHUNK = 1024 * 1024
-EXACT_BLOB_REASON = "crosses as its compressed blob, so the host keeps the manifest digest"
+EXACT_BLOB_REASON = (
+    "crosses as its compressed blob, so the host keeps the manifest digest "
+    "(sealift's compressors do not rewrite this blob)"
+)
 """Why a layer is not patched for a receiver that keeps blobs (protocol 3): a patch rebuilds
-the layer's content, and recompressing it would not reproduce the blob's digest."""
+the layer's content, and no recipe of :mod:`sealift.remote.recompress` turns that content into
+the very blob (one another tool compressed, such as Docker's own gzip)."""
 
 
 # ------------------------------------------------------------------------------ the report
@@ -121,6 +126,8 @@ class DeltaPlan:
     reports: dict[Digest, LayerDelta] = field(default_factory=dict)
     candidates: dict[Digest, _Candidate] = field(default_factory=dict)
     """Layers with a base and a budget, whose patch is yet to be made (:meth:`PatchMaker.make`)."""
+    recipes: dict[Digest, BlobRecipe] = field(default_factory=dict)
+    """For a receiver that keeps blobs: how it recompresses a patched layer into its blob."""
 
     @property
     def bases(self) -> list[Digest]:
@@ -155,6 +162,7 @@ class PatchMaker:
         self._bases: dict[Digest, Path | None] = {}
         self._patches: dict[tuple[Digest, Digest], PlannedPatch | None] = {}
         self._wire_sizes: dict[Digest, int] = {}
+        self._recipes: dict[Digest, BlobRecipe | None] = {}
 
     def close(self) -> None:
         self._stack.close()
@@ -176,23 +184,48 @@ class PatchMaker:
                 layer = layers.get(layer_plan.diff_id)
                 if layer is None or layer_plan.diff_id in plan.reports:
                     continue
-                if need.blobs and layer.digest != layer.diff_id:
-                    plan.reports[layer.diff_id] = LayerDelta(
-                        str(layer.diff_id), layer.size, reason=EXACT_BLOB_REASON
-                    )
-                else:
-                    self._consider(plan, layer, layer_plan, held)
+                blob = need.blobs and layer.digest != layer.diff_id
+                self._consider(plan, layer, layer_plan, held, blob=blob)
+                if blob:
+                    self._need_recipe(plan, layer)
             return plan
 
+    def _need_recipe(self, plan: DeltaPlan, layer: Layer) -> None:
+        """A compressed blob is patched only when its recipe is known (else it crosses whole)."""
+        if layer.diff_id not in plan.candidates:
+            return
+        recipe = self._recipe(layer)
+        if recipe is None:
+            del plan.candidates[layer.diff_id]
+            plan.reports[layer.diff_id].reason = EXACT_BLOB_REASON
+        else:
+            plan.recipes[layer.diff_id] = recipe
+
+    def _recipe(self, layer: Layer) -> BlobRecipe | None:
+        """sealift's default level for the blob's codec, and the push's own level."""
+        if layer.digest not in self._recipes:
+            levels = [compression.DEFAULT_LEVEL.get(layer.codec, 0)]
+            if self._level is not None and self._codec == layer.codec:
+                levels.append(self._level)
+            self._recipes[layer.digest] = recipe_for(layer, levels)
+        return self._recipes[layer.digest]
+
     def _consider(
-        self, plan: DeltaPlan, layer: Layer, layer_plan: LayerPlan, held: Sequence[HeldImage]
+        self,
+        plan: DeltaPlan,
+        layer: Layer,
+        layer_plan: LayerPlan,
+        held: Sequence[HeldImage],
+        *,
+        blob: bool = False,
     ) -> None:
+        """``blob``: the layer would cross as its stored blob (its size on the wire)."""
         report = LayerDelta(str(layer.diff_id), layer.size, reason=layer_plan.detail)
         plan.reports[layer.diff_id] = report
         base = layer_plan.base
         if base is None:
             return
-        wire_size = report.layer_bytes = self._wire_size(layer)
+        wire_size = report.layer_bytes = layer.size if blob else self._wire_size(layer)
         report.base = str(base)
         holders = tuple(image for image in held if base in image.diff_ids)
         report.base_image = _name_of(holders)
@@ -376,7 +409,10 @@ def send_layers_or_patches(
         if layer is None:
             raise InvalidArchiveError(f"the receiver asked for layer {diff_id}, never offered")
         planned = plan.patches.get(diff_id)
-        if planned is not None and send_patch(channel, planned, plan.reports[diff_id], on_bytes):
+        recipe = plan.recipes.get(diff_id) if need.blobs else None
+        if planned is not None and send_patch(
+            channel, planned, plan.reports[diff_id], on_bytes, recipe
+        ):
             if on_bytes is not None:
                 on_bytes(0, layer.size)  # the layer's data is there: progress counts it done
             continue
@@ -389,16 +425,19 @@ def send_patch(
     planned: PlannedPatch,
     report: LayerDelta,
     on_bytes: Callable[[int, int], None] | None = None,
+    recipe: BlobRecipe | None = None,
 ) -> bool:
-    """Send one patch; whether the receiver rebuilt the layer from it (else it wants it whole)."""
-    channel.send(
-        {
-            "t": "patch",
-            "diff_id": str(planned.diff_id),
-            "base": str(planned.base),
-            "size": planned.size,
-        }
-    )
+    """Send one patch; whether the receiver rebuilt the layer from it (else it wants it whole).
+    With ``recipe`` (protocol 3) the receiver recompresses the layer into that blob."""
+    header: dict[str, Any] = {
+        "t": "patch",
+        "diff_id": str(planned.diff_id),
+        "base": str(planned.base),
+        "size": planned.size,
+    }
+    if recipe is not None:
+        header["blob"] = recipe.to_json()
+    channel.send(header)
     with planned.path.open("rb") as patch:
         while chunk := patch.read(WIRE_CHUNK):
             channel.send({"t": "c"}, chunk)
@@ -512,14 +551,21 @@ class ReceiverBases:
 
 
 def receive_patch(
-    staging: Staging, bases: ReceiverBases | None, channel: Channel, header: dict[str, Any]
+    staging: Staging,
+    bases: ReceiverBases | None,
+    channel: Channel,
+    header: dict[str, Any],
+    blob_keys: dict[Digest, Digest] | None = None,
 ) -> str | None:
     """Rebuild a layer from a ``patch`` and the frames after it into staging.
 
     Returns None when the layer is staged, or why the whole layer is wanted instead (the base
-    is not here, or is not the one the patch was made against). A corrupt patch raises.
+    is not here, or is not the one the patch was made against, or recompressing it does not
+    give its blob). A corrupt patch raises. ``blob_keys`` (a receiver that keeps blobs): the
+    blob each layer is staged as, which a patch then names with the recipe that rewrites it.
     """
     diff_id, base, size = _patch_header(header)
+    recipe = _patch_recipe(header, diff_id, blob_keys or {})
     stream = LayerStream(channel)
     with tempfile.TemporaryFile(dir=staging.ensure().root) as patch:
         _copy_capped(cast(IO[bytes], stream), patch, size)
@@ -530,6 +576,8 @@ def receive_patch(
         try:
             base_path = bases.path(base)
             with open_patched(patch, base_path, expected_target=diff_id) as rebuilt:
+                if recipe is not None:
+                    return _stage_blob(staging, cast(IO[bytes], rebuilt), recipe)
                 staging.receive(diff_id, 0, compression.NONE, cast(IO[bytes], rebuilt))
         except BaseUnavailableError as exc:
             return str(exc)
@@ -539,6 +587,42 @@ def receive_patch(
         except PatchError as exc:
             staging.partial_path(diff_id).unlink(missing_ok=True)
             return f"the patch did not rebuild the layer: {exc}"
+    return None
+
+
+def _patch_recipe(
+    header: dict[str, Any], diff_id: Digest, blob_keys: dict[Digest, Digest]
+) -> BlobRecipe | None:
+    """The recipe a patch for a blob must carry; ProtocolError where it is missing or names
+    another blob than the one offered."""
+    blob = blob_keys.get(diff_id, diff_id)
+    value = header.get("blob")
+    if value is None:
+        if blob != diff_id:
+            raise ProtocolError(f"a patch for layer {diff_id.short} names no recipe for its blob")
+        return None
+    try:
+        recipe = BlobRecipe.parse(value)
+    except SealiftError as exc:
+        raise ProtocolError(f"invalid patch header: {exc}") from exc
+    if recipe.digest != blob:
+        raise ProtocolError(f"a patch for layer {diff_id.short} names blob {recipe.digest}")
+    return recipe
+
+
+def _stage_blob(staging: Staging, content: IO[bytes], recipe: BlobRecipe) -> str | None:
+    """Recompress rebuilt content by ``recipe`` and stage it as the blob, once its digest
+    checks; else why the blob is wanted whole."""
+    ours = library_of(recipe.codec, recipe.level)
+    if ours != recipe.library:
+        return f"this side compresses with {ours}, the blob was written with {recipe.library}"
+    with tempfile.TemporaryFile(dir=staging.ensure().root) as blob:
+        write_blob(content, recipe.codec, recipe.level, blob)
+        blob.seek(0)
+        try:
+            staging.receive(recipe.digest, 0, compression.NONE, blob)
+        except DigestMismatchError:
+            return "recompressing the rebuilt layer did not give its blob"
     return None
 
 

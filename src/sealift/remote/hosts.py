@@ -523,7 +523,7 @@ def _load(
     )
     out_thread.start()
     counter = _CountingWriter(proc.stdin, lambda n: progress.advance(result.host, n, 0))
-    codec = compression.NONE if options.compression == compression.NONE else compression.GZIP
+    codec = _archive_codec(entries, omit, options)
     progress.total(result.host, result.bytes_to_send)
     error: BaseException | None = None
     try:
@@ -546,6 +546,24 @@ def _load(
     if code != 0 or error is not None:
         raise EngineError(f"{ssh.target}: {tool} load failed: {message or error}")
     return b"".join(stdout).decode(errors="replace")
+
+
+def _archive_codec(entries: list[Entry], omit: set[Digest], options: RemoteOptions) -> str:
+    """gzip for the archive as a whole, unless told none or every layer in it is a compressed
+    blob already: those cross as they are (a containerd-store engine keeps them, so the
+    manifest digest survives), and gzip would only spend CPU on them."""
+    if options.compression == compression.NONE:
+        return compression.NONE
+    written = [
+        layer
+        for entry in entries
+        for image in entry.images()
+        for layer in image.layers
+        if layer.digest not in omit
+    ]
+    if all(layer.codec != compression.NONE for layer in written):
+        return compression.NONE
+    return compression.GZIP
 
 
 def _check_tags(
@@ -604,15 +622,19 @@ def fetch_host(
 ) -> list[Entry]:
     """Fetch ``refs`` from the host's engine into ``staging``; return them as images there.
 
-    Everything not already staged crosses (there is no engine on this side to ask).
+    Everything not already staged crosses (there is no engine on this side to ask). With
+    protocol 3, blobs cross as they are and each image keeps the remote's manifest.
     """
     receiver = StagingReceiver(staging)
     entries: list[Entry] = []
 
     def keep(
-        images: list[OfferedImage], configs: dict[Digest, bytes], _: dict[Digest, Manifest]
+        images: list[OfferedImage], configs: dict[Digest, bytes], manifests: dict[Digest, Manifest]
     ) -> None:
-        entries.extend(staged_entry(staging, image, configs[image.id]) for image in images)
+        entries.extend(
+            staged_entry(staging, image, configs[image.id], manifests.get(image.id))
+            for image in images
+        )
 
     result = _pull(target, refs, receiver, options, keep)
     if not result.ok:

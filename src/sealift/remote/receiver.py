@@ -120,7 +120,7 @@ class Receiver:
     def receive_patch(self, channel: Channel, header: dict[str, Any]) -> str | None:
         """Rebuild a layer from a patch; None when staged, else why it is wanted whole."""
         wire_before = channel.bytes_in
-        reason = receive_patch(self.staging, self._bases, channel, header)
+        reason = receive_patch(self.staging, self._bases, channel, header, self._blob_keys)
         self.received.wire_bytes += channel.bytes_in - wire_before
         if reason is None:
             self.received.layers += 1
@@ -263,26 +263,34 @@ def receive_layer(
 
 class StagingReceiver:
     """The receiving side with no engine behind it (a pull into a file or a layout): every
-    layer not already staged is asked for, and every image's config."""
+    layer not already staged is asked for, and every image's config.
+
+    With protocol 3 (``exact``, set once the agent agreed on it) a compressed layer is asked
+    for as its blob and staged under the blob's digest, and the agent sends each image's
+    manifest as it is: the file or layout written from staging holds the remote's manifests."""
 
     def __init__(self, staging: Staging) -> None:
         self.staging = staging
         self.received = Received()
         self.exact = False
-        """Unused: with no engine to keep blobs, layers are staged as their content."""
+        self._blob_keys: dict[Digest, Digest] = {}
+        """With exact blobs: diff_id -> the digest its layer is staged under (its blob's)."""
 
     def plan(self, images: list[OfferedImage]) -> Need:
         self.staging.expire()
-        needed = {
-            diff_id: self.staging.offset(diff_id)
-            for image in images
-            for diff_id in image.diff_ids
-            if not self.staging.hold(diff_id)
-        }
-        return Need(needed, (), 0, tuple(sorted({str(image.id) for image in images})))
+        if self.exact:
+            self._blob_keys = {layer.diff_id: layer.digest for i in images for layer in i.layers}
+        needed: dict[Digest, int] = {}
+        for image in images:
+            for diff_id in image.diff_ids:
+                key = self._blob_keys.get(diff_id, diff_id)
+                if not self.staging.hold(key):
+                    needed[diff_id] = self.staging.offset(key)
+        configs = tuple(sorted({str(image.id) for image in images}))
+        return Need(needed, (), 0, configs, blobs=self.exact)
 
     def receive(self, channel: Channel, header: dict[str, Any]) -> None:
-        receive_layer(self.staging, self.received, channel, header)
+        receive_layer(self.staging, self.received, channel, header, self._blob_keys)
 
 
 def staged_entry(
