@@ -427,6 +427,31 @@ def test_docker_only_remote_first_push_and_update(
     assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
 
 
+@both_engine_kinds
+def test_docker_only_remote_takes_a_zstd_archive(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    """A zstd bundle pushed to hosts with only docker: Docker 20.10 cannot read zstd layers, so
+    they reach it in a form it loads; the containerd store keeps them as they are."""
+    archive = tmp_path / "app-zstd.tar"
+    image = test_images.app1
+    run_sealift(
+        "save", image.ref, "-o", archive, "--compression", "zstd", env=source_engine.env()
+    ).assert_ok()
+    host, wire = connect(empty_dest_engine, ("docker",))
+    result = push(wire, source_engine, str(archive), host.url, "--json").assert_ok()
+    assert result.json()["hosts"][0]["mode"] == "docker"
+    assert image_id(empty_dest_engine, image.ref) == image.id
+    assert empty_dest_engine.run(image.ref) == image.expected_output
+    if empty_dest_engine.kind == "docker26":
+        digest = run_sealift("inspect", "--json", archive).assert_ok().json()["images"][0]
+        assert empty_dest_engine.inspect(image.ref)["Id"] == digest["manifest_digest"]
+
+
 def test_podman_only_remote(
     test_images: ImageSet,
     source_engine: DockerDaemon,

@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
 from sealift import compression
+from sealift.blobs import make_spool_dir
 from sealift.digest import Digest
 from sealift.ends.base import all_layers
 from sealift.ends.engine import chain_ids, engine_ids, layers_in_chains
@@ -39,7 +41,13 @@ from sealift.remote.protocol import (
     RemoteError,
 )
 from sealift.remote.receiver import Receiver, StagingReceiver, staged_entry
-from sealift.remote.sender import configs_for, layers_by_diff_id, manifests_for, single_images
+from sealift.remote.sender import (
+    configs_for,
+    layers_by_diff_id,
+    manifests_for,
+    single_images,
+    without_zstd,
+)
 from sealift.remote.source import Offering
 from sealift.remote.staging import Staging
 
@@ -438,6 +446,19 @@ def _push_cli(
     progress: HostProgress,
 ) -> None:
     """Push with the first of ``tools`` (docker, podman) that answers on the remote."""
+    with make_spool_dir() as spool:
+        _push_cli_spooled(ssh, tools, source, options, result, progress, Path(spool))
+
+
+def _push_cli_spooled(
+    ssh: Ssh,
+    tools: list[str],
+    source: Offering,
+    options: RemoteOptions,
+    result: HostResult,
+    progress: HostProgress,
+    spool: Path,
+) -> None:
     for index, tool in enumerate(tools):
         try:
             have, containerd = _inventory(ssh, tool)
@@ -456,9 +477,16 @@ def _push_cli(
     if missing:
         pairs = single_images(source.entries())
         send = [entry for image, entry in pairs if str(image.id) in missing]
+        if not containerd and not options.dry_run:
+            send = without_zstd(send, spool)
         omit = layers_in_chains(send, chains)
         needed = all_layers(send) - omit
-        layers = {layer.digest: layer for image, _ in pairs for layer in image.layers}
+        layers = {
+            layer.digest: layer
+            for entry in send
+            for image in entry.images()
+            for layer in image.layers
+        }
         result.layers_sent = len(needed)
         result.layers_skipped = len(omit)
         result.bytes_to_send = sum(layers[d].size for d in needed)

@@ -78,13 +78,17 @@ def layers_by_diff_id(entries: list[Entry]) -> dict[Digest, Layer]:
     return {layer.diff_id: layer for image, _ in single_images(entries) for layer in image.layers}
 
 
-class _KeepCodecs:
-    """A stand-in sink that takes every codec, so :func:`prepare` transcodes nothing."""
+class _StandInSink:
+    """A sink for :func:`prepare` alone: it takes the layers of ``codecs`` as they are, so prepare
+    converts only the others (to uncompressed)."""
 
     keeps_blobs = True
 
+    def __init__(self, codecs: frozenset[str]) -> None:
+        self.codecs = codecs
+
     def accepts_codec(self, codec: str) -> bool:
-        return True
+        return codec in self.codecs
 
     def missing_layers(self, entries: list[Entry]) -> set[Digest]:
         return all_layers(entries)
@@ -95,10 +99,22 @@ class _KeepCodecs:
 
 def with_manifests(entries: list[Entry]) -> list[Entry]:
     """The entries with final manifests (as a source that stored none needs), layers as they are."""
+    every_codec = frozenset(compression.LAYER_CODECS)
     with make_spool_dir() as spool:
         return prepare(
-            entries, _KeepCodecs(), BlobStore(Path(spool)), CopyOptions(compression=None)
+            entries,
+            _StandInSink(every_codec),
+            BlobStore(Path(spool)),
+            CopyOptions(compression=None),
         )
+
+
+def without_zstd(entries: list[Entry], spool: Path) -> list[Entry]:
+    """The entries as an engine that reads no zstd layers (Docker before 23) can load them: zstd
+    layers uncompressed (decompressed as they are read where their size is recorded, else
+    through ``spool``), manifests rebuilt to match."""
+    readable = frozenset({compression.NONE, compression.GZIP})
+    return prepare(entries, _StandInSink(readable), BlobStore(spool), CopyOptions(compression=None))
 
 
 def uncompressed_size(layer: Layer) -> int | None:
