@@ -3,10 +3,12 @@ inventory, made only where they pay, and checked and rebuilt or refused on the s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import tarfile
-from collections.abc import Callable, Sequence
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,75 @@ def test_no_patch_for_a_site_on_the_containerd_image_store(tmp_path: Path) -> No
     bases = _bases(OLD_TOP, root=tmp_path)
     with BundlePatcher(containerd_site, _finder(bases), level=1) as patcher:
         assert patcher.make(_new_release()) == {}
+
+
+def _big_release(tmp_path: Path) -> tuple[Path, Inventory, bytes]:
+    """A bundle whose one patch is far larger than the memory its save and load may use."""
+    rng = random.Random(14)
+    base = rng.randbytes(BIG_PATCH + 1024 * 1024)
+    old = _tar({"app/base.bin": base})
+    new = _tar({"app/base.bin": base, "app/new.bin": rng.randbytes(BIG_PATCH)})
+    site = _inventory(("big:1", [old]))
+    bundle = tmp_path / "update.tar"
+    sink = UpdateSink(str(bundle), site, find_base=_finder(_bases(old, root=tmp_path)))
+    release = [image_from_layers([new], ("big:2",))]
+    with _traced_peak() as peak:  # the sink's own part of a save: patch, then archive
+        sink.write(release)
+    assert peak() < MEMORY_CAP, f"the save used {peak()} bytes"
+    return bundle, site, old
+
+
+BIG_PATCH = 20 * 1024 * 1024
+MEMORY_CAP = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _traced_peak() -> Iterator[Callable[[], int]]:
+    """The peak of Python's own allocations inside the block, above what it started with."""
+    measured: list[int] = []
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        yield lambda: measured[0] - start
+        measured.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def test_patches_cross_a_bundle_streamed_never_held_in_memory(tmp_path: Path) -> None:
+    bundle, _, old = _big_release(tmp_path)
+    base = _bases(old, root=tmp_path)
+    with ArchiveSource(bundle) as source:
+        source.entries()
+        omitted = left_out(source)
+        assert omitted is not None
+        (patched,) = omitted.patched.values()
+        assert patched.patch_size > BIG_PATCH > MEMORY_CAP
+        rebuilt = tmp_path / "rebuilt"
+        with _traced_peak() as peak:
+            assert verify(source).patched == 1
+            patch = source.open_extra(patched.member)
+            assert patch is not None
+            with patch, rebuilt.open("wb") as out:
+                rebuild_layer(patch, base[patched.base], patched, out, "update.tar")
+        assert peak() < MEMORY_CAP, f"the load used {peak()} bytes"
+    assert sha256_of(rebuilt.read_bytes()) == patched.diff_id
+
+
+def test_a_dry_run_measures_each_patch_and_writes_nothing(tmp_path: Path) -> None:
+    bundle = tmp_path / "update.tar"
+    bases = _finder(_bases(OLD_TOP, root=tmp_path))
+    release = [image_from_layers([BOTTOM, NEW_TOP, UNRELATED], ("edge:2",))]
+    sink = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases, dry_run=True)
+    result = copy(MemorySource(release), sink)
+    assert not bundle.exists()
+    patch, whole = result.details["layers"]  # type: ignore[misc]
+    assert patch["diff_id"] == str(sha256_of(NEW_TOP))
+    assert (patch["sent"], patch["base"]) == ("patch", str(sha256_of(OLD_TOP)))
+    assert 0 < patch["patch_bytes"] < patch["layer_bytes"] // 10
+    assert whole["diff_id"] == str(sha256_of(UNRELATED)) and whole["sent"] == "whole"
+    assert whole["patch_bytes"] is None and "no older version" in whole["reason"]
+    assert result.layers_skipped == 1
+    written = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases)
+    copy(MemorySource(release), written)
+    assert result.bytes_sent == bundle.stat().st_size
