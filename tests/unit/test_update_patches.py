@@ -10,6 +10,7 @@ import tarfile
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -310,7 +311,9 @@ def test_a_dry_run_measures_each_patch_and_writes_nothing(tmp_path: Path) -> Non
     sink = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases, dry_run=True)
     result = copy(MemorySource(release), sink)
     assert not bundle.exists()
-    patch, whole = result.details["layers"]  # type: ignore[misc]
+    layers = result.details["layers"]
+    assert isinstance(layers, list)
+    patch, whole = cast(list[dict[str, Any]], layers)
     assert patch["diff_id"] == str(sha256_of(NEW_TOP))
     assert (patch["sent"], patch["base"]) == ("patch", str(sha256_of(OLD_TOP)))
     assert 0 < patch["patch_bytes"] < patch["layer_bytes"] // 10
