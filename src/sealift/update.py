@@ -15,7 +15,10 @@ anything), and only ``sealift load`` into the site's engine rebuilds and loads t
 
 On the containerd image store an engine can be trusted to hold a blob only when it holds an image
 whose manifest names it (it says nothing about the blobs themselves), so there only the layers of
-images the inventory lists by manifest digest are left out.
+images the inventory lists by manifest digest are left out. Patches are made for such a site too
+(its engine's ``docker save`` reads the base out of its content store); the image it loads from
+a patch bundle has the build box's config digest and diff_ids, but the bundle's manifest digest,
+which the containerd store shows as the image's ID.
 """
 
 from __future__ import annotations
@@ -209,8 +212,6 @@ class UpdateSink:
         """Why a layer without a report crosses whole."""
         if not self._delta:
             return "--no-delta"
-        if self.inventory.containerd_store:
-            return "the site's engine keeps images on the containerd store"
         return "the site holds no older version of it"
 
 

@@ -216,8 +216,6 @@ class BundlePatcher:
         (blob digest -> patch). Bases come from the images being saved, else ``find_base``.
         :attr:`reports` then says, for each layer with a base, what became of it and why."""
         self.reports = {}
-        if self._inventory.containerd_store:
-            return {}  # there the image ID is the manifest's digest, which a rebuilt layer changes
         made: dict[Digest, MadePatch] = {}
         saved = {layer.diff_id: layer for entry in entries for layer in _layers(entry)}
         for layer, plan in plan_patches(entries, self._inventory):
@@ -424,7 +422,9 @@ def rebuilt_layers(
     recompressing on the site could reproduce a compressed digest only with the very same
     compressor build and level, which nothing guarantees across sealift and zlib versions,
     while the uncompressed tar is exact by construction. The image's ID (its config's digest)
-    does not depend on it; its manifest digest is the bundle's.
+    does not depend on it; its manifest digest is the bundle's. On the containerd image store,
+    where the engine shows the manifest digest as the image's ID, that ID is therefore the
+    bundle's, not the build box's (the config digest and every diff_id are the build box's).
     """
     from sealift.inventory import of_engine
 

@@ -7,13 +7,14 @@ nothing loaded."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import run_sealift
-from tests.support.dockerd import DockerDaemon
+from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.engines import EnginePair
 from tests.support.images import BuiltImage, ImageSet, build_edge_images
 from tests.support.updates import UpdateSite
@@ -172,3 +173,30 @@ def _flip_a_byte_of_the_patch(original: Path, damaged: Path) -> None:
             if member.name.startswith("sealift/patches/"):
                 content = content[:-20] + bytes([content[-20] ^ 0xFF]) + content[-19:]
             out.addfile(member, io.BytesIO(content) if data is not None else None)
+
+
+def test_a_site_on_docker_26_rebuilds_patches_from_its_content_store(
+    engine26: EnginePair, tmp_path: Path
+) -> None:
+    build_box, site = engine26.source, engine26.dest
+    site.remove_all_images()
+    old, new = build_edge_images(build_box)
+    updates = UpdateSite(site, build_box, tmp_path)
+    inventory = updates.holding(old.ref)
+    assert json.loads(inventory.read_text())["containerd_store"] is True
+    update, summary = updates.update(new.ref, inventory)
+    (patched,) = summary["layers_patched"]
+    assert patched["diff_id"] == new.diff_ids[-1] and patched["base_diff_id"] == old.diff_ids[-1]
+    # the base image's layers cross whole: on the containerd store only the layers of images
+    # the inventory lists by manifest digest are left out (edge:2's manifest is new)
+    assert patched["patch_bytes"] < 4096 < PATCH_BUNDLE_BUDGET < patched["layer_bytes"], summary
+
+    images_before, tags_before = set(site.image_ids()), _tags(site)
+    loaded = site.docker("load", "-i", str(update), check=False)
+    assert loaded.returncode != 0, loaded.stdout
+    assert set(site.image_ids()) == images_before and _tags(site) == tags_before
+
+    run_sealift("load", update, env=site.env()).assert_ok()
+    assert image_id(site, new.ref) == new.id, "the build box's config digest"
+    assert site.inspect(new.ref)["RootFS"]["Layers"] == list(new.diff_ids)
+    assert site.run(new.ref) == new.expected_output

@@ -242,13 +242,13 @@ def test_without_delta_the_update_carries_the_layer(tmp_path: Path) -> None:
     assert not any(name.startswith("sealift/patches/") for name in _members(bundle))
 
 
-def test_no_patch_for_a_site_on_the_containerd_image_store(tmp_path: Path) -> None:
-    # there an image's ID is its manifest's digest, which naming a rebuilt tar would change
+def test_a_site_on_the_containerd_image_store_gets_patches_too(tmp_path: Path) -> None:
     site = _site_with_old_release()
     containerd_site = Inventory(site.created, site.source, True, site.images)
     bases = _bases(OLD_TOP, root=tmp_path)
     with BundlePatcher(containerd_site, _finder(bases), level=1) as patcher:
-        assert patcher.make(_new_release()) == {}
+        (patch,) = patcher.make(_new_release()).values()
+    assert patch.layer.base == sha256_of(OLD_TOP)
 
 
 def _big_release(tmp_path: Path) -> tuple[Path, Inventory, bytes]:
