@@ -40,6 +40,7 @@ from sealift.split import find_split
 from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, left_out, verify
 
 if TYPE_CHECKING:
+    from sealift.cache import LayerCache
     from sealift.update_patches import EngineBases
 
 LEVEL = click.option(
@@ -607,7 +608,7 @@ def save(
             codec = compression.codec_for_target(target)
         engine_end = ends.End(ends.ENGINE, images=images)
         source = ends.open_source(engine_end, ends.EndOptions(engine_host=host))
-        bases = _engine_bases(source) if since is not None and not no_delta else None
+        bases = _engine_bases(source, cache) if since is not None and not no_delta else None
         try:
             # layers the engine holds compressed (containerd store) stay as they are unless
             # --compression was given: their digests then match the engine's
@@ -649,12 +650,13 @@ def save(
             )
 
 
-def _engine_bases(source: Source) -> EngineBases | None:
-    """Where a patch's base is read on the build box: the engine the images are saved from."""
+def _engine_bases(source: Source, cache: LayerCache | None) -> EngineBases | None:
+    """Where a patch's base is read on the build box: the layer cache, else the engine the
+    images are saved from."""
     from sealift.ends.engine import EngineSource
     from sealift.update_patches import EngineBases
 
-    return EngineBases(source.engine) if isinstance(source, EngineSource) else None
+    return EngineBases(source.engine, cache) if isinstance(source, EngineSource) else None
 
 
 def update_sink(

@@ -50,6 +50,7 @@ from sealift.progress import human_size
 from sealift.reference import Reference
 
 if TYPE_CHECKING:
+    from sealift.cache import LayerCache
     from sealift.ends.engine import Engine
 
 PATCH_DIR: Final = "patches"
@@ -303,11 +304,13 @@ def _file_digest(path: Path) -> Digest:
 
 # ------------------------------------------------------------------------------ either side
 class EngineBases:
-    """Bases read from an engine: one export of an image that holds the base (by the
-    inventory's ID, else its tags), at most once per image, spooled until :meth:`close`."""
+    """Bases read from sealift's layer cache (``cache``, when given), else from an engine: one
+    export of an image that holds the base (by the inventory's ID, else its tags), at most once
+    per image, spooled until :meth:`close`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache: LayerCache | None = None) -> None:
         self._engine = engine
+        self._cache = cache
         self._stack = contextlib.ExitStack()
         self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sealift-")))
         self._exports: dict[str, dict[Digest, Layer]] = {}
@@ -324,9 +327,18 @@ class EngineBases:
 
     def __call__(self, base: Digest, holders: Sequence[HeldImage]) -> Path | None:
         if base not in self._spools:
-            layer = self._exported(base, holders)
-            self._spools[base] = None if layer is None else self._spool(layer)
+            found = self._cached(base)
+            if found is None:
+                layer = self._exported(base, holders)
+                found = None if layer is None else self._spool(layer)
+            self._spools[base] = found
         return self._spools[base]
+
+    def _cached(self, base: Digest) -> Path | None:
+        path = self._dir / f"base-{base.hex}"
+        if self._cache is None or not self._cache.write_uncompressed(base, path):
+            return None
+        return path
 
     def _exported(self, base: Digest, holders: Sequence[HeldImage]) -> Layer | None:
         for holder in holders:

@@ -4,6 +4,7 @@ inventory, made only where they pay, and checked and rebuilt or refused on the s
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import random
 import tarfile
@@ -15,9 +16,11 @@ from typing import Any, cast
 import pytest
 
 from sealift import media
+from sealift.cache import LayerCache
 from sealift.delta import PatchError, WrongBaseError
 from sealift.digest import Digest, sha256_of
 from sealift.ends.archive import ArchiveSource
+from sealift.ends.engine import Engine
 from sealift.ends.memory import MemorySink, MemorySource, image_from_layers
 from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError, UsageError
 from sealift.inventory import HeldImage, Inventory
@@ -27,6 +30,7 @@ from sealift.update import FORMAT, PATCHED_FORMAT, Omitted, UpdateSink
 from sealift.update_patches import (
     BaseFinder,
     BundlePatcher,
+    EngineBases,
     PatchedLayer,
     check_patch,
     patch_member,
@@ -323,3 +327,23 @@ def test_a_dry_run_measures_each_patch_and_writes_nothing(tmp_path: Path) -> Non
     written = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases)
     copy(MemorySource(release), written)
     assert result.bytes_sent == bundle.stat().st_size
+
+
+class _EngineWithoutImages:
+    def inspect(self, ref: str) -> dict[str, Any]:
+        raise NotFoundError(f"no such image {ref}")
+
+
+def test_the_build_box_reads_a_base_from_its_layer_cache_before_its_engine(
+    tmp_path: Path,
+) -> None:
+    cache = LayerCache(tmp_path / "cache")
+    for layer, stored in ((OLD_TOP, OLD_TOP), (UNRELATED, OLD_TOP)):  # the second is damaged
+        blob = tmp_path / "blob.gz"
+        blob.write_bytes(gzip.compress(stored, mtime=0))
+        cache.put(sha256_of(layer), "gzip", 6, blob, sha256_of(blob.read_bytes()), len(layer))
+    holders = [HeldImage("sha256:" + "0" * 64, ("edge:1",), (sha256_of(OLD_TOP),))]
+    with cache, EngineBases(cast(Engine, _EngineWithoutImages()), cache) as bases:
+        found = bases(sha256_of(OLD_TOP), holders)
+        assert found is not None and found.read_bytes() == OLD_TOP
+        assert bases(sha256_of(UNRELATED), holders) is None, "neither the cache nor the engine"

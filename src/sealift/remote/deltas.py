@@ -43,7 +43,7 @@ from sealift.delta import (
     patch_budget,
     plan_bases,
 )
-from sealift.digest import Digest, Hasher
+from sealift.digest import Digest
 from sealift.ends.engine import Engine, EngineSource
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
 from sealift.model import Entry, Layer
@@ -258,18 +258,8 @@ class PatchMaker:
     def _cached_base(self, base: Digest) -> Path | None:
         """The base decompressed from the layer cache, checked against its diff_id; None when
         the cache lacks it (or holds something else under its name)."""
-        cached = self._cache.find_any(base) if self._cache is not None else None
-        if cached is None:
-            return None
         path = self._dir / f"base-{base.hex}"
-        hasher = Hasher()
-        with cached.open() as stored, path.open("wb") as out:
-            content = compression.open_decompressed(stored, cached.key.codec, f"cached {base}")
-            while chunk := content.read(_CHUNK):
-                hasher.update(chunk)
-                out.write(chunk)
-        if hasher.digest() != base:
-            path.unlink()
+        if self._cache is None or not self._cache.write_uncompressed(base, path):
             return None
         return path
 
