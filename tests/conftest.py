@@ -47,6 +47,7 @@ from tests.support.peers import (
 )
 from tests.support.require import require, require_tools
 from tests.support.service import running
+from tests.support.updates import UpdateSite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -154,6 +155,14 @@ def empty_dest_engine(dest_engine: DockerDaemon) -> DockerDaemon:
     """``dest_engine`` with no images or containers at all."""
     dest_engine.remove_all_images()
     return dest_engine
+
+
+@pytest.fixture
+def update_site(
+    source_engine: DockerDaemon, empty_dest_engine: DockerDaemon, tmp_path: Path
+) -> UpdateSite:
+    """An empty site (the destination engine) fed by updates saved on the source engine."""
+    return UpdateSite(empty_dest_engine, source_engine, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,36 @@ class LayerCache:
                 self.stats.hits += 1
         return found
 
+    def find_any(self, diff_id: Digest) -> CachedLayer | None:
+        """The layer compressed with whatever codec and level the cache holds it, verified and
+        pinned (e.g. a patch's base, read instead of exporting an image); neither a hit nor a
+        miss in the stats, which count layers sent."""
+        for directory in sorted((self.root / "entries").glob("*-*")):
+            codec, _, level = directory.name.rpartition("-")
+            if codec in compression.LAYER_CODECS and level.lstrip("-").isdigit():
+                found = self.pin(Key(diff_id, codec, int(level)))
+                if found is not None:
+                    return found
+        return None
+
+    def write_uncompressed(self, diff_id: Digest, path: Path) -> bool:
+        """Write the layer's uncompressed tar to ``path`` from whatever copy the cache holds
+        (:meth:`find_any`), checked against ``diff_id``; False, and no file, when the cache
+        lacks it or its content is not that layer."""
+        cached = self.find_any(diff_id)
+        if cached is None:
+            return False
+        hasher = Hasher()
+        with cached.open() as stored, path.open("wb") as out:
+            content = compression.open_decompressed(stored, cached.key.codec, f"cached {diff_id}")
+            while chunk := content.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+        if hasher.digest() != diff_id:
+            path.unlink()
+            return False
+        return True
+
     def pin(self, key: Key) -> CachedLayer | None:
         """Hold this key's blob for the life of this object, verified; None if it is not cached
         (or no longer matches its digest: then the entry is dropped)."""

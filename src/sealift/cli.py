@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -40,6 +40,7 @@ from sealift.split import find_split
 from sealift.transfer import ALL_PLATFORMS, CopyOptions, Selection, copy, left_out, verify
 
 if TYPE_CHECKING:
+    from sealift.cache import LayerCache
     from sealift.update_patches import EngineBases
 
 LEVEL = click.option(
@@ -548,6 +549,12 @@ TARGET_ENGINES = ("docker", "docker23", "containerd", "podman")
     help="With --since: carry every layer the site lacks whole, never as a binary patch against "
     "an older version the site holds (such a bundle loads with plain `docker load` too).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --since: show, per layer the site lacks, whether it would cross whole or as a "
+    "patch (base chosen, patch size, layer size); write nothing.",
+)
 @NO_CACHE
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -562,6 +569,7 @@ def save(
     split: int | None,
     since: Path | None,
     no_delta: bool,
+    dry_run: bool,
     no_cache: bool,
     quiet: bool,
     as_json: bool,
@@ -583,6 +591,10 @@ def save(
     half of it and 64 KiB; such a bundle loads only with `sealift load` (--no-delta: never).
     """
     with errors_to_exit(), layer_cache(no_cache) as cache:
+        if dry_run and since is None:
+            raise UsageError("--dry-run needs --since (it shows what an update would carry)")
+        if dry_run:
+            output = output or "(dry run)"
         if output is None:
             if sys.stdout.isatty():
                 raise UsageError(
@@ -596,7 +608,7 @@ def save(
             codec = compression.codec_for_target(target)
         engine_end = ends.End(ends.ENGINE, images=images)
         source = ends.open_source(engine_end, ends.EndOptions(engine_host=host))
-        bases = _engine_bases(source) if since is not None and not no_delta else None
+        bases = _engine_bases(source, cache) if since is not None and not no_delta else None
         try:
             # layers the engine holds compressed (containerd store) stay as they are unless
             # --compression was given: their digests then match the engine's
@@ -611,7 +623,7 @@ def save(
             sink = (
                 open_sink(output, split)
                 if since is None
-                else update_sink(output, since, split, bases)
+                else update_sink(output, since, split, bases, dry_run=dry_run)
             )
             with _progress("saving", source, None, quiet=quiet):
                 result = copy(source, sink, options)
@@ -619,7 +631,9 @@ def save(
             if bases is not None:
                 bases.close()
             source.close()
-        if as_json:
+        if dry_run:
+            _report_update_plan(images, result, as_json=as_json)
+        elif as_json:
             click.echo(
                 json.dumps(
                     {
@@ -636,15 +650,23 @@ def save(
             )
 
 
-def _engine_bases(source: Source) -> EngineBases | None:
-    """Where a patch's base is read on the build box: the engine the images are saved from."""
+def _engine_bases(source: Source, cache: LayerCache | None) -> EngineBases | None:
+    """Where a patch's base is read on the build box: the layer cache, else the engine the
+    images are saved from."""
     from sealift.ends.engine import EngineSource
     from sealift.update_patches import EngineBases
 
-    return EngineBases(source.engine) if isinstance(source, EngineSource) else None
+    return EngineBases(source.engine, cache) if isinstance(source, EngineSource) else None
 
 
-def update_sink(output: str, inventory: Path, split: int | None, bases: EngineBases | None) -> Sink:
+def update_sink(
+    output: str,
+    inventory: Path,
+    split: int | None,
+    bases: EngineBases | None,
+    *,
+    dry_run: bool = False,
+) -> Sink:
     """An archive for the site ``inventory`` describes: only the layers it lacks, as patches
     where it holds an older version (``bases``: the build box's engine; None: no patches)."""
     from sealift.inventory import read_inventory
@@ -653,8 +675,37 @@ def update_sink(output: str, inventory: Path, split: int | None, bases: EngineBa
     if output == "-":
         raise UsageError("--since needs -o FILE")
     return UpdateSink(
-        output, read_inventory(inventory), split=split, delta=bases is not None, find_base=bases
+        output,
+        read_inventory(inventory),
+        split=split,
+        delta=bases is not None,
+        find_base=bases,
+        dry_run=dry_run,
     )
+
+
+def _report_update_plan(images: tuple[str, ...], result: WriteResult, *, as_json: bool) -> None:
+    """What ``save --since --dry-run`` found: per layer the site lacks, how it would cross."""
+    from sealift.update_patches import LayerReport
+
+    layers = cast(list[dict[str, Any]], result.details.get("layers", []))
+    if as_json:
+        document = {
+            "dry_run": True,
+            "images": list(images),
+            "bytes": result.bytes_sent,
+            "layers_left_out": result.layers_skipped,
+            "layers": layers,
+        }
+        click.echo(json.dumps(document))
+        return
+    patched = sum(1 for layer in layers if layer["sent"] == "patch")
+    click.echo(
+        f"would write {human_size(result.bytes_sent)}: {result.layers_skipped} layers left out "
+        f"(the site holds them), {len(layers) - patched} whole, {patched} as patches"
+    )
+    for layer in layers:
+        click.echo(f"  {LayerReport(**layer).describe()}")
 
 
 @cli.command()

@@ -11,7 +11,6 @@ the same codec and level is taken from the cache instead of being compressed aga
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -178,14 +177,14 @@ def _rebuilt_from_patches(
     from sealift.update_patches import rebuilt_layers
 
     engine = getattr(sink, "engine", None)
-    extra_files = getattr(source, "extra_files", None)
+    open_patch = getattr(source, "open_extra", None)
     what = getattr(source, "what", "the update bundle")
-    if not isinstance(engine, Engine) or not callable(extra_files):
+    if not isinstance(engine, Engine) or not callable(open_patch):
         raise UsageError(
             f"{what} carries {len(omitted.patched)} layers as patches against layers the site's "
             "engine holds: load it into that engine with `sealift load`"
         )
-    return rebuilt_layers(omitted.patched, extra_files(), engine, spool, what)
+    return rebuilt_layers(omitted.patched, open_patch, engine, spool, what)
 
 
 def with_layers(entries: list[Entry], replacements: dict[Digest, Layer]) -> list[Entry]:
@@ -512,16 +511,17 @@ def verify(source: Source, *, workers: int = 2) -> VerifyReport:
 
 def _check_patches(source: Source, omitted: Omitted) -> int:
     """Check each patch an update bundle carries against its recorded sha256 and size."""
-    from sealift.update_patches import check_patch
+    from sealift.update_patches import check_patch, opened_patch
 
-    extra_files = getattr(source, "extra_files", None)
+    open_extra = getattr(source, "open_extra", None)
     what = getattr(source, "what", "the update bundle")
-    patches = extra_files() if callable(extra_files) else {}
+
+    def open_patch(name: str) -> IO[bytes] | None:
+        return open_extra(name) if callable(open_extra) else None
+
     for patched in omitted.patched.values():
-        data = patches.get(patched.member)
-        if data is None:
-            raise NotFoundError(f"{what}: the patch of layer {patched.diff_id} is missing")
-        check_patch(io.BytesIO(data), patched, what)
+        with opened_patch(open_patch, patched, what) as patch:
+            check_patch(patch, patched, what)
     return len(omitted.patched)
 
 

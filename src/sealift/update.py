@@ -15,13 +15,16 @@ anything), and only ``sealift load`` into the site's engine rebuilds and loads t
 
 On the containerd image store an engine can be trusted to hold a blob only when it holds an image
 whose manifest names it (it says nothing about the blobs themselves), so there only the layers of
-images the inventory lists by manifest digest are left out.
+images the inventory lists by manifest digest are left out. Patches are made for such a site too
+(its engine's ``docker save`` reads the base out of its content store); the image it loads from
+a patch bundle has the build box's config digest and diff_ids, but the bundle's manifest digest,
+which the containerd store shows as the image's ID.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,16 @@ from typing import Any
 from sealift.digest import Digest
 from sealift.ends.base import Sink, WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
+from sealift.formats.write import ExtraFile
 from sealift.inventory import HeldImage, Inventory
 from sealift.model import Entry, load_json
-from sealift.update_patches import BaseFinder, BundlePatcher, MadePatch, PatchedLayer
+from sealift.update_patches import (
+    BaseFinder,
+    BundlePatcher,
+    LayerReport,
+    MadePatch,
+    PatchedLayer,
+)
 
 UPDATE_FILE = "update.json"
 FORMAT = "sealift-update/1"
@@ -107,17 +117,21 @@ class UpdateSink:
         inventory: Inventory,
         *,
         split: int | None = None,
-        extra_files: Callable[[list[Entry]], dict[str, bytes]] | None = None,
+        extra_files: Callable[[list[Entry]], Mapping[str, ExtraFile]] | None = None,
         delta: bool = True,
         find_base: BaseFinder | None = None,
+        dry_run: bool = False,
     ) -> None:
         """``find_base``: where the build box reads a base the images saved do not hold
-        (its engine); without it, only those images' layers serve as bases."""
+        (its engine); without it, only those images' layers serve as bases. ``dry_run``:
+        make the patches to measure them, write nothing; the result's details say, per layer
+        the site lacks, what the bundle would carry (:class:`LayerReport`)."""
         from sealift.ends.archive import ArchiveSink
 
         self.inventory = inventory
         self._more = extra_files
         self._delta = delta
+        self._dry_run = dry_run
         self._find_base = find_base or _no_base
         self._patches: dict[Digest, MadePatch] = {}
         self._archive = ArchiveSink(path, split=split, extra_files=self._extra)
@@ -128,7 +142,7 @@ class UpdateSink:
     def missing_layers(self, entries: list[Entry]) -> set[Digest]:
         return all_layers(entries) - held_layers(entries, self.inventory)
 
-    def _extra(self, entries: list[Entry]) -> dict[str, bytes]:
+    def _extra(self, entries: list[Entry]) -> dict[str, ExtraFile]:
         held = held_layers(entries, self.inventory)
         layers = {
             layer.digest: layer.diff_id
@@ -140,7 +154,7 @@ class UpdateSink:
         patched = {made.layer.digest: made.layer for made in self._patches.values()}
         omitted = Omitted(self.inventory.created, self.inventory.source, layers, patched)
         more = self._more(entries) if self._more is not None else {}
-        patches = {made.layer.member: made.path.read_bytes() for made in self._patches.values()}
+        patches = {made.layer.member: made.path for made in self._patches.values()}
         return {**more, **patches, UPDATE_FILE: omitted.to_json()}
 
     def write(self, entries: list[Entry]) -> WriteResult:
@@ -153,7 +167,10 @@ class UpdateSink:
                 stand_ins = {digest: made.stand_in for digest, made in self._patches.items()}
                 entries = with_layers(entries, stand_ins)
             patched = {made.layer.digest for made in self._patches.values()}
-            result = self._archive.write(entries, omit=held | patched)
+            if self._dry_run:
+                result = self._would_write(entries, held | patched, patcher.reports)
+            else:
+                result = self._archive.write(entries, omit=held | patched)
         result.layers_skipped = len(held)
         result.layers_sent = len(all_layers(entries) - held - patched)
         result.details["patched"] = [
@@ -166,6 +183,36 @@ class UpdateSink:
             for made in self._patches.values()
         ]
         return result
+
+    def _would_write(
+        self, entries: list[Entry], omit: set[Digest], reports: Mapping[Digest, LayerReport]
+    ) -> WriteResult:
+        """The result of a dry run: ``reports`` by diff_id, for the layers that had a base."""
+        from sealift.formats.write import archive_size
+
+        held = held_layers(entries, self.inventory)
+        lacking = {
+            layer.diff_id: layer
+            for entry in entries
+            for image in entry.images()
+            for layer in image.layers
+            if layer.digest not in held
+        }
+        why_whole = self._why_whole()
+        layers = [
+            reports.get(diff_id) or LayerReport(str(diff_id), layer.size, reason=why_whole)
+            for diff_id, layer in lacking.items()
+        ]
+        result = WriteResult(names=[str(tag) for entry in entries for tag in entry.tags])
+        result.bytes_sent = archive_size(entries, self._extra(entries), omit)
+        result.details["layers"] = [layer.to_json() for layer in layers]
+        return result
+
+    def _why_whole(self) -> str:
+        """Why a layer without a report crosses whole."""
+        if not self._delta:
+            return "--no-delta"
+        return "the site holds no older version of it"
 
 
 def _no_base(base: Digest, holders: Sequence[HeldImage]) -> Path | None:

@@ -19,11 +19,10 @@ This module is the bundle's side of the patch library (:mod:`sealift.delta`):
 from __future__ import annotations
 
 import contextlib
-import io
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -47,9 +46,11 @@ from sealift.errors import (
 )
 from sealift.inventory import HeldImage, Inventory
 from sealift.model import Descriptor, Entry, Layer
+from sealift.progress import human_size
 from sealift.reference import Reference
 
 if TYPE_CHECKING:
+    from sealift.cache import LayerCache
     from sealift.ends.engine import Engine
 
 PATCH_DIR: Final = "patches"
@@ -115,6 +116,35 @@ class PatchedLayer:
 
 
 # ------------------------------------------------------------------------------ build box
+@dataclass
+class LayerReport:
+    """What an update bundle carries for one layer the site lacks, for ``--dry-run`` and
+    ``--json`` (the fields of a push's report: ``sealift.remote.deltas.LayerDelta``)."""
+
+    diff_id: str
+    layer_bytes: int
+    """The layer's size as the bundle would carry it whole (compressed)."""
+    sent: str = "whole"
+    """``patch`` or ``whole``."""
+    base: str | None = None
+    patch_bytes: int | None = None
+    reason: str = ""
+    """Why this base, or why no patch."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for ``--dry-run``."""
+        layer = f"layer {Digest.parse(self.diff_id).short} ({human_size(self.layer_bytes)})"
+        if self.patch_bytes is not None and self.base is not None:
+            return (
+                f"{layer}: patch of {human_size(self.patch_bytes)} against "
+                f"{Digest.parse(self.base).short} ({self.reason})"
+            )
+        return f"{layer}: whole ({self.reason})"
+
+
 def holdings_of(inventory: Inventory) -> Holdings:
     """The site's tagged images, for :func:`~sealift.delta.plan_bases`."""
     images = [
@@ -170,6 +200,8 @@ class BundlePatcher:
         self._level = level
         self._stack = contextlib.ExitStack()
         self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sealift-")))
+        self.reports: dict[Digest, LayerReport] = {}
+        """What :meth:`make` did with each layer that has a base (diff_id -> report)."""
 
     def close(self) -> None:
         self._stack.close()
@@ -182,27 +214,36 @@ class BundlePatcher:
 
     def make(self, entries: list[Entry]) -> dict[Digest, MadePatch]:
         """A patch for each layer the site lacks that has a base on both sides and pays
-        (blob digest -> patch). Bases come from the images being saved, else ``find_base``."""
-        if self._inventory.containerd_store:
-            return {}  # there the image ID is the manifest's digest, which a rebuilt layer changes
+        (blob digest -> patch). Bases come from the images being saved, else ``find_base``.
+        :attr:`reports` then says, for each layer with a base, what became of it and why."""
+        self.reports = {}
         made: dict[Digest, MadePatch] = {}
         saved = {layer.diff_id: layer for entry in entries for layer in _layers(entry)}
         for layer, plan in plan_patches(entries, self._inventory):
             assert plan.base is not None
-            patch = self._make_one(layer, plan.base, saved.get(plan.base))
+            report = LayerReport(str(layer.diff_id), layer.size, base=str(plan.base))
+            patch = self._make_one(layer, plan.base, saved.get(plan.base), report)
             if patch is not None:
                 made[layer.digest] = patch
+                report.sent, report.patch_bytes = "patch", patch.layer.patch_size
+                report.reason = plan.detail
+            self.reports[layer.diff_id] = report
         return made
 
-    def _make_one(self, layer: Layer, base: Digest, saved_base: Layer | None) -> MadePatch | None:
+    def _make_one(
+        self, layer: Layer, base: Digest, saved_base: Layer | None, report: LayerReport
+    ) -> MadePatch | None:
+        """The patch, or None with ``report.reason`` saying why not."""
         budget = patch_budget(layer.size)
         if budget <= 0:
+            report.reason = "too small for a patch to pay"
             return None
         if saved_base is not None:
             base_path: Path | None = spool_layer(saved_base, self._dir / f"base-{base.hex}")
         else:
             base_path = self._find_base(base, holders_of(base, self._inventory))
         if base_path is None:
+            report.reason = "the base is not on this side"
             return None
         path = self._dir / f"{layer.diff_id.hex}.patch"
         with layer_content(layer) as content:
@@ -216,6 +257,9 @@ class BundlePatcher:
                 spool_dir=self._dir,
             )
         if info is None:
+            report.reason = (
+                f"no patch within {human_size(budget)}: it must save half the layer and 64 KiB"
+            )
             return None
         described = PatchedLayer(
             digest=layer.diff_id,
@@ -260,11 +304,13 @@ def _file_digest(path: Path) -> Digest:
 
 # ------------------------------------------------------------------------------ either side
 class EngineBases:
-    """Bases read from an engine: one export of an image that holds the base (by the
-    inventory's ID, else its tags), at most once per image, spooled until :meth:`close`."""
+    """Bases read from sealift's layer cache (``cache``, when given), else from an engine: one
+    export of an image that holds the base (by the inventory's ID, else its tags), at most once
+    per image, spooled until :meth:`close`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache: LayerCache | None = None) -> None:
         self._engine = engine
+        self._cache = cache
         self._stack = contextlib.ExitStack()
         self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sealift-")))
         self._exports: dict[str, dict[Digest, Layer]] = {}
@@ -281,9 +327,18 @@ class EngineBases:
 
     def __call__(self, base: Digest, holders: Sequence[HeldImage]) -> Path | None:
         if base not in self._spools:
-            layer = self._exported(base, holders)
-            self._spools[base] = None if layer is None else self._spool(layer)
+            found = self._cached(base)
+            if found is None:
+                layer = self._exported(base, holders)
+                found = None if layer is None else self._spool(layer)
+            self._spools[base] = found
         return self._spools[base]
+
+    def _cached(self, base: Digest) -> Path | None:
+        path = self._dir / f"base-{base.hex}"
+        if self._cache is None or not self._cache.write_uncompressed(base, path):
+            return None
+        return path
 
     def _exported(self, base: Digest, holders: Sequence[HeldImage]) -> Layer | None:
         for holder in holders:
@@ -358,23 +413,30 @@ def rebuild_layer(
         raise type(exc)(f"{what}: cannot rebuild layer {patched.diff_id}: {exc}") from exc
 
 
+PatchOpener = Callable[[str], IO[bytes] | None]
+"""A patch of the bundle by its member name (:attr:`PatchedLayer.member`) as a stream, or None."""
+
+
 def rebuilt_layers(
     patched: Mapping[Digest, PatchedLayer],
-    patches: Mapping[str, bytes],
+    open_patch: PatchOpener,
     engine: Engine,
     spool: Path,
     what: str,
 ) -> dict[Digest, Layer]:
     """Every patched layer rebuilt into ``spool`` from its patch and the base the engine
     holds (blob digest -> the layer, uncompressed and verified); the first that cannot be
-    rebuilt raises, naming it, before anything is loaded.
+    rebuilt raises, naming it, before anything is loaded. Patches are streamed from the
+    bundle (read twice: checked, then applied), never held whole in memory.
 
     A patch rebuilds a layer's uncompressed tar, so a patch bundle's manifest names the
     uncompressed blob of each patched layer (digest = diff_id) rather than the compressed one:
     recompressing on the site could reproduce a compressed digest only with the very same
     compressor build and level, which nothing guarantees across sealift and zlib versions,
     while the uncompressed tar is exact by construction. The image's ID (its config's digest)
-    does not depend on it; its manifest digest is the bundle's.
+    does not depend on it; its manifest digest is the bundle's. On the containerd image store,
+    where the engine shows the manifest digest as the image's ID, that ID is therefore the
+    bundle's, not the build box's (the config digest and every diff_id are the build box's).
     """
     from sealift.inventory import of_engine
 
@@ -382,19 +444,26 @@ def rebuilt_layers(
     layers: dict[Digest, Layer] = {}
     with EngineBases(engine) as bases:
         for digest, layer in patched.items():
-            data = patches.get(layer.member)
-            if data is None:
-                raise InvalidArchiveError(
-                    f"{what}: the patch of layer {layer.diff_id} "
-                    f"(sealift/{layer.member}) is missing"
-                )
-            check_patch(io.BytesIO(data), layer, what)
+            with opened_patch(open_patch, layer, what) as patch:
+                check_patch(patch, layer, what)
             base = bases(layer.base, [image for image in held if layer.base in image.diff_ids])
             path = spool / f"rebuilt-{layer.diff_id.hex}"
-            with path.open("wb") as out:
-                rebuild_layer(io.BytesIO(data), base, layer, out, what)
+            with opened_patch(open_patch, layer, what) as patch, path.open("wb") as out:
+                rebuild_layer(patch, base, layer, out, what)
             layers[digest] = _rebuilt(layer, path, what)
     return layers
+
+
+@contextlib.contextmanager
+def opened_patch(open_patch: PatchOpener, layer: PatchedLayer, what: str) -> Iterator[IO[bytes]]:
+    """The patch of ``layer``, open; an error naming it when the bundle lacks it."""
+    patch = open_patch(layer.member)
+    if patch is None:
+        raise InvalidArchiveError(
+            f"{what}: the patch of layer {layer.diff_id} (sealift/{layer.member}) is missing"
+        )
+    with patch:
+        yield patch
 
 
 def _rebuilt(layer: PatchedLayer, path: Path, what: str) -> Layer:

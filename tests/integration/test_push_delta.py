@@ -5,6 +5,7 @@ the host holds, and falls back to the whole layer where the host no longer holds
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tests.integration.test_push import (  # helpers of the push tests
     layer_sizes,
     push,
 )
-from tests.support.cli import REPO_ROOT, run_sealift
+from tests.support.cli import REPO_ROOT, SealiftResult, run_sealift
 from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.engines import both_engine_kinds
 from tests.support.images import BuiltImage, ImageSet, build_edge_images
@@ -71,6 +72,46 @@ def _older_agent(directory: Path) -> Path:
     return directory
 
 
+@dataclass(frozen=True)
+class EdgeHost:
+    """A host over sshd whose engine holds edge:1, and the wire to it."""
+
+    host: Host
+    wire: Wire
+    dest: DockerDaemon
+    source: DockerDaemon
+    old: BuiltImage
+    new: BuiltImage
+
+    def push(self, *args: str) -> SealiftResult:
+        """``sealift push ARGS... ssh://host0`` from the source engine, through the wire."""
+        return push(self.wire, self.source, *args, self.host.url)
+
+    def assert_whole_layer_crossed(self, tmp_path: Path) -> None:
+        """edge:2 arrived right, its top layer whole on the wire."""
+        assert self.wire.bytes >= layer_sizes(self.source, self.new.ref, tmp_path)[-1]
+        assert image_id(self.dest, self.new.ref) == self.new.id
+        assert self.dest.run(self.new.ref) == self.new.expected_output
+
+
+@pytest.fixture
+def edge_host(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+) -> Callable[..., EdgeHost]:
+    """``edge_host(protocol_1_only=False)``: an empty host, connected, sent edge:1 by push."""
+
+    def holding_edge_1(*, protocol_1_only: bool = False) -> EdgeHost:
+        old, new = edge_images
+        host, wire = connect(empty_dest_engine, protocol_1_only=protocol_1_only)
+        push(wire, source_engine, old.ref, host.url).assert_ok()
+        return EdgeHost(host, wire, empty_dest_engine, source_engine, old, new)
+
+    return holding_edge_1
+
+
 # On the containerd store an agent push keeps the manifest digest (protocol 3): the layers are
 # gzip blobs there, which cross as they are instead of as patches.
 
@@ -83,16 +124,10 @@ def _host_summary(result: Any) -> dict[str, Any]:
 
 @both_engine_kinds
 def test_update_crosses_as_a_patch_and_falls_back_where_the_base_is_gone(
-    edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    connect: Callable[..., tuple[Host, Wire]],
-    tmp_path: Path,
+    edge_host: Callable[..., EdgeHost], source_engine: DockerDaemon, tmp_path: Path
 ) -> None:
-    old, new = edge_images
-    dest = empty_dest_engine
-    host, wire = connect(dest)
-    push(wire, source_engine, old.ref, host.url).assert_ok()
+    edge = edge_host()
+    old, new, dest, host, wire = edge.old, edge.new, edge.dest, edge.host, edge.wire
     top = layer_sizes(source_engine, new.ref, tmp_path)[-1]
     assert top > 10 * UPDATE_BUDGET, "the changed layer must be large for the test to mean much"
 
@@ -165,44 +200,44 @@ def _update_keeps_its_compressed_blob(
 
 
 def test_an_agent_speaking_protocol_1_gets_whole_layers(
-    edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    connect: Callable[..., tuple[Host, Wire]],
-    tmp_path: Path,
+    edge_host: Callable[..., EdgeHost], tmp_path: Path
 ) -> None:
-    old, new = edge_images
-    dest = empty_dest_engine
-    host, wire = connect(dest, protocol_1_only=True)
-    push(wire, source_engine, old.ref, host.url).assert_ok()
-    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    edge = edge_host(protocol_1_only=True)
+    result = edge.push(edge.new.ref, "--json").assert_ok()
     assert _host_summary(result)["deltas"] == [], "no protocol 2 frame to an older agent"
-    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
-    assert image_id(dest, new.ref) == new.id
-    assert dest.run(new.ref) == new.expected_output
+    edge.assert_whole_layer_crossed(tmp_path)
 
 
 def test_a_base_that_does_not_match_falls_back_to_the_whole_layer(
-    edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    connect: Callable[..., tuple[Host, Wire]],
-    tmp_path: Path,
+    edge_host: Callable[..., EdgeHost], tmp_path: Path
 ) -> None:
-    old, new = edge_images
-    dest = empty_dest_engine
-    host, wire = connect(dest)
-    push(wire, source_engine, old.ref, host.url).assert_ok()
+    edge = edge_host()
     # the host's staging holds a damaged copy of the base, which the agent prefers to its engine
-    staged = host.cache / "sealift" / "staging" / Digest.parse(old.diff_ids[-1]).hex
+    staged = edge.host.cache / "sealift" / "staging" / Digest.parse(edge.old.diff_ids[-1]).hex
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_bytes(b"not the layer")
-    result = push(wire, source_engine, new.ref, host.url, "--json").assert_ok()
+    result = edge.push(edge.new.ref, "--json").assert_ok()
     (delta,) = _host_summary(result)["deltas"]
     assert delta["sent"] == "whole" and "did not rebuild" in delta["fallback"], delta
-    assert wire.bytes >= layer_sizes(source_engine, new.ref, tmp_path)[-1]
-    assert image_id(dest, new.ref) == new.id
-    assert dest.run(new.ref) == new.expected_output
+    edge.assert_whole_layer_crossed(tmp_path)
+
+
+def test_a_base_the_source_engine_lost_is_read_from_the_layer_cache(
+    edge_host: Callable[..., EdgeHost], tmp_path: Path
+) -> None:
+    edge = edge_host()
+    saved = tmp_path / "edge1.tar"  # the save compresses edge:1's layers into the layer cache
+    run_sealift("save", edge.old.ref, "-o", saved, env=edge.source.env()).assert_ok()
+    edge.source.docker("rmi", edge.old.ref)  # no engine export of the base is possible now
+    try:
+        result = edge.push(edge.new.ref, "--json").assert_ok()
+    finally:
+        run_sealift("load", saved, env=edge.source.env()).assert_ok()
+    deltas = {item["diff_id"]: item for item in _host_summary(result)["deltas"]}
+    delta = deltas[edge.new.diff_ids[-1]]
+    assert delta["sent"] == "patch" and delta["base"] == edge.old.diff_ids[-1], delta
+    assert edge.wire.bytes <= UPDATE_BUDGET, edge.wire.bytes
+    assert image_id(edge.dest, edge.new.ref) == edge.new.id
 
 
 @pytest.mark.parametrize("engine_kind", ["docker26"], indirect=True)

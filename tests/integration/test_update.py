@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_sealift
-from tests.support.dockerd import DockerDaemon
 from tests.support.images import ImageSet
+from tests.support.updates import UpdateSite
 
 pytestmark = [pytest.mark.engine]
 
@@ -21,34 +21,13 @@ def blobs_in(archive: Path) -> set[str]:
 
 
 def test_an_update_carries_only_what_the_site_lacks_and_loads_there(
-    test_images: ImageSet,
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    test_images: ImageSet, update_site: UpdateSite
 ) -> None:
-    site = empty_dest_engine
-    first = tmp_path / "first.tar"
-    run_sealift("save", test_images.app1.ref, "-o", first, env=source_engine.env()).assert_ok()
-    run_sealift("load", first, env=site.env()).assert_ok()
-
-    inventory = tmp_path / "site.json"
-    run_sealift("inventory", "-o", inventory, env=site.env()).assert_ok()
-    update = tmp_path / "update.tar"
-    summary = (
-        run_sealift(
-            "save",
-            test_images.app2.ref,
-            "--since",
-            inventory,
-            "-o",
-            update,
-            "--json",
-            env=source_engine.env(),
-        )
-        .assert_ok()
-        .json()
-    )
+    site = update_site.site
+    inventory = update_site.holding(test_images.app1.ref)
+    update, summary = update_site.update(test_images.app2.ref, inventory)
     assert summary["layers_written"] == 1 and summary["layers_left_out"] == 2, summary
+    first = update_site.first_bundle
     assert test_images.app2.diff_ids[-1].removeprefix("sha256:") not in blobs_in(first)
     assert update.stat().st_size < first.stat().st_size / 2
 
@@ -68,21 +47,11 @@ def test_an_update_carries_only_what_the_site_lacks_and_loads_there(
 
 
 def test_an_update_for_a_site_that_lost_a_layer_loads_nothing_and_names_it(
-    test_images: ImageSet,
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    test_images: ImageSet, update_site: UpdateSite
 ) -> None:
-    site = empty_dest_engine
-    first = tmp_path / "first.tar"
-    run_sealift("save", test_images.app1.ref, "-o", first, env=source_engine.env()).assert_ok()
-    run_sealift("load", first, env=site.env()).assert_ok()
-    inventory = tmp_path / "site.json"
-    run_sealift("inventory", "-o", inventory, env=site.env()).assert_ok()
-    update = tmp_path / "update.tar"
-    run_sealift(
-        "save", test_images.app2.ref, "--since", inventory, "-o", update, env=source_engine.env()
-    ).assert_ok()
+    site = update_site.site
+    inventory = update_site.holding(test_images.app1.ref)
+    update, _ = update_site.update(test_images.app2.ref, inventory)
 
     site.remove_all_images()
     line = run_sealift("load", update, env=site.env()).assert_one_line_error()

@@ -7,16 +7,17 @@ nothing loaded."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.cli import run_sealift
-from tests.support.dockerd import DockerDaemon
+from tests.support.dockerd import DockerDaemon, image_id
 from tests.support.engines import EnginePair
 from tests.support.images import BuiltImage, ImageSet, build_edge_images
+from tests.support.updates import UpdateSite
 
 pytestmark = [pytest.mark.engine]
 
@@ -29,32 +30,6 @@ def edge_images(source_engine: DockerDaemon, test_images: ImageSet) -> tuple[Bui
     return build_edge_images(source_engine)
 
 
-def _site_holding(
-    site: DockerDaemon, source: DockerDaemon, refs: list[str], tmp_path: Path
-) -> Path:
-    """Load ``refs`` into the site, and return the site's inventory."""
-    first = tmp_path / "first.tar"
-    run_sealift("save", *refs, "-o", first, env=source.env()).assert_ok()
-    run_sealift("load", first, env=site.env()).assert_ok()
-    inventory = tmp_path / "site.json"
-    run_sealift("inventory", "-o", inventory, env=site.env()).assert_ok()
-    return inventory
-
-
-def _update(
-    source: DockerDaemon, ref: str, inventory: Path, tmp_path: Path, *more: str
-) -> tuple[Path, dict[str, Any]]:
-    update = tmp_path / "update.tar"
-    summary = (
-        run_sealift(
-            "save", ref, "--since", inventory, "-o", update, "--json", *more, env=source.env()
-        )
-        .assert_ok()
-        .json()
-    )
-    return update, summary
-
-
 def _tags(site: DockerDaemon) -> set[str]:
     listed = site.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     return set(listed.split())
@@ -62,14 +37,12 @@ def _tags(site: DockerDaemon) -> set[str]:
 
 def test_a_changed_layer_crosses_as_a_patch_and_sealift_load_rebuilds_it(
     edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    update_site: UpdateSite,
 ) -> None:
     old, new = edge_images
-    site = empty_dest_engine
-    inventory = _site_holding(site, source_engine, [old.ref], tmp_path)
-    update, summary = _update(source_engine, new.ref, inventory, tmp_path)
+    site = update_site.site
+    inventory = update_site.holding(old.ref)
+    update, summary = update_site.update(new.ref, inventory)
 
     (patched,) = summary["layers_patched"]
     assert patched["diff_id"] == new.diff_ids[-1] and patched["base_diff_id"] == old.diff_ids[-1]
@@ -88,16 +61,36 @@ def test_a_changed_layer_crosses_as_a_patch_and_sealift_load_rebuilds_it(
     assert site.run(new.ref) == new.expected_output
 
 
-def test_plain_docker_load_of_a_patch_bundle_fails_and_leaves_nothing(
+def test_a_dry_run_shows_each_layers_base_and_sizes_and_writes_nothing(
     edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    update_site: UpdateSite,
 ) -> None:
     old, new = edge_images
-    site = empty_dest_engine
-    inventory = _site_holding(site, source_engine, [old.ref], tmp_path)
-    update, _ = _update(source_engine, new.ref, inventory, tmp_path)
+    inventory = update_site.holding(old.ref)
+    since = ("save", new.ref, "--since", inventory, "--dry-run")
+    build_box = update_site.build_box.env()
+
+    shown = run_sealift(*since, env=build_box).assert_ok().stdout
+    assert "1 as patches" in shown and "layer 2 of sealift-test/edge:1" in shown, shown
+    planned = run_sealift(*since, "--json", env=build_box).assert_ok().json()
+    (layer,) = planned["layers"]
+    assert (layer["diff_id"], layer["base"]) == (new.diff_ids[-1], old.diff_ids[-1]), layer
+    assert layer["sent"] == "patch" and layer["patch_bytes"] < layer["layer_bytes"] // 100
+    assert 0 < planned["bytes"] < PATCH_BUNDLE_BUDGET, planned
+    assert not list(update_site.workdir.glob("update*")), "a dry run writes nothing"
+
+    bundle, _ = update_site.update(new.ref, inventory)
+    assert bundle.stat().st_size == planned["bytes"]
+
+
+def test_plain_docker_load_of_a_patch_bundle_fails_and_leaves_nothing(
+    edge_images: tuple[BuiltImage, BuiltImage],
+    update_site: UpdateSite,
+) -> None:
+    old, new = edge_images
+    site = update_site.site
+    inventory = update_site.holding(old.ref)
+    update, _ = update_site.update(new.ref, inventory)
     images_before, tags_before = set(site.image_ids()), _tags(site)
 
     loaded = site.docker("load", "-i", str(update), check=False)
@@ -108,18 +101,15 @@ def test_plain_docker_load_of_a_patch_bundle_fails_and_leaves_nothing(
 
 def test_plain_docker_load_on_docker_26_fails_too_and_leaves_nothing(
     edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
+    update_site: UpdateSite,
     engine26: EnginePair,
-    tmp_path: Path,
 ) -> None:
     old, new = edge_images
-    inventory = _site_holding(empty_dest_engine, source_engine, [old.ref], tmp_path)
-    update, _ = _update(source_engine, new.ref, inventory, tmp_path)
+    inventory = update_site.holding(old.ref)
+    update, _ = update_site.update(new.ref, inventory)
     site = engine26.dest
     site.remove_all_images()
-    first = tmp_path / "first.tar"  # written by _site_holding
-    run_sealift("load", first, env=site.env()).assert_ok()
+    run_sealift("load", update_site.first_bundle, env=site.env()).assert_ok()
     images_before, tags_before = set(site.image_ids()), _tags(site)
 
     loaded = site.docker("load", "-i", str(update), check=False)
@@ -130,14 +120,12 @@ def test_plain_docker_load_on_docker_26_fails_too_and_leaves_nothing(
 def test_a_site_that_lost_the_base_is_refused_naming_the_layer(
     edge_images: tuple[BuiltImage, BuiltImage],
     test_images: ImageSet,
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    update_site: UpdateSite,
 ) -> None:
     old, new = edge_images
-    site = empty_dest_engine
-    inventory = _site_holding(site, source_engine, [test_images.base.ref, old.ref], tmp_path)
-    update, _ = _update(source_engine, new.ref, inventory, tmp_path)
+    site = update_site.site
+    inventory = update_site.holding(test_images.base.ref, old.ref)
+    update, _ = update_site.update(new.ref, inventory)
 
     site.docker("rmi", old.ref)
     line = run_sealift("load", update, env=site.env()).assert_one_line_error()
@@ -147,15 +135,13 @@ def test_a_site_that_lost_the_base_is_refused_naming_the_layer(
 
 def test_a_damaged_patch_is_refused_and_nothing_is_tagged(
     edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    update_site: UpdateSite,
 ) -> None:
     old, new = edge_images
-    site = empty_dest_engine
-    inventory = _site_holding(site, source_engine, [old.ref], tmp_path)
-    update, _ = _update(source_engine, new.ref, inventory, tmp_path)
-    damaged = tmp_path / "damaged.tar"
+    site = update_site.site
+    inventory = update_site.holding(old.ref)
+    update, _ = update_site.update(new.ref, inventory)
+    damaged = update_site.workdir / "damaged.tar"
     _flip_a_byte_of_the_patch(update, damaged)
 
     line = run_sealift("load", damaged, env=site.env()).assert_one_line_error()
@@ -166,14 +152,12 @@ def test_a_damaged_patch_is_refused_and_nothing_is_tagged(
 
 def test_no_delta_carries_the_layer_whole(
     edge_images: tuple[BuiltImage, BuiltImage],
-    source_engine: DockerDaemon,
-    empty_dest_engine: DockerDaemon,
-    tmp_path: Path,
+    update_site: UpdateSite,
 ) -> None:
     old, new = edge_images
-    site = empty_dest_engine
-    inventory = _site_holding(site, source_engine, [old.ref], tmp_path)
-    update, summary = _update(source_engine, new.ref, inventory, tmp_path, "--no-delta")
+    site = update_site.site
+    inventory = update_site.holding(old.ref)
+    update, summary = update_site.update(new.ref, inventory, "--no-delta")
     assert summary["layers_written"] == 1 and summary["layers_patched"] == [], summary
     assert update.stat().st_size > PATCH_BUNDLE_BUDGET
 
@@ -189,3 +173,30 @@ def _flip_a_byte_of_the_patch(original: Path, damaged: Path) -> None:
             if member.name.startswith("sealift/patches/"):
                 content = content[:-20] + bytes([content[-20] ^ 0xFF]) + content[-19:]
             out.addfile(member, io.BytesIO(content) if data is not None else None)
+
+
+def test_a_site_on_docker_26_rebuilds_patches_from_its_content_store(
+    engine26: EnginePair, tmp_path: Path
+) -> None:
+    build_box, site = engine26.source, engine26.dest
+    site.remove_all_images()
+    old, new = build_edge_images(build_box)
+    updates = UpdateSite(site, build_box, tmp_path)
+    inventory = updates.holding(old.ref)
+    assert json.loads(inventory.read_text())["containerd_store"] is True
+    update, summary = updates.update(new.ref, inventory)
+    (patched,) = summary["layers_patched"]
+    assert patched["diff_id"] == new.diff_ids[-1] and patched["base_diff_id"] == old.diff_ids[-1]
+    # the base image's layers cross whole: on the containerd store only the layers of images
+    # the inventory lists by manifest digest are left out (edge:2's manifest is new)
+    assert patched["patch_bytes"] < 4096 < PATCH_BUNDLE_BUDGET < patched["layer_bytes"], summary
+
+    images_before, tags_before = set(site.image_ids()), _tags(site)
+    loaded = site.docker("load", "-i", str(update), check=False)
+    assert loaded.returncode != 0, loaded.stdout
+    assert set(site.image_ids()) == images_before and _tags(site) == tags_before
+
+    run_sealift("load", update, env=site.env()).assert_ok()
+    assert image_id(site, new.ref) == new.id, "the build box's config digest"
+    assert site.inspect(new.ref)["RootFS"]["Layers"] == list(new.diff_ids)
+    assert site.run(new.ref) == new.expected_output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from sealift import compression, media
+from sealift.cache import LayerCache
 from sealift.delta import BadPatchError, make_patch
 from sealift.digest import Digest
 from sealift.ends.engine import Engine
@@ -155,6 +157,42 @@ def test_a_changed_layer_is_planned_as_a_patch_against_its_older_version() -> No
     assert report.sent == "patch" and report.base == str(_digest(BASE)), report
     assert report.base_image == "app:1" and "layer 1 of" in report.reason
     assert report.patch_bytes is not None and report.patch_bytes < 2048 < report.layer_bytes
+
+
+def _cached_gzip(cache: LayerCache, data: bytes, stored: bytes, tmp_path: Path) -> None:
+    """Cache ``stored``, gzipped, as the layer ``data`` (a damaged entry when they differ)."""
+    blob = tmp_path / f"blob-{_digest(stored).hex}"
+    blob.write_bytes(gzip.compress(stored, mtime=0))
+    cache.put(_digest(data), compression.GZIP, 6, blob, _digest(blob.read_bytes()), len(data))
+
+
+def test_a_base_absent_from_the_images_sent_is_read_from_the_layer_cache(tmp_path: Path) -> None:
+    old, new = _entry("app:1", [BOTTOM, BASE]), _entry("app:2", [BOTTOM, TARGET])
+    need = Need({_digest(TARGET): 0}, configs=(str(_offered(new).id),), held=(_held(old),))
+    cache = LayerCache(tmp_path / "cache")
+    _cached_gzip(cache, BASE, BASE, tmp_path)
+    maker = PatchMaker(None, compression.ZSTD, None, cache)  # no engine to export the base from
+    try:
+        plan = maker.plan([new], [_offered(new)], need)
+    finally:
+        maker.close()
+    report = plan.reports[_digest(TARGET)]
+    assert report.sent == "patch" and report.base == str(_digest(BASE)), report
+    assert report.patch_bytes is not None and report.patch_bytes < 2048
+
+
+def test_a_cached_base_that_is_not_the_layer_is_not_patched_against(tmp_path: Path) -> None:
+    old, new = _entry("app:1", [BOTTOM, BASE]), _entry("app:2", [BOTTOM, TARGET])
+    need = Need({_digest(TARGET): 0}, configs=(str(_offered(new).id),), held=(_held(old),))
+    cache = LayerCache(tmp_path / "cache")
+    _cached_gzip(cache, BASE, BASE[::-1], tmp_path)  # its blob digest checks, its content not
+    maker = PatchMaker(None, compression.ZSTD, None, cache)
+    try:
+        plan = maker.plan([new], [_offered(new)], need)
+    finally:
+        maker.close()
+    report = plan.reports[_digest(TARGET)]
+    assert report.sent == "whole" and "does not hold the base" in report.reason, report
 
 
 def test_small_resumed_or_baseless_layers_go_whole() -> None:

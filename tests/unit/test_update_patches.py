@@ -3,18 +3,24 @@ inventory, made only where they pay, and checked and rebuilt or refused on the s
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import random
 import tarfile
-from collections.abc import Callable, Sequence
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from sealift import media
+from sealift.cache import LayerCache
 from sealift.delta import PatchError, WrongBaseError
 from sealift.digest import Digest, sha256_of
 from sealift.ends.archive import ArchiveSource
+from sealift.ends.engine import Engine
 from sealift.ends.memory import MemorySink, MemorySource, image_from_layers
 from sealift.errors import DigestMismatchError, InvalidArchiveError, NotFoundError, UsageError
 from sealift.inventory import HeldImage, Inventory
@@ -24,6 +30,7 @@ from sealift.update import FORMAT, PATCHED_FORMAT, Omitted, UpdateSink
 from sealift.update_patches import (
     BaseFinder,
     BundlePatcher,
+    EngineBases,
     PatchedLayer,
     check_patch,
     patch_member,
@@ -239,10 +246,104 @@ def test_without_delta_the_update_carries_the_layer(tmp_path: Path) -> None:
     assert not any(name.startswith("sealift/patches/") for name in _members(bundle))
 
 
-def test_no_patch_for_a_site_on_the_containerd_image_store(tmp_path: Path) -> None:
-    # there an image's ID is its manifest's digest, which naming a rebuilt tar would change
+def test_a_site_on_the_containerd_image_store_gets_patches_too(tmp_path: Path) -> None:
     site = _site_with_old_release()
     containerd_site = Inventory(site.created, site.source, True, site.images)
     bases = _bases(OLD_TOP, root=tmp_path)
     with BundlePatcher(containerd_site, _finder(bases), level=1) as patcher:
-        assert patcher.make(_new_release()) == {}
+        (patch,) = patcher.make(_new_release()).values()
+    assert patch.layer.base == sha256_of(OLD_TOP)
+
+
+def _big_release(tmp_path: Path) -> tuple[Path, Inventory, bytes]:
+    """A bundle whose one patch is far larger than the memory its save and load may use."""
+    rng = random.Random(14)
+    base = rng.randbytes(BIG_PATCH + 1024 * 1024)
+    old = _tar({"app/base.bin": base})
+    new = _tar({"app/base.bin": base, "app/new.bin": rng.randbytes(BIG_PATCH)})
+    site = _inventory(("big:1", [old]))
+    bundle = tmp_path / "update.tar"
+    sink = UpdateSink(str(bundle), site, find_base=_finder(_bases(old, root=tmp_path)))
+    release = [image_from_layers([new], ("big:2",))]
+    with _traced_peak() as peak:  # the sink's own part of a save: patch, then archive
+        sink.write(release)
+    assert peak() < MEMORY_CAP, f"the save used {peak()} bytes"
+    return bundle, site, old
+
+
+BIG_PATCH = 20 * 1024 * 1024
+MEMORY_CAP = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _traced_peak() -> Iterator[Callable[[], int]]:
+    """The peak of Python's own allocations inside the block, above what it started with."""
+    measured: list[int] = []
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        yield lambda: measured[0] - start
+        measured.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def test_patches_cross_a_bundle_streamed_never_held_in_memory(tmp_path: Path) -> None:
+    bundle, _, old = _big_release(tmp_path)
+    base = _bases(old, root=tmp_path)
+    with ArchiveSource(bundle) as source:
+        source.entries()
+        omitted = left_out(source)
+        assert omitted is not None
+        (patched,) = omitted.patched.values()
+        assert patched.patch_size > BIG_PATCH > MEMORY_CAP
+        rebuilt = tmp_path / "rebuilt"
+        with _traced_peak() as peak:
+            assert verify(source).patched == 1
+            patch = source.open_extra(patched.member)
+            assert patch is not None
+            with patch, rebuilt.open("wb") as out:
+                rebuild_layer(patch, base[patched.base], patched, out, "update.tar")
+        assert peak() < MEMORY_CAP, f"the load used {peak()} bytes"
+    assert sha256_of(rebuilt.read_bytes()) == patched.diff_id
+
+
+def test_a_dry_run_measures_each_patch_and_writes_nothing(tmp_path: Path) -> None:
+    bundle = tmp_path / "update.tar"
+    bases = _finder(_bases(OLD_TOP, root=tmp_path))
+    release = [image_from_layers([BOTTOM, NEW_TOP, UNRELATED], ("edge:2",))]
+    sink = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases, dry_run=True)
+    result = copy(MemorySource(release), sink)
+    assert not bundle.exists()
+    layers = result.details["layers"]
+    assert isinstance(layers, list)
+    patch, whole = cast(list[dict[str, Any]], layers)
+    assert patch["diff_id"] == str(sha256_of(NEW_TOP))
+    assert (patch["sent"], patch["base"]) == ("patch", str(sha256_of(OLD_TOP)))
+    assert 0 < patch["patch_bytes"] < patch["layer_bytes"] // 10
+    assert whole["diff_id"] == str(sha256_of(UNRELATED)) and whole["sent"] == "whole"
+    assert whole["patch_bytes"] is None and "no older version" in whole["reason"]
+    assert result.layers_skipped == 1
+    written = UpdateSink(str(bundle), _site_with_old_release(), find_base=bases)
+    copy(MemorySource(release), written)
+    assert result.bytes_sent == bundle.stat().st_size
+
+
+class _EngineWithoutImages:
+    def inspect(self, ref: str) -> dict[str, Any]:
+        raise NotFoundError(f"no such image {ref}")
+
+
+def test_the_build_box_reads_a_base_from_its_layer_cache_before_its_engine(
+    tmp_path: Path,
+) -> None:
+    cache = LayerCache(tmp_path / "cache")
+    for layer, stored in ((OLD_TOP, OLD_TOP), (UNRELATED, OLD_TOP)):  # the second is damaged
+        blob = tmp_path / "blob.gz"
+        blob.write_bytes(gzip.compress(stored, mtime=0))
+        cache.put(sha256_of(layer), "gzip", 6, blob, sha256_of(blob.read_bytes()), len(layer))
+    holders = [HeldImage("sha256:" + "0" * 64, ("edge:1",), (sha256_of(OLD_TOP),))]
+    with cache, EngineBases(cast(Engine, _EngineWithoutImages()), cache) as bases:
+        found = bases(sha256_of(OLD_TOP), holders)
+        assert found is not None and found.read_bytes() == OLD_TOP
+        assert bases(sha256_of(UNRELATED), holders) is None, "neither the cache nor the engine"

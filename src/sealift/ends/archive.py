@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -20,16 +20,17 @@ from sealift.digest import Digest
 from sealift.ends.base import WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError, UsageError
 from sealift.formats.files import Files, Member, StreamFiles, TarFiles
-from sealift.formats.read import read_entries, read_extra_files
-from sealift.formats.write import archive_size, write_archive
+from sealift.formats.read import open_extra_file, read_entries, read_extra_files
+from sealift.formats.write import ExtraFile, archive_size, write_archive
 from sealift.model import Entry
 from sealift.progress import human_size
 from sealift.split import check_free_space, drain, find_split, open_parts, write_split
 from sealift.streams import CountingReader, PrefetchReader
 from sealift.update import UPDATE_FILE, Omitted
+from sealift.update_patches import PATCH_DIR
 
 STDIO = "-"
-ExtraFiles = Callable[[list[Entry]], dict[str, bytes]]
+ExtraFiles = Callable[[list[Entry]], Mapping[str, ExtraFile]]
 
 
 class ArchiveSource:
@@ -75,7 +76,7 @@ class ArchiveSource:
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
             self._read = self._files(want_codec, want_level)
-            update = read_extra_files(self._read, self.what).get(UPDATE_FILE)
+            update = self._small_extra_files().get(UPDATE_FILE)
             if update is not None:
                 self.omitted = Omitted.parse(update, f"{self.what}: sealift/{UPDATE_FILE}")
             left_out = (
@@ -85,10 +86,20 @@ class ArchiveSource:
         return self._entries
 
     def extra_files(self) -> dict[str, bytes]:
-        """The archive's ``sealift/`` part (see ``write_archive``), read with the images."""
+        """The archive's ``sealift/`` part (see ``write_archive``), read with the images, but
+        for an update's patches (see :meth:`open_extra`)."""
+        self.entries()
+        return self._small_extra_files()
+
+    def open_extra(self, name: str) -> IO[bytes] | None:
+        """A file of the archive's ``sealift/`` part as a stream (a patch); None if absent."""
         self.entries()
         assert self._read is not None
-        return read_extra_files(self._read, self.what)
+        return open_extra_file(self._read, name)
+
+    def _small_extra_files(self) -> dict[str, bytes]:
+        assert self._read is not None
+        return read_extra_files(self._read, self.what, streamed_dirs=(PATCH_DIR,))
 
     def current_member(self) -> str | None:
         """What a streamed read is on right now: ``name (size)``, for progress displays."""

@@ -64,14 +64,28 @@ def read_entries(
     return entries
 
 
-def read_extra_files(files: Files, what: str) -> dict[str, bytes]:
-    """The archive's ``sealift/`` part: each file's name relative to it, and its bytes."""
+def read_extra_files(
+    files: Files, what: str, *, streamed_dirs: Collection[str] = ()
+) -> dict[str, bytes]:
+    """The archive's ``sealift/`` part: each file's name relative to it, and its bytes.
+
+    Files under ``streamed_dirs`` (relative to ``sealift/``) are left out: they may be large,
+    and their readers stream them with :func:`open_extra_file`.
+    """
+    prefixes = tuple(EXTRA_PART + directory.rstrip("/") + "/" for directory in streamed_dirs)
     found: dict[str, bytes] = {}
     for name in sorted(files.names()):
-        member = files.get(name) if name.startswith(EXTRA_PART) else None
+        wanted = name.startswith(EXTRA_PART) and not name.startswith(prefixes)
+        member = files.get(name) if wanted else None
         if member is not None:
             found[name.removeprefix(EXTRA_PART)] = _member_bytes(member, f"{what}: {name}")
     return found
+
+
+def open_extra_file(files: Files, name: str) -> IO[bytes] | None:
+    """The file ``name`` (relative to ``sealift/``) of the archive, as a stream; None if absent."""
+    member = files.get(EXTRA_PART + name)
+    return None if member is None else member.open()
 
 
 def _read_json_member(files: Files, name: str, what: str) -> Any:

@@ -44,6 +44,9 @@ from sealift.model import (
 from sealift.reference import Reference
 from sealift.verify import CHUNK
 
+ExtraFile = bytes | Path
+"""A file stored under ``sealift/``: its bytes, or a file to stream in (a large one)."""
+
 LAYOUT_DOCUMENT = canonical_json({"imageLayoutVersion": media.OCI_LAYOUT_VERSION})
 
 
@@ -224,14 +227,14 @@ def write_archive(
     omit: frozenset[Digest] | set[Digest] = frozenset(),
     before_end: Callable[[], None] | None = None,
     on_blob: Callable[[Digest, int], None] | None = None,
-    extra_files: Mapping[str, bytes] | None = None,
+    extra_files: Mapping[str, ExtraFile] | None = None,
 ) -> None:
     """Write the dual-format archive of ``entries`` as a tar stream to ``out``.
 
     ``omit`` leaves blobs out (a thin archive for an engine that already holds those layers);
     ``before_end`` runs before the index and end-of-archive are written, and may raise to leave
-    the stream incomplete. ``extra_files`` (name relative to ``sealift/`` -> bytes) are stored under
-    ``sealift/`` right after ``oci-layout``; image tools ignore them.
+    the stream incomplete. ``extra_files`` (name relative to ``sealift/`` -> bytes, or a file
+    streamed in) are stored under ``sealift/`` right after ``oci-layout``; image tools ignore them.
     """
     manifest_json, repositories = docker_manifest_document(entries)
     tar = _TarWriter(out)
@@ -257,24 +260,24 @@ def write_archive(
 
 def archive_size(
     entries: list[Entry],
-    extra_files: Mapping[str, bytes] | None = None,
+    extra_files: Mapping[str, ExtraFile] | None = None,
     omit: frozenset[Digest] | set[Digest] = frozenset(),
 ) -> int:
     """The exact size in bytes of what ``write_archive(entries, ...)`` writes."""
     manifest_json, repositories = docker_manifest_document(entries)
     documents = {
-        "oci-layout": LAYOUT_DOCUMENT,
-        **{EXTRA_PART + name: data for name, data in (extra_files or {}).items()},
-        "index.json": index_document(entries),
-        "manifest.json": manifest_json,
-        "repositories": repositories,
+        "oci-layout": len(LAYOUT_DOCUMENT),
+        **{EXTRA_PART + name: _extra_size(data) for name, data in (extra_files or {}).items()},
+        "index.json": len(index_document(entries)),
+        "manifest.json": len(manifest_json),
+        "repositories": len(repositories),
     }
     directories = _header_size("blobs", True) + _header_size("blobs/sha256", True)
     if extra_files is not None:
         directories += _header_size(EXTRA_PART.rstrip("/"), True)
     size = directories + 2 * tarfile.BLOCKSIZE  # and the two zero blocks that end a tar
     for name, length in [
-        *((name, len(document)) for name, document in documents.items()),
+        *documents.items(),
         *(
             (f"blobs/{b.digest.algorithm}/{b.digest.hex}", b.size)
             for b in planned_blobs(entries)
@@ -289,12 +292,20 @@ def _header_size(name: str, directory: bool = False) -> int:
     return len(_info(name, directory=directory).tobuf(tarfile.GNU_FORMAT, "utf-8"))
 
 
-def _add_extra_files(tar: _TarWriter, files: Mapping[str, bytes]) -> None:
+def _extra_size(data: ExtraFile) -> int:
+    return len(data) if isinstance(data, bytes) else data.stat().st_size
+
+
+def _add_extra_files(tar: _TarWriter, files: Mapping[str, ExtraFile]) -> None:
     tar.add_directory(EXTRA_PART.rstrip("/"))
     for name, data in files.items():
         if safe_name(name) != name:
             raise UsageError(f"unsafe extra file name {name!r}")
-        tar.add(EXTRA_PART + name, data)
+        if isinstance(data, bytes):
+            tar.add(EXTRA_PART + name, data)
+            continue
+        with data.open("rb") as stream, tar.member(EXTRA_PART + name, _extra_size(data)) as body:
+            shutil.copyfileobj(stream, body, CHUNK)
 
 
 class _TarWriter:

@@ -4,8 +4,10 @@ receiver holds, when the patch is clearly smaller than the layer.
 Sending side (:class:`PatchMaker`, shared by every host of one push): the receiver's ``need``
 lists the images it holds of the offered repositories (:class:`~sealift.remote.protocol.HeldImage`);
 :func:`~sealift.delta.plan_bases` picks a base for each layer it lacks; the base's bytes come from
-the images being sent, else from the local engine (``docker save`` of the held image, at most
-once per image, and only when the layer is large enough for a patch to pay); the patch is made
+the images being sent, else from sealift's layer cache (the layer compressed by an earlier save,
+decompressed and checked against its diff_id), else from the local engine (``docker save`` of
+the held image, at most once per image, and only when the layer is large enough for a patch to
+pay); the patch is made
 with the budget of :func:`~sealift.delta.patch_budget` against the layer's size on the wire, so a
 patch that would not save half the layer is abandoned as soon as it grows past that.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from sealift import compression
+from sealift.cache import LayerCache
 from sealift.delta import (
     BadPatchError,
     BaseReason,
@@ -148,15 +151,21 @@ class PatchMaker:
     """Plans and makes the patches of one push, for every host (thread-safe).
 
     ``engine`` (the local engine, if the images come from one) is where bases not among the
-    images sent are exported from. Patches, bases and exports are kept until :meth:`close`.
+    images sent nor in ``cache`` are exported from. Patches, bases and exports are kept until
+    :meth:`close`.
     """
 
-    def __init__(self, engine: Engine | None, codec: str, level: int | None) -> None:
+    def __init__(
+        self, engine: Engine | None, codec: str, level: int | None, cache: LayerCache | None = None
+    ) -> None:
         self._engine = engine
         self._codec = codec
         self._level = level
+        self._cache = cache
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
+        if cache is not None:
+            self._stack.callback(cache.close)  # its pins: the maker owns the cache
         self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sealift-")))
         self._exports: dict[str, dict[Digest, Layer]] = {}
         self._bases: dict[Digest, Path | None] = {}
@@ -266,14 +275,26 @@ class PatchMaker:
     def _base(
         self, base: Digest, holders: Sequence[HeldImage], sent: dict[Digest, Layer]
     ) -> Path | None:
-        """The base's uncompressed tar in the spool: from the images sent, else exported."""
+        """The base's uncompressed tar in the spool: from the images sent, else the layer
+        cache, else exported."""
         if base not in self._bases:
             try:
-                layer = sent.get(base) or self._exported_layer(base, holders)
-                self._bases[base] = None if layer is None else self._spool(layer)
+                layer = sent.get(base)
+                cached = self._cached_base(base) if layer is None else None
+                if cached is None and layer is None:
+                    layer = self._exported_layer(base, holders)
+                self._bases[base] = cached or (None if layer is None else self._spool(layer))
             except SealiftError:  # the engine failed to export it: send the layer whole
                 self._bases[base] = None
         return self._bases[base]
+
+    def _cached_base(self, base: Digest) -> Path | None:
+        """The base decompressed from the layer cache, checked against its diff_id; None when
+        the cache lacks it (or holds something else under its name)."""
+        path = self._dir / f"base-{base.hex}"
+        if self._cache is None or not self._cache.write_uncompressed(base, path):
+            return None
+        return path
 
     def _exported_layer(self, base: Digest, holders: Sequence[HeldImage]) -> Layer | None:
         """The base from a local image that has it: the receiver's image by ID, else by tag

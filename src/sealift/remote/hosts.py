@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol, cast
 
 from sealift import compression
 from sealift.blobs import make_spool_dir
+from sealift.cache import LayerCache, disabled_by_environment
 from sealift.digest import Digest
 from sealift.ends.base import all_layers
 from sealift.ends.engine import chain_ids, engine_ids, layers_in_chains
@@ -248,7 +249,10 @@ def push_host(
 
 
 def _patch_maker(source: Offering, options: RemoteOptions) -> PatchMaker:
-    return PatchMaker(source.engine, options.compression, options.level)
+    """Bases come from the images sent, sealift's layer cache (unless SEALIFT_NO_CACHE), or
+    the source's engine."""
+    cache = None if disabled_by_environment() else LayerCache()
+    return PatchMaker(source.engine, options.compression, options.level, cache)
 
 
 def _push_host(
