@@ -99,12 +99,18 @@ class ArchiveSource:
 
     def _files(self, want_codec: str | None, want_level: int | None) -> Files:
         raw = self._open()
-        buffered = io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
-        head = buffered.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
+        regular = _is_regular_file(raw)
+        # a pipe or socket is read ahead in a thread, each chunk straight into its own buffer
+        reader: io.BufferedReader | PrefetchReader = (
+            io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
+            if regular
+            else PrefetchReader(raw)
+        )
+        head = reader.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
         if not head:
             raise InvalidArchiveError(f"{self.what} is empty")
         self.outer_codec = compression.sniff(head)
-        if self.outer_codec == compression.NONE and _is_regular_file(raw):
+        if self.outer_codec == compression.NONE and regular:
             named = isinstance(self._path, str | Path) and str(self._path) != STDIO
             # a file given by name, or as stdin or an open file, is read in place through
             # descriptors of its own
@@ -112,12 +118,8 @@ class ArchiveSource:
             files = TarFiles(path)
             self._stack.close()
             return files
-        if not _is_regular_file(raw):
-            buffered = io.BufferedReader(
-                PrefetchReader(cast(IO[bytes], buffered)), compression.CHUNK
-            )
         stream = compression.open_decompressed(
-            cast(IO[bytes], buffered),
+            cast(IO[bytes], reader),
             self.outer_codec,
             self.what,
             compression.ExpansionGuard(self.what),

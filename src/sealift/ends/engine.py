@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # first use: a save asks the engine to start exporting before that.
 
 _PIPE_CHUNK = 1024 * 1024
+_HEADER_BUFFER = 64 * 1024
 ZSTD_MIN_VERSION = (23, 0)
 
 
@@ -196,7 +197,9 @@ class SaveRequest:
         try:
             sock.connect(host.removeprefix("unix://"))
             sock.sendall(request.encode())
-            return cast(IO[bytes], sock.makefile("rb", buffering=_PIPE_CHUNK))
+            # a small buffer for the headers: the body's large reads then go straight from
+            # the socket into the reader's buffers
+            return cast(IO[bytes], sock.makefile("rb", buffering=_HEADER_BUFFER))
         except OSError as exc:
             raise EngineError(_unreachable(host, exc)) from exc
         finally:
