@@ -61,8 +61,13 @@ class PrefetchReader(io.RawIOBase):
     ahead. Each chunk is read straight into a buffer of its own and copied once, into the
     caller's buffer; ``readinto`` fills the caller's buffer whole (short only at the end)."""
 
-    def __init__(self, raw: IO[bytes], chunk: int = CHUNK, depth: int = 8) -> None:
+    def __init__(
+        self, raw: IO[bytes], chunk: int = CHUNK, depth: int = 8, *, close_raw: bool = False
+    ) -> None:
+        """``close_raw``: closing the reader closes ``raw`` too, once the thread has stopped
+        (only for a ``raw`` whose reads never block for long: a file, a decompressor of one)."""
         self._raw = raw
+        self._close_raw = close_raw
         self._chunk = chunk
         self._queue: queue.Queue[memoryview | BaseException] = queue.Queue(maxsize=depth)
         self._current = memoryview(b"")
@@ -131,7 +136,9 @@ class PrefetchReader(io.RawIOBase):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1)
+        self._thread.join(timeout=None if self._close_raw else 1)
+        if self._close_raw and not self.closed:
+            self._raw.close()
         super().close()
 
 

@@ -329,7 +329,7 @@ def _decompressed_on_the_fly(layer: Layer) -> Layer | None:
     label = layer.label or f"layer {layer.digest}"
 
     def open_uncompressed() -> IO[bytes]:
-        return compression.open_decompressed(layer.open(), layer.codec, label)
+        return compression.open_decompressed_ahead(layer.open(), layer.codec, label)
 
     annotations = media.with_uncompressed_size(layer.descriptor.annotations, compression.NONE, 0)
     descriptor = Descriptor(media.OCI_LAYER, layer.diff_id, size, annotations)
