@@ -43,8 +43,8 @@ def test_every_command_is_listed_in_the_help() -> None:
 
 def test_starting_the_cli_imports_neither_the_docker_sdk_nor_the_larger_commands() -> None:
     """save and load start without what they do not use (Python start-up is much of a repeat
-    save): the docker SDK and requests (engines on a unix socket are asked directly), compose,
-    push/pull and serve."""
+    save): the docker SDK and requests (engines on a unix socket are asked directly), rich (bars
+    only when shown), compose, push/pull and serve."""
     probe = (
         "import sys, sealift.cli, sealift.ends.engine, sealift.transfer; "
         "print(' '.join(sorted(sys.modules)))"
@@ -53,6 +53,7 @@ def test_starting_the_cli_imports_neither_the_docker_sdk_nor_the_larger_commands
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=sealift_env()
     ).stdout.split()
     unwanted = {
+        "rich",
         "docker",
         "requests",
         "sealift.cli_compose",
