@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from sealift import compression, media
 from sealift.blobs import BlobStore, make_spool_dir
@@ -40,8 +40,10 @@ from sealift.model import (
     relink_attestations,
 )
 from sealift.reference import Reference
-from sealift.update import Omitted, check_sink_holds
 from sealift.verify import CHUNK
+
+if TYPE_CHECKING:
+    from sealift.update import Omitted
 
 ALL_PLATFORMS = "all"
 
@@ -157,6 +159,8 @@ def copy(
         raise NotFoundError("the source holds no images")
     omitted = left_out(source)
     if omitted is not None:
+        from sealift.update import check_sink_holds
+
         check_sink_holds(sink, entries, omitted)
     with contextlib.ExitStack() as stack:
         if spool is None:
@@ -482,6 +486,10 @@ class VerifyReport:
 def left_out(source: Source) -> Omitted | None:
     """What ``source`` leaves out on purpose, when it is an update bundle (``save --since``)."""
     omitted = getattr(source, "omitted", None)
+    if omitted is None:
+        return None
+    from sealift.update import Omitted  # update bundles bring the delta code: only for them
+
     return omitted if isinstance(omitted, Omitted) else None
 
 

@@ -44,7 +44,7 @@ def test_every_command_is_listed_in_the_help() -> None:
 def test_starting_the_cli_imports_neither_the_docker_sdk_nor_the_larger_commands() -> None:
     """save and load start without what they do not use (Python start-up is much of a repeat
     save): the docker SDK and requests (engines on a unix socket are asked directly), rich (bars
-    only when shown), compose, push/pull and serve."""
+    only when shown), compose, push/pull and serve, update bundles and deltas."""
     probe = (
         "import sys, sealift.cli, sealift.ends.engine, sealift.transfer; "
         "print(' '.join(sorted(sys.modules)))"
@@ -59,6 +59,8 @@ def test_starting_the_cli_imports_neither_the_docker_sdk_nor_the_larger_commands
         "sealift.cli_compose",
         "sealift.cli_remote",
         "sealift.cli_serve",
+        "sealift.update",
+        "sealift.delta",
     }
     assert unwanted.isdisjoint(loaded)
 

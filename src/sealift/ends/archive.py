@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
@@ -26,7 +26,9 @@ from sealift.model import Entry
 from sealift.progress import human_size
 from sealift.split import check_free_space, drain, find_split, open_parts, write_split
 from sealift.streams import CountingReader, PrefetchReader
-from sealift.update import UPDATE_FILE, Omitted
+
+if TYPE_CHECKING:
+    from sealift.update import Omitted
 
 STDIO = "-"
 ExtraFiles = Callable[[list[Entry]], dict[str, bytes]]
@@ -75,9 +77,9 @@ class ArchiveSource:
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
             self._read = self._files(want_codec, want_level)
-            update = read_extra_files(self._read, self.what).get(UPDATE_FILE)
-            if update is not None:
-                self.omitted = Omitted.parse(update, f"{self.what}: sealift/{UPDATE_FILE}")
+            extra = read_extra_files(self._read, self.what)
+            if extra:  # only an archive with a sealift/ part can be an update bundle
+                self.omitted = _omitted(extra, self.what)
             left_out = (
                 set(self.omitted.layers) | set(self.omitted.patched) if self.omitted else set()
             )
@@ -189,6 +191,14 @@ class ArchiveSource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _omitted(extra: dict[str, bytes], what: str) -> Omitted | None:
+    """What an update bundle leaves out, from its ``sealift/`` part; None for other archives."""
+    from sealift.update import UPDATE_FILE, Omitted  # with the delta code: only when needed
+
+    update = extra.get(UPDATE_FILE)
+    return None if update is None else Omitted.parse(update, f"{what}: sealift/{UPDATE_FILE}")
 
 
 def _short(name: str) -> str:
