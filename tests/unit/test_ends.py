@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sealift.errors import UsageError
 from sealift.model import Entry
 from sealift.samples import demo_images, write_docker_save
 from sealift.transfer import CopyOptions, Selection
-from tests.support.cli import run_sealift
+from tests.support.cli import run_sealift, sealift_env
 
 
 @pytest.fixture
@@ -220,3 +222,35 @@ def test_load_refuses_an_unsigned_archive_when_signatures_are_required(
     )
     line = result.assert_one_line_error()
     assert "sig" in line, line
+
+
+def _resolved_host(home: Path, config: object | None) -> tuple[str, bool]:
+    """What ``resolve_host(None)`` gives with this docker config.json, and whether it had to
+    import the docker SDK to find out (in a fresh interpreter)."""
+    if config is not None:
+        (home / ".docker").mkdir()
+        (home / ".docker" / "config.json").write_text(json.dumps(config))
+    env = sealift_env()
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONFIG", None)
+    env["HOME"] = str(home)
+    probe = (
+        "import sys; from sealift.ends.engine import resolve_host; "
+        "print(resolve_host(None), 'docker' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], out[1] == "True"
+
+
+@pytest.mark.parametrize("config", [None, {}, {"currentContext": "default"}, ["not", "a", "map"]])
+def test_the_default_context_is_found_without_the_docker_sdk(
+    tmp_path: Path, config: object
+) -> None:
+    assert _resolved_host(tmp_path, config) == ("None", False)
+
+
+def test_another_context_is_looked_up_by_the_docker_sdk(tmp_path: Path) -> None:
+    _, imported_sdk = _resolved_host(tmp_path, {"currentContext": "elsewhere"})
+    assert imported_sdk

@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
@@ -53,6 +54,8 @@ def resolve_host(host: str | None) -> str | None:
         return host
     if os.environ.get("DOCKER_HOST"):
         return os.environ["DOCKER_HOST"]
+    if _current_context_name() == "default":
+        return None  # the default socket, known without importing the docker SDK
     from docker.context import ContextAPI
 
     try:
@@ -60,6 +63,24 @@ def resolve_host(host: str | None) -> str | None:
     except Exception:  # a broken ~/.docker/config.json should not stop the default socket
         return None
     return getattr(context, "Host", None) or None
+
+
+def _current_context_name() -> str:
+    """The current context as the docker SDK finds it: ``currentContext`` in the first
+    config file that exists ($DOCKER_CONFIG/config.json, ~/.docker/config.json, ~/.dockercfg)."""
+    home = Path.home()
+    candidates = [home / ".docker" / "config.json", home / ".dockercfg"]
+    if os.environ.get("DOCKER_CONFIG"):
+        candidates.insert(0, Path(os.environ["DOCKER_CONFIG"]) / "config.json")
+    for candidate in candidates:
+        if not candidate.exists():
+            continue
+        try:
+            name = json.loads(candidate.read_bytes()).get("currentContext", "default")
+        except (OSError, ValueError, AttributeError):
+            return "default"
+        return name if isinstance(name, str) else "default"
+    return "default"
 
 
 class Engine:
