@@ -632,7 +632,9 @@ class EngineSink:
         return self._upload.current if self._upload is not None else None
 
     def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
-        if self.engine.host.startswith("unix://"):
+        # the containerd store (Docker 26) can drop such a connection without an answer:
+        # it gets the archive through the SDK, in chunks
+        if self.engine.host.startswith("unix://") and not self.engine.containerd_store:
             return self._load_over_socket(entries, skip, skipped)
         body = self._upload = _ArchiveUpload(entries, skip, skipped)
         api = self.engine.api
