@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,13 +14,13 @@ import pytest
 
 import sealift
 from sealift.ends import open as ends
-from sealift.ends.archive import ArchiveSource
+from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.base import all_layers
 from sealift.ends.layout import LayoutSink, LayoutSource
 from sealift.errors import UsageError
 from sealift.model import Entry
 from sealift.samples import demo_images, write_docker_save
-from sealift.transfer import CopyOptions, Selection
+from sealift.transfer import CopyOptions, Selection, copy
 from tests.support.cli import run_sealift, sealift_env
 
 
@@ -254,3 +255,28 @@ def test_the_default_context_is_found_without_the_docker_sdk(
 def test_another_context_is_looked_up_by_the_docker_sdk(tmp_path: Path) -> None:
     _, imported_sdk = _resolved_host(tmp_path, {"currentContext": "elsewhere"})
     assert imported_sdk
+
+
+def test_an_archive_file_holds_the_bytes_written_to_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spooled blobs go to a file by sendfile, to a stream through Python: the same bytes."""
+    source = tmp_path / "docker.tar"
+    with source.open("wb") as out:
+        write_docker_save(demo_images(), out)
+    sent: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    options = CopyOptions("zstd")
+    with ArchiveSource(source) as archive:
+        copy(archive, ArchiveSink(tmp_path / "out.tar"), options)
+    streamed = io.BytesIO()
+    with ArchiveSource(source) as archive:
+        copy(archive, ArchiveSink(streamed), options)
+    assert sent, "the spooled layers were not sent by sendfile"
+    assert (tmp_path / "out.tar").read_bytes() == streamed.getvalue()
