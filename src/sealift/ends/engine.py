@@ -3,7 +3,10 @@
 The engine is reached the way the docker CLI reaches it: ``-H/--host``, else DOCKER_HOST, else
 the current docker context. Images are read with the Engine API's save endpoint, streamed into the
 archive reader (so layers are compressed and hashed while the engine is still exporting), and
-written with the load endpoint, fed by the archive writer through a pipe.
+written with the load endpoint, fed by the archive writer. On a unix socket sealift speaks HTTP/1.0
+itself (the docker SDK and requests are never imported): a classic store's load gets the archive
+as one body of its known size, written straight to the socket; the containerd store's, and any
+engine over TCP or SSH, through the SDK in chunks.
 
 Loading is all-or-nothing: every layer is verified while it streams to the engine, and the end of
 the tar stream is sent only once every check has passed. A failure aborts the request mid-stream,
