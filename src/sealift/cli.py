@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 an error (one line on stderr, ``sealift: error: ...``),
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 import click
 
@@ -96,7 +97,31 @@ ENGINE_HOST = click.option(
 COMPRESSION = click.Choice(list(compression.LAYER_CODECS))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose larger commands are imported only when asked for by name (or listed for
+    help): `save` and `load` start without the code of compose, push/pull and serve."""
+
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "agent": ("sealift.cli_remote", "agent"),
+        "compose": ("sealift.cli_compose", "compose"),
+        "pull": ("sealift.cli_remote", "pull"),
+        "push": ("sealift.cli_remote", "push"),
+        "serve": ("sealift.cli_serve", "serve"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            module, name = self.LAZY[cmd_name]
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sealift")
 def cli() -> None:
     """Move container images between hosts without a registry.
@@ -783,20 +808,9 @@ def load(
                 click.echo(line)
 
 
-from sealift.cli_compose import compose  # noqa: E402  (they import errors_to_exit)
-from sealift.cli_remote import agent, pull, push  # noqa: E402
-
-cli.add_command(compose)
-cli.add_command(push)
-cli.add_command(pull)
-cli.add_command(agent)
 cli.add_command(sign)
 cli.add_command(inventory)
 cli.add_command(cache)
-
-from sealift.cli_serve import serve  # noqa: E402
-
-cli.add_command(serve)
 
 
 class _Stopped(KeyboardInterrupt):

@@ -24,7 +24,7 @@ from isal import igzip, igzip_lib, igzip_threaded
 
 from sealift.errors import InvalidArchiveError, LimitExceededError, UsageError
 from sealift.progress import human_size
-from sealift.streams import CountingReader
+from sealift.streams import CountingReader, PrefetchReader
 
 NONE: Final = "none"
 GZIP: Final = "gzip"
@@ -181,7 +181,7 @@ class DecompressingReader(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
-            data = self._stream.read(len(buffer))
+            n = self._read_into(buffer)
         except (
             OSError,
             EOFError,
@@ -192,16 +192,30 @@ class DecompressingReader(io.RawIOBase):
             zlib.error,
         ) as exc:
             raise InvalidArchiveError(f"{self._what}: corrupt {self._codec} data ({exc})") from exc
-        n = len(data)
-        buffer[:n] = data
         self.expanded += n
         self._guard.check(self._counter.count, self.expanded)
         return n
+
+    def _read_into(self, buffer: memoryview) -> int:
+        if self._codec == ZSTD:  # zstandard decompresses straight into the buffer
+            return cast(int, self._stream.readinto(buffer))  # type: ignore[attr-defined]
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         if not self.closed:
             self._stream.close()
         super().close()
+
+
+def open_decompressed_ahead(raw: IO[bytes], codec: str, what: str) -> IO[bytes]:
+    """``raw`` decompressed with ``codec`` by a thread of its own, a few chunks ahead of the
+    reader (the codecs release the GIL: decompressing overlaps with what the reader does)."""
+    if codec == NONE:
+        return raw
+    decompressed = cast(IO[bytes], DecompressingReader(raw, codec, what))
+    return cast(IO[bytes], PrefetchReader(decompressed, close_raw=True))
 
 
 def _open_decompressor(raw: io.RawIOBase, codec: str) -> IO[bytes]:

@@ -130,7 +130,7 @@ def engine_data_root(engine: Engine) -> Path | None:
     if not engine.is_local:
         return None
     try:
-        root = engine.call(engine.api.info).get("DockerRootDir")
+        root = engine.info.get("DockerRootDir")
     except EngineError:
         return None  # the load itself says the engine cannot be reached
     if not root or not os.access(root, os.R_OK | os.X_OK):

@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TypeVar
 
-_DONE = b""
 CHUNK = 1024 * 1024
 T = TypeVar("T")
 
@@ -46,18 +45,31 @@ class CountingReader(io.RawIOBase):
         return self.raw.fileno()
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        readinto = getattr(self.raw, "readinto", None)
+        if readinto is not None:  # straight into the caller's buffer: no copy of our own
+            n: int = readinto(buffer) or 0
+        else:
+            data = self.raw.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
         self.count += n
         return n
 
 
 class PrefetchReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes], chunk: int = CHUNK, depth: int = 8) -> None:
+    """Reads ``raw`` ahead in a thread, ``chunk`` bytes at a time, at most ``depth`` chunks
+    ahead. Each chunk is read straight into a buffer of its own and copied once, into the
+    caller's buffer; ``readinto`` fills the caller's buffer whole (short only at the end)."""
+
+    def __init__(
+        self, raw: IO[bytes], chunk: int = CHUNK, depth: int = 8, *, close_raw: bool = False
+    ) -> None:
+        """``close_raw``: closing the reader closes ``raw`` too, once the thread has stopped
+        (only for a ``raw`` whose reads never block for long: a file, a decompressor of one)."""
         self._raw = raw
+        self._close_raw = close_raw
         self._chunk = chunk
-        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[memoryview | BaseException] = queue.Queue(maxsize=depth)
         self._current = memoryview(b"")
         self._eof = False
         self._stop = threading.Event()
@@ -67,39 +79,66 @@ class PrefetchReader(io.RawIOBase):
     def _fill(self) -> None:
         try:
             while not self._stop.is_set():
-                data = self._raw.read(self._chunk)
+                data = self._read_chunk()
                 self._put(data)
                 if not data:
                     return
         except BaseException as exc:
             self._put(exc)
 
-    def _put(self, item: bytes | BaseException) -> None:
+    def _read_chunk(self) -> memoryview:
+        """The next ``chunk`` bytes (fewer only at the end of the stream)."""
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is None:
+            return memoryview(self._raw.read(self._chunk) or b"")
+        view = memoryview(bytearray(self._chunk))
+        filled = 0
+        while filled < self._chunk and (n := readinto(view[filled:])):
+            filled += n
+        return view[:filled]
+
+    def _put(self, item: memoryview | BaseException) -> None:
         _put_unless_stopped(self._queue, item, self._stop)
 
     def readable(self) -> bool:
         return True
 
+    def peek(self, size: int) -> bytes:
+        """At most ``size`` of the next bytes (those left in the current chunk), not consumed."""
+        self._next_chunk()
+        return bytes(self._current[:size])
+
+    def _next_chunk(self) -> None:
+        """Make the next chunk current if the current one is used up."""
+        if self._current or self._eof:
+            return
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+            return
+        self._current = item
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if not self._current:
-            if self._eof:
-                return 0
-            item = self._queue.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if item == _DONE:
-                self._eof = True
-                return 0
-            self._current = memoryview(item)
-        n = min(len(buffer), len(self._current))
-        buffer[:n] = self._current[:n]
-        self._current = self._current[n:]
-        return n
+        target = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(target):
+            self._next_chunk()
+            if not self._current:
+                break
+            n = min(len(target) - filled, len(self._current))
+            target[filled : filled + n] = self._current[:n]
+            self._current = self._current[n:]
+            filled += n
+        return filled
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1)
+        self._thread.join(timeout=None if self._close_raw else 1)
+        if self._close_raw and not self.closed:
+            self._raw.close()
         super().close()
 
 

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from sealift import compression, media
 from sealift.blobs import BlobStore, make_spool_dir
@@ -39,8 +39,10 @@ from sealift.model import (
     relink_attestations,
 )
 from sealift.reference import Reference
-from sealift.update import Omitted, check_sink_holds
 from sealift.verify import CHUNK
+
+if TYPE_CHECKING:
+    from sealift.update import Omitted
 
 ALL_PLATFORMS = "all"
 
@@ -156,6 +158,8 @@ def copy(
         raise NotFoundError("the source holds no images")
     omitted = left_out(source)
     if omitted is not None:
+        from sealift.update import check_sink_holds
+
         check_sink_holds(sink, entries, omitted)
     with contextlib.ExitStack() as stack:
         if spool is None:
@@ -328,7 +332,7 @@ def _decompressed_on_the_fly(layer: Layer) -> Layer | None:
     label = layer.label or f"layer {layer.digest}"
 
     def open_uncompressed() -> IO[bytes]:
-        return compression.open_decompressed(layer.open(), layer.codec, label)
+        return compression.open_decompressed_ahead(layer.open(), layer.codec, label)
 
     annotations = media.with_uncompressed_size(layer.descriptor.annotations, compression.NONE, 0)
     descriptor = Descriptor(media.OCI_LAYER, layer.diff_id, size, annotations)
@@ -481,6 +485,10 @@ class VerifyReport:
 def left_out(source: Source) -> Omitted | None:
     """What ``source`` leaves out on purpose, when it is an update bundle (``save --since``)."""
     omitted = getattr(source, "omitted", None)
+    if omitted is None:
+        return None
+    from sealift.update import Omitted  # update bundles bring the delta code: only for them
+
     return omitted if isinstance(omitted, Omitted) else None
 
 

@@ -38,6 +38,7 @@ from sealift.delta import (
     plan_bases,
 )
 from sealift.digest import Digest, Hasher
+from sealift.ends.archive import PATCH_DIR
 from sealift.errors import (
     DigestMismatchError,
     InvalidArchiveError,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from sealift.cache import LayerCache
     from sealift.ends.engine import Engine
 
-PATCH_DIR: Final = "patches"
 _CHUNK: Final = 1024 * 1024
 
 BaseFinder = Callable[[Digest, Sequence[HeldImage]], Path | None]

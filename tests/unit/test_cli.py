@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -17,7 +18,7 @@ from sealift.cli import cli
 from sealift.samples import demo_images, write_docker_save
 from tests.support.cli import sealift_env
 
-COMMANDS = sorted(cli.commands)
+COMMANDS = cli.list_commands(click.Context(cli))
 SRC = Path(__file__).resolve().parents[2] / "src" / "sealift"
 
 
@@ -31,6 +32,37 @@ def test_every_command_has_help_with_a_description(command: str) -> None:
 
 def test_core_commands_exist() -> None:
     assert {"save", "load", "convert", "inspect", "verify"} <= set(COMMANDS)
+
+
+def test_every_command_is_listed_in_the_help() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    commands = result.output.split("Commands:")[1]
+    listed = {line.split()[0] for line in commands.splitlines() if line.startswith("  ")}
+    assert {"compose", "push", "pull", "serve", "save", "load"} <= listed <= set(COMMANDS)
+
+
+def test_starting_the_cli_imports_neither_the_docker_sdk_nor_the_larger_commands() -> None:
+    """save and load start without what they do not use (Python start-up is much of a repeat
+    save): the docker SDK and requests (engines on a unix socket are asked directly), rich (bars
+    only when shown), compose, push/pull and serve, update bundles and deltas."""
+    probe = (
+        "import sys, sealift.cli, sealift.ends.engine, sealift.transfer; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=sealift_env()
+    ).stdout.split()
+    unwanted = {
+        "rich",
+        "docker",
+        "requests",
+        "sealift.cli_compose",
+        "sealift.cli_remote",
+        "sealift.cli_serve",
+        "sealift.update",
+        "sealift.delta",
+    }
+    assert unwanted.isdisjoint(loaded)
 
 
 def test_unknown_option_is_a_usage_error() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,14 +14,14 @@ import pytest
 
 import sealift
 from sealift.ends import open as ends
-from sealift.ends.archive import ArchiveSource
+from sealift.ends.archive import ArchiveSink, ArchiveSource
 from sealift.ends.base import all_layers
 from sealift.ends.layout import LayoutSink, LayoutSource
 from sealift.errors import UsageError
 from sealift.model import Entry
 from sealift.samples import demo_images, write_docker_save
-from sealift.transfer import CopyOptions, Selection
-from tests.support.cli import run_sealift
+from sealift.transfer import CopyOptions, Selection, copy
+from tests.support.cli import run_sealift, sealift_env
 
 
 @pytest.fixture
@@ -220,3 +223,60 @@ def test_load_refuses_an_unsigned_archive_when_signatures_are_required(
     )
     line = result.assert_one_line_error()
     assert "sig" in line, line
+
+
+def _resolved_host(home: Path, config: object | None) -> tuple[str, bool]:
+    """What ``resolve_host(None)`` gives with this docker config.json, and whether it had to
+    import the docker SDK to find out (in a fresh interpreter)."""
+    if config is not None:
+        (home / ".docker").mkdir()
+        (home / ".docker" / "config.json").write_text(json.dumps(config))
+    env = sealift_env()
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONFIG", None)
+    env["HOME"] = str(home)
+    probe = (
+        "import sys; from sealift.ends.engine import resolve_host; "
+        "print(resolve_host(None), 'docker' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], out[1] == "True"
+
+
+@pytest.mark.parametrize("config", [None, {}, {"currentContext": "default"}, ["not", "a", "map"]])
+def test_the_default_context_is_found_without_the_docker_sdk(
+    tmp_path: Path, config: object
+) -> None:
+    assert _resolved_host(tmp_path, config) == ("None", False)
+
+
+def test_another_context_is_looked_up_by_the_docker_sdk(tmp_path: Path) -> None:
+    _, imported_sdk = _resolved_host(tmp_path, {"currentContext": "elsewhere"})
+    assert imported_sdk
+
+
+def test_an_archive_file_holds_the_bytes_written_to_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spooled blobs go to a file by sendfile, to a stream through Python: the same bytes."""
+    source = tmp_path / "docker.tar"
+    with source.open("wb") as out:
+        write_docker_save(demo_images(), out)
+    sent: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    options = CopyOptions("zstd")
+    with ArchiveSource(source) as archive:
+        copy(archive, ArchiveSink(tmp_path / "out.tar"), options)
+    streamed = io.BytesIO()
+    with ArchiveSource(source) as archive:
+        copy(archive, ArchiveSink(streamed), options)
+    assert sent, "the spooled layers were not sent by sendfile"
+    assert (tmp_path / "out.tar").read_bytes() == streamed.getvalue()

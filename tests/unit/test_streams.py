@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 
 import pytest
@@ -54,3 +55,46 @@ def test_prefetch_reader_returns_the_stream_unchanged(data: bytes, chunk: int) -
         assert io.BufferedReader(reader).read() == data
     finally:
         reader.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(max_size=5000),
+    chunk=st.integers(1, 700),
+    sizes=st.lists(st.integers(1, 900), min_size=1, max_size=8),
+)
+def test_prefetch_reader_fills_every_buffer_whole_until_the_end(
+    data: bytes, chunk: int, sizes: list[int]
+) -> None:
+    reader = PrefetchReader(io.BytesIO(data), chunk=chunk, depth=2)
+    received = bytearray()
+    try:
+        for size in itertools.cycle(sizes):
+            buffer = bytearray(size)
+            n = reader.readinto(memoryview(buffer))
+            received += buffer[:n]
+            if n < size:
+                break
+        assert bytes(received) == data
+        assert reader.readinto(memoryview(bytearray(8))) == 0
+    finally:
+        reader.close()
+
+
+def test_prefetch_reader_peeks_without_consuming() -> None:
+    reader = PrefetchReader(io.BytesIO(b"0123456789"), chunk=4)
+    try:
+        assert reader.peek(3) == b"012"
+        assert reader.peek(8) == b"0123"  # what the current chunk holds
+        assert reader.read() == b"0123456789"
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("close_raw", [True, False])
+def test_prefetch_reader_closes_its_source_only_when_it_owns_it(close_raw: bool) -> None:
+    raw = io.BytesIO(b"x" * 100)
+    reader = PrefetchReader(raw, chunk=10, close_raw=close_raw)
+    assert reader.read(5) == b"xxxxx"
+    reader.close()
+    assert raw.closed is close_raw

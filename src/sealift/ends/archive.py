@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, Final, cast
 
 from sealift import compression
 from sealift.blobs import BlobStore, make_spool_dir
@@ -26,10 +26,13 @@ from sealift.model import Entry
 from sealift.progress import human_size
 from sealift.split import check_free_space, drain, find_split, open_parts, write_split
 from sealift.streams import CountingReader, PrefetchReader
-from sealift.update import UPDATE_FILE, Omitted
-from sealift.update_patches import PATCH_DIR
+
+if TYPE_CHECKING:
+    from sealift.update import Omitted
 
 STDIO = "-"
+PATCH_DIR: Final = "patches"
+"""Where an update bundle keeps its patches under ``sealift/``: read as streams, never whole."""
 ExtraFiles = Callable[[list[Entry]], Mapping[str, ExtraFile]]
 
 
@@ -76,9 +79,9 @@ class ArchiveSource:
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         if self._entries is None:
             self._read = self._files(want_codec, want_level)
-            update = self._small_extra_files().get(UPDATE_FILE)
-            if update is not None:
-                self.omitted = Omitted.parse(update, f"{self.what}: sealift/{UPDATE_FILE}")
+            extra = self._small_extra_files()
+            if extra:  # only an archive with a sealift/ part can be an update bundle
+                self.omitted = _omitted(extra, self.what)
             left_out = (
                 set(self.omitted.layers) | set(self.omitted.patched) if self.omitted else set()
             )
@@ -110,12 +113,18 @@ class ArchiveSource:
 
     def _files(self, want_codec: str | None, want_level: int | None) -> Files:
         raw = self._open()
-        buffered = io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
-        head = buffered.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
+        regular = _is_regular_file(raw)
+        # a pipe or socket is read ahead in a thread, each chunk straight into its own buffer
+        reader: io.BufferedReader | PrefetchReader = (
+            io.BufferedReader(cast(io.RawIOBase, raw), compression.CHUNK)
+            if regular
+            else PrefetchReader(raw)
+        )
+        head = reader.peek(compression.SNIFF_SIZE)[: compression.SNIFF_SIZE]
         if not head:
             raise InvalidArchiveError(f"{self.what} is empty")
         self.outer_codec = compression.sniff(head)
-        if self.outer_codec == compression.NONE and _is_regular_file(raw):
+        if self.outer_codec == compression.NONE and regular:
             named = isinstance(self._path, str | Path) and str(self._path) != STDIO
             # a file given by name, or as stdin or an open file, is read in place through
             # descriptors of its own
@@ -123,12 +132,8 @@ class ArchiveSource:
             files = TarFiles(path)
             self._stack.close()
             return files
-        if not _is_regular_file(raw):
-            buffered = io.BufferedReader(
-                PrefetchReader(cast(IO[bytes], buffered)), compression.CHUNK
-            )
         stream = compression.open_decompressed(
-            cast(IO[bytes], buffered),
+            cast(IO[bytes], reader),
             self.outer_codec,
             self.what,
             compression.ExpansionGuard(self.what),
@@ -198,6 +203,14 @@ class ArchiveSource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _omitted(extra: dict[str, bytes], what: str) -> Omitted | None:
+    """What an update bundle leaves out, from its ``sealift/`` part; None for other archives."""
+    from sealift.update import UPDATE_FILE, Omitted  # with the delta code: only when needed
+
+    update = extra.get(UPDATE_FILE)
+    return None if update is None else Omitted.parse(update, f"{what}: sealift/{UPDATE_FILE}")
 
 
 def _short(name: str) -> str:

@@ -3,7 +3,10 @@
 The engine is reached the way the docker CLI reaches it: ``-H/--host``, else DOCKER_HOST, else
 the current docker context. Images are read with the Engine API's save endpoint, streamed into the
 archive reader (so layers are compressed and hashed while the engine is still exporting), and
-written with the load endpoint, fed by the archive writer through a pipe.
+written with the load endpoint, fed by the archive writer. On a unix socket sealift speaks HTTP/1.0
+itself (the docker SDK and requests are never imported): a classic store's load gets the archive
+as one body of its known size, written straight to the socket; the containerd store's, and any
+engine over TCP or SSH, through the SDK in chunks.
 
 Loading is all-or-nothing: every layer is verified while it streams to the engine, and the end of
 the tar stream is sent only once every check has passed. A failure aborts the request mid-stream,
@@ -12,22 +15,25 @@ so the engine sees a truncated archive and loads (and tags) nothing.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from sealift import compression
 from sealift.cache import Key, LayerCache
 from sealift.digest import Digest, Hasher
 from sealift.ends.archive import ArchiveSource
 from sealift.ends.base import WriteResult
-from sealift.errors import EngineError, NotFoundError, UsageError
-from sealift.formats.write import write_archive
+from sealift.errors import EngineError, NotFoundError, SealiftError, UsageError
+from sealift.formats.write import archive_size, write_archive
 from sealift.model import Entry, Image, Layer
 from sealift.progress import human_size
 from sealift.reference import Reference
@@ -36,12 +42,12 @@ from sealift.transfer import renamed, verify_layer
 
 if TYPE_CHECKING:
     import docker
-    import requests
 
 # The docker SDK (with requests) takes a third of sealift's start-up time, so it is imported on
 # first use: a save asks the engine to start exporting before that.
 
 _PIPE_CHUNK = 1024 * 1024
+_HEADER_BUFFER = 64 * 1024
 ZSTD_MIN_VERSION = (23, 0)
 
 
@@ -51,6 +57,8 @@ def resolve_host(host: str | None) -> str | None:
         return host
     if os.environ.get("DOCKER_HOST"):
         return os.environ["DOCKER_HOST"]
+    if _current_context_name() == "default":
+        return None  # the default socket, known without importing the docker SDK
     from docker.context import ContextAPI
 
     try:
@@ -58,6 +66,24 @@ def resolve_host(host: str | None) -> str | None:
     except Exception:  # a broken ~/.docker/config.json should not stop the default socket
         return None
     return getattr(context, "Host", None) or None
+
+
+def _current_context_name() -> str:
+    """The current context as the docker SDK finds it: ``currentContext`` in the first
+    config file that exists ($DOCKER_CONFIG/config.json, ~/.docker/config.json, ~/.dockercfg)."""
+    home = Path.home()
+    candidates = [home / ".docker" / "config.json", home / ".dockercfg"]
+    if os.environ.get("DOCKER_CONFIG"):
+        candidates.insert(0, Path(os.environ["DOCKER_CONFIG"]) / "config.json")
+    for candidate in candidates:
+        if not candidate.exists():
+            continue
+        try:
+            name = json.loads(candidate.read_bytes()).get("currentContext", "default")
+        except (OSError, ValueError, AttributeError):
+            return "default"
+        return name if isinstance(name, str) else "default"
+    return "default"
 
 
 class Engine:
@@ -68,6 +94,7 @@ class Engine:
         self._timeout = timeout
         self._api: docker.APIClient | None = None
         self._version: dict[str, Any] | None = None
+        self._info: dict[str, Any] | None = None
         self._containerd_store: bool | None = None
 
     @property
@@ -92,8 +119,30 @@ class Engine:
     @property
     def version(self) -> dict[str, Any]:
         if self._version is None:
-            self._version = self.call(self.api.version)
+            self._version = self._get("/version", lambda: self.api.version())
         return self._version
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What ``docker info`` shows (asked once)."""
+        if self._info is None:
+            self._info = self._get("/info", lambda: self.api.info())
+        return self._info
+
+    def _get(self, path: str, through_sdk: Callable[[], Any]) -> Any:
+        """The JSON at ``path`` of the Engine API: asked straight over a unix socket (the docker
+        SDK, with requests, is a third of sealift's start-up), through the SDK elsewhere."""
+        if not self.host.startswith("unix://"):
+            return self.call(through_sdk)
+        status, body = _unix_exchange(self.host, "GET", path, self._timeout)
+        if status == 404:
+            raise NotFoundError(_api_message(body) or f"{path}: not found")
+        if status // 100 != 2:
+            raise EngineError(f"the engine refused: {_api_message(body) or status}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise EngineError(f"the engine sent invalid JSON for {path}") from exc
 
     @property
     def version_tuple(self) -> tuple[int, int]:
@@ -111,7 +160,7 @@ class Engine:
     def containerd_store(self) -> bool:
         """Whether the engine keeps images in containerd's image store (Docker 25+, opt-in)."""
         if self._containerd_store is None:
-            status = self.call(self.api.info).get("DriverStatus") or []
+            status = self.info.get("DriverStatus") or []
             self._containerd_store = any(
                 pair and pair[0] == "driver-type" and "snapshotter" in str(pair[1])
                 for pair in status
@@ -135,15 +184,21 @@ class Engine:
 
     def inspect(self, ref: str) -> dict[str, Any]:
         try:
-            return self.call(self.api.inspect_image, ref)  # type: ignore[no-any-return]
+            return self._inspect(ref)
         except NotFoundError as exc:
             raise NotFoundError(
                 f"image {ref!r} not found in the engine at {self.host} "
                 "(sealift never pulls: build it or `docker pull` it first)"
             ) from exc
 
+    def _inspect(self, ref: str) -> dict[str, Any]:
+        path = f"/images/{quote(ref, safe='/:@')}/json"
+        found = self._get(path, lambda: self.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+        return cast(dict[str, Any], found)
+
     def image_ids(self) -> list[str]:
-        return [image["Id"] for image in self.call(self.api.images, all=True)]
+        images = self._get("/images/json?all=1", lambda: self.api.images(all=True))
+        return [image["Id"] for image in images]
 
     def layer_chains(self) -> set[Digest]:
         """Chain IDs of every layer stack the engine holds (what a classic load can skip)."""
@@ -154,7 +209,7 @@ class Engine:
         holders: dict[Digest, str] = {}
         for image_id in self.image_ids():
             try:
-                layers = self.call(self.api.inspect_image, image_id)["RootFS"].get("Layers") or []
+                layers = self._inspect(image_id)["RootFS"].get("Layers") or []
             except NotFoundError:
                 continue
             for chain in chain_ids([Digest.parse(layer) for layer in layers]):
@@ -162,7 +217,17 @@ class Engine:
         return holders
 
     def tag(self, image_id: str, reference: Reference) -> None:
-        self.call(self.api.tag, image_id, reference.familiar_repository, reference.tag, force=True)
+        repository, tag = reference.familiar_repository, reference.tag
+        if not self.host.startswith("unix://"):
+            self.call(self.api.tag, image_id, repository, tag, force=True)
+            return
+        query = urlencode({"repo": repository, **({"tag": tag} if tag else {}), "force": "1"})
+        path = f"/images/{quote(image_id, safe='/:@')}/tag?{query}"
+        status, body = _unix_exchange(self.host, "POST", path, self._timeout)
+        if status == 404:
+            raise NotFoundError(_api_message(body) or f"no image {image_id}")
+        if status // 100 != 2:
+            raise EngineError(f"the engine refused: {_api_message(body) or status}")
 
     def start_save(self, names: list[str]) -> SaveRequest:
         """Ask the engine to start exporting ``names`` now; read the tar stream later.
@@ -190,15 +255,11 @@ class SaveRequest:
 
     def _send(self) -> IO[bytes]:
         query = urlencode([("names", name) for name in self._names])
-        request = f"GET /images/get?{query} HTTP/1.0\r\nHost: docker\r\n\r\n"
-        host = self._engine.host
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _unix_request(self._engine.host, "GET", f"/images/get?{query}")
         try:
-            sock.connect(host.removeprefix("unix://"))
-            sock.sendall(request.encode())
-            return cast(IO[bytes], sock.makefile("rb", buffering=_PIPE_CHUNK))
-        except OSError as exc:
-            raise EngineError(_unreachable(host, exc)) from exc
+            # a small buffer for the headers: the body's large reads then go straight from
+            # the socket into the reader's buffers
+            return cast(IO[bytes], sock.makefile("rb", buffering=_HEADER_BUFFER))
         finally:
             sock.close()  # the file keeps the connection open until it is closed
 
@@ -226,6 +287,51 @@ class SaveRequest:
         if self._pending is not None:
             self._pending.close()
             self._pending = None
+
+
+def _unix_request(
+    host: str,
+    method: str,
+    path: str,
+    *,
+    timeout: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> socket.socket:
+    """A connection to the engine at unix ``host`` with an HTTP/1.0 request sent on it (so the
+    response comes whole, never in chunks, and ends when the engine closes the connection);
+    a request with a body (``Content-Length`` in ``headers``) is sent up to that body."""
+    lines = [f"{method} {path} HTTP/1.0", "Host: docker"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(host.removeprefix("unix://"))
+        sock.sendall("\r\n".join([*lines, "", ""]).encode("latin-1"))
+    except OSError as exc:
+        sock.close()
+        raise EngineError(_unreachable(host, exc)) from exc
+    return sock
+
+
+def _unix_exchange(host: str, method: str, path: str, timeout: float) -> tuple[int, str]:
+    """One small request without a body: the response's status and body."""
+    headers = {"Content-Length": "0"} if method != "GET" else None
+    with _unix_request(host, method, path, timeout=timeout, headers=headers) as sock:
+        try:
+            with sock.makefile("rb") as stream:
+                status, _ = _read_response_head(stream)
+                return status, stream.read().decode(errors="replace")
+        except OSError as exc:
+            raise EngineError(_unreachable(host, exc)) from exc
+
+
+def _read_response_head(stream: IO[bytes]) -> tuple[int, dict[str, str]]:
+    """The status code and headers of an HTTP response."""
+    status = stream.readline(1024).decode("latin-1").split(" ", 2)
+    headers = _read_headers(stream)
+    if len(status) < 2 or not status[1].isdigit():
+        raise EngineError("the engine sent an invalid HTTP response")
+    return int(status[1]), headers
 
 
 def _save_stream_sdk(engine: Engine, names: list[str]) -> IO[bytes]:
@@ -323,8 +429,6 @@ class EngineSource:
         return self._archive.input_counter if self._archive else None
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
-        import requests
-
         if self._archive is None:
             self._arrival_codec, self._keep_layers = self._plan_arrival(want_codec, want_level)
             self._archive = ArchiveSource(
@@ -334,7 +438,7 @@ class EngineSource:
                 self._archive.use_cache(self._cache)
         try:
             entries = self._archive.entries(self._arrival_codec, want_level)
-        except (requests.exceptions.RequestException, OSError) as exc:
+        except _stream_errors() as exc:
             raise EngineError(f"the engine's save stream broke: {exc}") from exc
         if not self._keep_layers:
             self._check_all_cached(entries, want_codec, want_level)
@@ -378,6 +482,15 @@ class EngineSource:
             self._archive.close()
 
 
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    """What a broken save stream raises: requests' errors only where the SDK read it (so a
+    save over a unix socket never imports requests)."""
+    requests = sys.modules.get("requests")
+    if requests is None:
+        return (OSError,)
+    return (OSError, requests.exceptions.RequestException)
+
+
 def _diff_ids(info: dict[str, Any]) -> list[Digest]:
     return [Digest.parse(layer) for layer in (info.get("RootFS") or {}).get("Layers") or []]
 
@@ -403,7 +516,7 @@ class EngineSink:
         self.rename = rename
         self.bytes_sent = 0
         self._state: tuple[set[str], set[Digest]] | None = None
-        self._upload: _ArchiveUpload | None = None
+        self._upload: _ArchiveUpload | _SocketUpload | None = None
 
     @property
     def keeps_blobs(self) -> bool:
@@ -522,6 +635,10 @@ class EngineSink:
         return self._upload.current if self._upload is not None else None
 
     def _load(self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]) -> list[str]:
+        # the containerd store (Docker 26) can drop such a connection without an answer:
+        # it gets the archive through the SDK, in chunks
+        if self.engine.host.startswith("unix://") and not self.engine.containerd_store:
+            return self._load_over_socket(entries, skip, skipped)
         body = self._upload = _ArchiveUpload(entries, skip, skipped)
         api = self.engine.api
         url = f"{api.base_url}/v{api.api_version}/images/load"
@@ -542,7 +659,34 @@ class EngineSink:
             body.close()
         body.raise_if_failed()
         self.bytes_sent += body.bytes_sent
-        return _load_messages(response)
+        if response.status_code != 200:
+            raise EngineError(f"the engine refused the load: {response.text.strip()}")
+        return _load_messages(response.iter_lines())
+
+    def _load_over_socket(
+        self, entries: list[Entry], skip: set[Digest], skipped: list[Layer]
+    ) -> list[str]:
+        """The archive written straight into the request: its exact size is known beforehand,
+        so it goes as one plain body (no chunks to frame, no queue between threads). On a
+        failure the connection is dropped short of that size: the engine loads nothing."""
+        host = self.engine.host
+        size = archive_size(entries, omit=skip)
+        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+        with _unix_request(host, "POST", "/images/load?quiet=1", headers=headers) as sock:
+            upload = self._upload = _SocketUpload(sock, size)
+            try:
+                write_archive(
+                    entries,
+                    cast(IO[bytes], upload),
+                    omit=skip,
+                    before_end=_Background(skipped).wait,
+                    on_blob=upload.sending,
+                )
+            except _HungUpError as exc:  # its answer, if it gave one, says why
+                raise EngineError(_refusal(sock) or _unreachable(host, exc)) from exc
+            upload.check_complete()
+            self.bytes_sent += upload.bytes_sent
+            return _load_response(sock, host)
 
 
 def engine_ids(image: Image) -> set[str]:
@@ -576,11 +720,35 @@ def layers_in_chains(entries: list[Entry], chains: set[Digest]) -> set[Digest]:
     return present - needed
 
 
-def _load_messages(response: requests.Response) -> list[str]:
-    if response.status_code != 200:
-        raise EngineError(f"the engine refused the load: {response.text.strip()}")
+def _load_response(sock: socket.socket, host: str) -> list[str]:
+    """The ``Loaded image`` lines of the engine's answer to a load sent over ``sock``."""
+    try:
+        with sock.makefile("rb") as stream:
+            status, _ = _read_response_head(stream)
+            if status != 200:
+                body = stream.read(64 * 1024).decode(errors="replace").strip()
+                raise EngineError(f"the engine refused the load: {body}")
+            return _load_messages(line.rstrip(b"\r\n") for line in stream)
+    except OSError as exc:
+        raise EngineError(_unreachable(host, exc)) from exc
+
+
+def _refusal(sock: socket.socket) -> str | None:
+    """Why the engine stopped taking a load, if it said so before hanging up."""
+    try:
+        sock.settimeout(5)
+        with sock.makefile("rb") as stream:
+            status, _ = _read_response_head(stream)
+            body = stream.read(64 * 1024).decode(errors="replace").strip()
+    except (OSError, EngineError):
+        return None
+    message = _api_message(body) or body
+    return f"the engine refused the load: {message}" if status != 200 and message else None
+
+
+def _load_messages(raw_lines: Iterable[bytes]) -> list[str]:
     lines: list[str] = []
-    for raw in response.iter_lines():
+    for raw in raw_lines:
         if not raw:
             continue
         message = json.loads(raw)
@@ -655,6 +823,46 @@ class _ArchiveUpload:
 
     def close(self) -> None:
         self._chunks.cancel()
+
+
+class _SocketUpload(io.RawIOBase):
+    """The body of a load as it is written to the engine's socket: counted, and named blob by
+    blob for progress displays."""
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        self._sock = sock
+        self.size = size
+        """The Content-Length announced: the body must be exactly that long."""
+        self.bytes_sent = 0
+        self.current: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        if self.bytes_sent + len(data) > self.size:
+            raise SealiftError(f"a load of {self.size} bytes got more to send: a sealift bug")
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise _HungUpError(str(exc)) from exc
+        self.bytes_sent += len(data)
+        return len(data)
+
+    def check_complete(self) -> None:
+        """Raise unless the whole announced body was sent (the engine would wait for the
+        rest forever)."""
+        if self.bytes_sent != self.size:
+            raise SealiftError(
+                f"a load of {self.size} bytes ended after {self.bytes_sent}: a sealift bug"
+            )
+
+    def sending(self, digest: Digest, size: int) -> None:
+        self.current = f"{digest.short} ({human_size(size)})"
+
+
+class _HungUpError(Exception):
+    """The engine closed the connection while a load was being sent."""
 
 
 class _AbortedError(Exception):

@@ -16,6 +16,7 @@ import json
 import os
 import platform as host
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -194,7 +195,8 @@ def copy_blob(blob: PlannedBlob, out: IO[bytes], what: str) -> None:
     compression.ensure_room(out, blob.size, what)
     with blob.open() as source:
         if layer is None or layer.verified:
-            remaining = blob.size
+            send_file = getattr(out, "send_file", None)
+            remaining = blob.size - (send_file(source, blob.size) if callable(send_file) else 0)
             while remaining > 0:
                 chunk = source.read(min(CHUNK, remaining))
                 if not chunk:
@@ -331,7 +333,7 @@ class _TarWriter:
         compression.ensure_room(self._out, size, name)
         self._write(_info(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8"))
         before = self._offset
-        yield cast(IO[bytes], _Body(self._write))
+        yield cast(IO[bytes], _Body(self._write, self._send_file))
         if self._offset - before != size:
             raise InvalidArchiveError(f"{name}: wrote {self._offset - before} of {size} bytes")
         self._write(tarfile.NUL * (-size % tarfile.BLOCKSIZE))
@@ -344,10 +346,40 @@ class _TarWriter:
         self._out.write(data)
         self._offset += len(data)
 
+    def _send_file(self, source: IO[bytes], size: int) -> int:
+        """Copy up to ``size`` bytes of ``source`` in the kernel when both ends are plain files
+        (or ``out`` a pipe): no pass through Python's buffers. Returns how many were copied,
+        with ``source`` positioned after them; 0 when they must be copied the usual way."""
+        if not isinstance(self._out, io.BufferedWriter | io.FileIO) or not isinstance(
+            source, io.BufferedReader | io.FileIO
+        ):
+            return 0
+        try:
+            in_fd, out_fd = source.fileno(), self._out.fileno()
+            if not stat.S_ISREG(os.fstat(in_fd).st_mode):
+                return 0
+            start = source.tell()
+            self._out.flush()
+        except (OSError, ValueError):
+            return 0
+        sent = 0
+        with contextlib.suppress(OSError):  # refused (or stopped): the rest goes the usual way
+            while sent < size and (n := os.sendfile(out_fd, in_fd, start + sent, size - sent)):
+                sent += n
+        source.seek(start + sent)
+        self._offset += sent
+        return sent
+
 
 class _Body(io.RawIOBase):
-    def __init__(self, write: Callable[[bytes | memoryview], None]) -> None:
+    def __init__(
+        self,
+        write: Callable[[bytes | memoryview], None],
+        send_file: Callable[[IO[bytes], int], int],
+    ) -> None:
         self._write = write
+        self.send_file = send_file
+        """Copies a file's bytes in the kernel where it can (see ``_TarWriter._send_file``)."""
 
     def writable(self) -> bool:
         return True
