@@ -316,7 +316,7 @@ class CuttingProxy(ThreadedServer):
 class SlowRelay:
     """A TCP relay to ``upstream_port`` that sends the registry's answers on at most
     ``rate`` bytes per second per connection, so a download is still under way when a test
-    acts on it. ``with`` starts and stops it."""
+    acts on it; ``relayed`` counts those bytes. ``with`` starts and stops it."""
 
     _BLOCK = 16 * 1024
 
@@ -327,6 +327,7 @@ class SlowRelay:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self.relayed = 0
 
     @property
     def address(self) -> str:
@@ -363,6 +364,8 @@ class SlowRelay:
             while data := source.recv(self._BLOCK):
                 target.sendall(data)
                 if rate is not None:
+                    with self._lock:
+                        self.relayed += len(data)
                     time.sleep(len(data) / rate)
         for sock in (source, target):
             with contextlib.suppress(OSError):

@@ -28,7 +28,7 @@ from sealift.ends.archive import ArchiveSink
 from sealift.ends.layout import LayoutSink
 from sealift.ends.memory import MemorySource, image_from_layers
 from sealift.ends.registry import RegistryOptions, RegistrySink, RegistrySource
-from sealift.errors import DigestMismatchError, UsageError
+from sealift.errors import DigestMismatchError, SealiftError, UsageError
 from sealift.model import Entry, Image
 from sealift.registry.auth import parse_challenge
 from sealift.registry.credentials import Credentials, find_credentials
@@ -570,11 +570,29 @@ def test_a_corrupt_blob_stops_the_pull_and_leaves_nothing(
 
 
 # ------------------------------------------------------------------------------- prefetcher
+class SmallReads(io.RawIOBase):
+    """``data`` at most ``step`` bytes per read, as a network gives it."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data = memoryview(data)
+        self.step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.step, len(self.data))
+        buffer[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
 class Blobs:
     """In-memory blobs for a Prefetcher, recording which downloads have started."""
 
-    def __init__(self, sizes: list[int]) -> None:
+    def __init__(self, sizes: list[int], step: int = 700) -> None:
         self.data = [bytes([i % 251]) * size + bytes([i]) for i, size in enumerate(sizes)]
+        self.step = step
         self.started: list[int] = []
         self.lock = threading.Lock()
 
@@ -584,10 +602,10 @@ class Blobs:
             for i, data in enumerate(self.data)
         ]
 
-    def _open(self, i: int) -> io.BytesIO:
+    def _open(self, i: int) -> IO[bytes]:
         with self.lock:
             self.started.append(i)
-        return io.BytesIO(self.data[i])
+        return cast(IO[bytes], SmallReads(self.data[i], self.step))
 
 
 def eventually(condition: Callable[[], bool]) -> None:
@@ -680,10 +698,26 @@ def test_a_failed_download_is_raised_to_the_reader_of_another_blob(spool: Path) 
 def test_closing_mid_download_stops_the_workers_and_removes_the_spool(spool: Path) -> None:
     release = threading.Event()
     blob = PrefetchBlob(sha256_of(b"z" * 100), 100, stalling(b"z" * 10, release), "z")
-    prefetcher = Prefetcher([blob], parallel=1)
-    eventually(lambda: any(path.iterdir() for path in spool.iterdir()))
+    prefetcher = Prefetcher([blob], parallel=1, memory=0)  # every byte to the spool file
+    eventually(lambda: any(f.stat().st_size == 10 for f in spool.glob("*/*")))
+    stream = prefetcher.open(blob.digest)
+    assert stream is not None
+    assert stream.read(100) == b"z" * 10
     prefetcher.close()
+    assert list(spool.iterdir()) == []
+    with pytest.raises(SealiftError, match="z: the download was stopped"):
+        stream.read(100)
     release.set()
+
+
+def test_bytes_past_the_memory_budget_go_to_the_spool_and_read_back_in_order(
+    spool: Path,
+) -> None:
+    data = Blobs([5000, 3000], step=1000)
+    blobs = data.blobs()
+    prefetcher = Prefetcher(blobs, parallel=2, memory=2500)
+    eventually(lambda: sum(f.stat().st_size for f in spool.glob("*/*")) == 8002 - 2000)
+    assert [read_blob(prefetcher, blob) for blob in blobs] == data.data
     assert list(spool.iterdir()) == []
 
 
@@ -694,16 +728,22 @@ def test_closing_mid_download_stops_the_workers_and_removes_the_spool(spool: Pat
     sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=6),
     parallel=st.integers(1, 4),
     budget=st.integers(1, 5000),
+    memory=st.integers(0, 5000),
     order=st.randoms(use_true_random=False),
 )
-def test_every_blob_reads_back_whatever_the_order_budget_and_parallelism(
-    spool: Path, sizes: list[int], parallel: int, budget: int, order: random.Random
+def test_every_blob_reads_back_whatever_the_order_budgets_and_parallelism(
+    spool: Path,
+    sizes: list[int],
+    parallel: int,
+    budget: int,
+    memory: int,
+    order: random.Random,
 ) -> None:
     data = Blobs(sizes)
     blobs = data.blobs()
     reads = list(range(len(blobs)))
     order.shuffle(reads)
-    prefetcher = Prefetcher(blobs, parallel=parallel, budget=budget)
+    prefetcher = Prefetcher(blobs, parallel=parallel, budget=budget, memory=memory)
     try:
         for i in reads:
             assert read_blob(prefetcher, blobs[i]) == data.data[i]
