@@ -550,6 +550,23 @@ def test_a_pull_fetches_only_the_layers_the_destination_lacks(
     assert set(layer_digests(new)) & fetched == {layer_digests(new)[2]}
 
 
+def test_a_download_cut_ahead_of_the_sink_resumes_with_a_range_request(
+    fake: FakeRegistry, tmp_path: Path, spool: Path
+) -> None:
+    entry = image("cut/ahead:1", 300_000, 200_000)
+    push(fake, [entry], "cut/ahead:1")
+    fake.cut_downloads = 2
+    fake.requests.clear()
+    layout = tmp_path / "layout"
+    copy(RegistrySource(f"docker://{fake.address}/cut/ahead:1"), LayoutSink(layout), KEEP)
+    assert isinstance(entry.target, Image)
+    assert stored_layers(layout, entry) == {
+        str(layer.digest): layer.open().read() for layer in entry.target.layers
+    }
+    ranged = [h for m, path, h, _ in fake.requests if m == "GET" and "Range" in h]
+    assert len(ranged) == 2
+
+
 def test_a_corrupt_blob_stops_the_pull_and_leaves_nothing(
     fake: FakeRegistry, tmp_path: Path, spool: Path
 ) -> None:

@@ -179,11 +179,15 @@ class RegistrySource:
 
     def will_read(self, digests: Sequence[Digest]) -> None:
         """The copy is about to read these layers (those its destination lacks), in about this
-        order: start downloading them, ``parallel`` at a time, ahead of the reads."""
+        order: the first streams to the reader as it reads, and ``parallel - 1`` workers start
+        downloading the others ahead of it (handing bytes over between threads costs CPU, so
+        the blob read first is not)."""
         if self._prefetcher is not None:
             self._prefetcher.close()
         blobs = [self._blobs[digest] for digest in digests if digest in self._blobs]
-        self._prefetcher = Prefetcher(blobs, parallel=self.options.parallel) if blobs else None
+        workers = self.options.parallel - 1
+        ahead = blobs[1:]
+        self._prefetcher = Prefetcher(ahead, parallel=workers) if ahead and workers else None
 
     def close(self) -> None:
         if self._prefetcher is not None:
