@@ -231,7 +231,7 @@ KEEP = "keep"
     type=click.IntRange(1, 64),
     default=4,
     show_default=True,
-    help="Registry: blobs checked and uploaded at once.",
+    help="Registry: blobs checked, uploaded or downloaded at once.",
 )
 @click.option(
     "--insecure",

@@ -167,7 +167,10 @@ def copy(
         loaded = entries
         if omitted is not None and omitted.patched:
             loaded = with_layers(entries, _rebuilt_from_patches(source, sink, omitted, spool))
-        prepared = prepare(loaded, sink, BlobStore(spool), options)
+        will_read = getattr(source, "will_read", None)
+        prepared = prepare(
+            loaded, sink, BlobStore(spool), options, will_read if callable(will_read) else None
+        )
         result = sink.write(prepared)
     result.images = image_records(entries, prepared)
     return result
@@ -243,10 +246,18 @@ def _top_digest(target: Image | ImageIndex) -> Digest | None:
 
 
 def prepare(
-    entries: Sequence[Entry], sink: Sink, store: BlobStore, options: CopyOptions
+    entries: Sequence[Entry],
+    sink: Sink,
+    store: BlobStore,
+    options: CopyOptions,
+    will_read: Callable[[list[Digest]], None] | None = None,
 ) -> list[Entry]:
     """Entries whose layers use the codec asked for (or, with none asked, one the sink accepts)
-    and whose manifests describe them exactly."""
+    and whose manifests describe them exactly.
+
+    ``will_read`` is told which layers will be read, in the order sinks write them, before
+    any is: a source that can fetch ahead (a registry) starts then.
+    """
     layers = {
         layer.digest: layer
         for entry in entries
@@ -255,6 +266,8 @@ def prepare(
     }
     # layers the sink has are never read, let alone recompressed
     needed = sink.missing_layers(list(entries))
+    if will_read is not None:
+        will_read([digest for digest in layers if digest in needed])
     converted = _convert_layers(list(layers.values()), sink, store, options, needed)
     return [
         Entry(_rebuild(entry.target, converted), entry.tags, entry.ref_names) for entry in entries

@@ -14,7 +14,11 @@ import base64
 import io
 import json
 import random
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,13 +41,13 @@ from sealift.registry.errors import (
     NoCredentialsError,
 )
 from sealift.transfer import CopyOptions, Selection, copy
-from tests.support.cli import run_sealift
+from tests.support.cli import run_sealift, sealift_env
 from tests.support.docker26 import Docker26Daemon
 from tests.support.dockerd import DockerDaemon
 from tests.support.engines import EnginePair
 from tests.support.fixtures import OCI_APP_ID, OCI_BASE_ID
 from tests.support.peers import Podman, Registry, Skopeo
-from tests.support.registry import CuttingProxy
+from tests.support.registry import CuttingProxy, SlowRelay
 from tests.support.require import require_tools
 from tests.support.service import running
 
@@ -478,3 +482,122 @@ def test_bootstrap_a_registry_from_sealift_serve(registry: Registry, tmp_path: P
     assert {item["name"]: item["digest"] for item in result["details"]["images"]} == {
         f"{registry.address}/{name}": digest for name, digest in expected.items()
     }
+
+
+# --------------------------------------------------------------------------- parallel pulls
+def wide_image(tag: str, *sizes: int) -> MemorySource:
+    """One image whose layers hold ``sizes`` random (incompressible) bytes each, its own."""
+    layers = []
+    for seed, size in enumerate(sizes):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            info = tarfile.TarInfo(f"payload-{seed}.bin")
+            info.size = size
+            tar.addfile(info, io.BytesIO(random.Random(f"{tag} {seed}").randbytes(size)))
+        layers.append(out.getvalue())
+    return MemorySource([image_from_layers(layers, (tag,))])
+
+
+def blob_path(registry: Registry, digest: str) -> Path:
+    """Where distribution's filesystem storage keeps a blob's bytes."""
+    hex_digest = digest.removeprefix("sha256:")
+    return (
+        registry.storage / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest / "data"
+    )
+
+
+def layer_blobs(source: MemorySource) -> dict[str, bytes]:
+    found = {}
+    for entry in source.stored:
+        for image in entry.images():
+            for layer in image.layers:
+                with layer.open() as stream:
+                    found[str(layer.digest)] = stream.read()
+    return found
+
+
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SEALIFT_TMPDIR of this test (for the library and the CLI it runs), checked empty after."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    monkeypatch.setenv("SEALIFT_TMPDIR", str(directory))
+    return directory
+
+
+def test_a_parallel_pull_fills_a_layout_and_an_archive_byte_exact(
+    registry: Registry, tmp_path: Path, spool: Path
+) -> None:
+    source = wide_image("wide/app:1", 3 * MiB, 2 * MiB, MiB, 512 * 1024, 64 * 1024)
+    (expected,) = digests(source).values()
+    push(source, f"docker://{registry.address}/wide/app:1")
+    ref = f"docker://{registry.address}/wide/app:1"
+    layout, archive = tmp_path / "layout", tmp_path / "pulled.tar"
+    run_sealift("copy", ref, f"oci:{layout}", "--parallel", "4", "-q").assert_ok()
+    run_sealift("copy", ref, archive, "--parallel", "3", "-q").assert_ok()
+    wanted = layer_blobs(source)
+    for digest, data in wanted.items():
+        assert (layout / "blobs" / digest.replace(":", "/")).read_bytes() == data
+    assert digests(LayoutSource(layout)) == {f"{registry.address}/wide/app:1": expected}
+    assert digests(ArchiveSource(archive)) == {f"{registry.address}/wide/app:1": expected}
+    assert ArchiveSource(archive).entries()  # and it reads back whole
+    assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize("destination", ["layout", "archive"])
+def test_a_blob_the_registry_corrupted_is_refused_with_nothing_left_behind(
+    registry: Registry, tmp_path: Path, spool: Path, destination: str
+) -> None:
+    tag = f"rot/{destination}:1"
+    source = wide_image(tag, 2 * MiB, MiB, 256 * 1024)
+    push(source, f"docker://{registry.address}/{tag}")
+    bad = sorted(layer_blobs(source))[0]
+    stored = blob_path(registry, bad)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    target = f"oci:{out / 'layout'}" if destination == "layout" else str(out / "pulled.tar")
+    result = run_sealift("copy", f"docker://{registry.address}/{tag}", target, "--parallel", "4")
+    assert f"expected {bad}" in result.assert_one_line_error()
+    assert list(out.iterdir()) == []
+    assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("stop", "destination"),
+    [(signal.SIGINT, "layout"), (signal.SIGTERM, "archive")],
+    ids=["SIGINT-layout", "SIGTERM-archive"],
+)
+def test_a_pull_stopped_midway_leaves_no_half_files(
+    registry: Registry, tmp_path: Path, spool: Path, stop: signal.Signals, destination: str
+) -> None:
+    tag = f"stop/{destination}:1"
+    source = wide_image(tag, 3 * MiB, 3 * MiB, 2 * MiB)
+    push(source, f"docker://{registry.address}/{tag}")
+    out = tmp_path / "out"
+    out.mkdir()
+    target = f"oci:{out / 'layout'}" if destination == "layout" else str(out / "pulled.tar")
+    with SlowRelay(registry.port, rate=2 * MiB) as relay:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sealift", "copy", f"docker://{relay.address}/{tag}", target],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**sealift_env(None), "SEALIFT_TMPDIR": str(spool)},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while relay.relayed < 2 * MiB:  # layers are arriving
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            process.send_signal(stop)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 128 + stop, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert list(out.iterdir()) == []
+    assert list(spool.iterdir()) == []

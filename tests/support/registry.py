@@ -1,5 +1,6 @@
 """What the registry tests run besides distribution itself: htpasswd lines, a token issuer
-whose JWTs distribution validates, and a proxy that cuts uploads (certificates: tls.py).
+whose JWTs distribution validates, a proxy that cuts uploads and a relay that slows downloads
+(certificates: tls.py).
 
 Everything listens on 127.0.0.1 and lives in threads of the test process.
 """
@@ -7,6 +8,7 @@ Everything listens on 127.0.0.1 and lives in threads of the test process.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import http.client
 import http.server
@@ -28,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 __all__ = [
     "CuttingProxy",
+    "SlowRelay",
     "ThreadedServer",
     "TokenIssuer",
     "htpasswd_line",
@@ -307,3 +310,63 @@ class CuttingProxy(ThreadedServer):
         with self._lock:
             self.received += received
             self.forwarded += forwarded
+
+
+# ------------------------------------------------------------------------------ slow relay
+class SlowRelay:
+    """A TCP relay to ``upstream_port`` that sends the registry's answers on at most
+    ``rate`` bytes per second per connection, so a download is still under way when a test
+    acts on it; ``relayed`` counts those bytes. ``with`` starts and stops it."""
+
+    _BLOCK = 16 * 1024
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.relayed = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closed.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, self.rate), daemon=True
+            ).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, rate: int | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(self._BLOCK):
+                target.sendall(data)
+                if rate is not None:
+                    with self._lock:
+                        self.relayed += len(data)
+                    time.sleep(len(data) / rate)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

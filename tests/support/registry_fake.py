@@ -85,6 +85,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        if fake.gathered_downloads is not None and digest in fake.gathered_downloads[0]:
+            fake.gathered_downloads[1].wait()
         with fake.lock:
             cut = fake.cut_downloads > 0 and len(part) > 1
             fake.cut_downloads -= cut
@@ -187,7 +189,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeRegistry(ThreadedServer):
     """``failures``: statuses the next requests get (with ``Retry-After``); ``cut_downloads``:
     how many blob downloads stop halfway; ``refused_types``: media types a manifest PUT is
-    refused for."""
+    refused for; ``gathered_downloads``: (digests, barrier): a download of one of these blobs
+    waits at the barrier before its body is sent, so they get through only if that many run at
+    once (a timeout breaks the barrier)."""
 
     handler = _Handler
     blobs: dict[str, bytes] = field(default_factory=dict)
@@ -198,6 +202,7 @@ class FakeRegistry(ThreadedServer):
     failures: list[_Failure] = field(default_factory=list)
     cut_downloads: int = 0
     refused_types: tuple[str, ...] = ()
+    gathered_downloads: tuple[frozenset[str], threading.Barrier] | None = None
     mounted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -5,14 +5,19 @@ downloads and the sink's placement, against an in-process fake registry
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
+import random
 import stat
 import tarfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,15 +25,17 @@ from hypothesis import strategies as st
 
 from sealift.digest import Digest, sha256_of
 from sealift.ends.archive import ArchiveSink
+from sealift.ends.layout import LayoutSink
 from sealift.ends.memory import MemorySource, image_from_layers
 from sealift.ends.registry import RegistryOptions, RegistrySink, RegistrySource
-from sealift.errors import DigestMismatchError, UsageError
+from sealift.errors import DigestMismatchError, SealiftError, UsageError
 from sealift.model import Entry, Image
 from sealift.registry.auth import parse_challenge
 from sealift.registry.credentials import Credentials, find_credentials
 from sealift.registry.errors import MediaTypeRefusedError, RegistryError
 from sealift.registry.names import is_loopback, parse_docker_reference
 from sealift.registry.options import PushTotals, parse_size
+from sealift.registry.prefetch import PrefetchBlob, Prefetcher
 from sealift.registry.tls import TlsOptions, allows_plain_http
 from sealift.registry.transport import _parse_retry_after
 from sealift.transfer import CopyOptions, copy
@@ -483,3 +490,280 @@ def test_docker_ends_open_as_registry_source_and_sink(fake: FakeRegistry) -> Non
     source = ends.open_source(f"docker://{fake.address}/a/b:1", options)
     assert isinstance(sink, RegistrySink) and sink.options.parallel == 2
     assert isinstance(source, RegistrySource)
+
+
+# ---------------------------------------------------------------------------- parallel pulls
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where pulls spool their downloads in this test (checked empty afterwards)."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    monkeypatch.setenv("SEALIFT_TMPDIR", str(directory))
+    return directory
+
+
+def layer_digests(entry: Entry) -> list[str]:
+    return [str(layer.digest) for image in entry.images() for layer in image.layers]
+
+
+def stored_layers(layout: Path, entry: Entry) -> dict[str, bytes]:
+    return {
+        digest: (layout / "blobs" / digest.replace(":", "/")).read_bytes()
+        for digest in layer_digests(entry)
+    }
+
+
+@pytest.mark.parametrize("sink", ["layout", "archive"])
+def test_a_pull_downloads_its_layers_at_once_ahead_of_the_sink(
+    fake: FakeRegistry, tmp_path: Path, spool: Path, sink: str
+) -> None:
+    entry = image("wide/app:1", 40_000, 30_000, 20_000, 10_000)
+    push(fake, [entry], "wide/app:1")
+    # each layer's body is sent only once all four are being downloaded at the same time
+    fake.gathered_downloads = (frozenset(layer_digests(entry)), threading.Barrier(4, timeout=10))
+    source = RegistrySource(f"docker://{fake.address}/wide/app:1", RegistryOptions(parallel=4))
+    target = tmp_path / ("layout" if sink == "layout" else "pulled.tar")
+    copy(source, LayoutSink(target) if sink == "layout" else ArchiveSink(target), KEEP)
+    layout = target
+    if sink == "archive":
+        layout = tmp_path / "unpacked"
+        with tarfile.open(target) as tar:
+            tar.extractall(layout, filter="data")
+    assert isinstance(entry.target, Image)
+    originals = {str(layer.digest): layer.open().read() for layer in entry.target.layers}
+    assert stored_layers(layout, entry) == originals
+    assert list(spool.iterdir()) == []  # every spooled blob was read, and the spool removed
+    source.close()
+
+
+def test_a_pull_fetches_only_the_layers_the_destination_lacks(
+    fake: FakeRegistry, tmp_path: Path, spool: Path
+) -> None:
+    old, new = image("grow/app:1", 5_000, 6_000), image("grow/app:2", 5_000, 6_000, 7_000)
+    push(fake, [old], "grow/app:1")
+    push(fake, [new], "grow/app:2")
+    layout = tmp_path / "layout"
+    copy(RegistrySource(f"docker://{fake.address}/grow/app:1"), LayoutSink(layout), KEEP)
+    fake.requests.clear()
+    copy(RegistrySource(f"docker://{fake.address}/grow/app:2"), LayoutSink(layout), KEEP)
+    fetched = {path.rpartition("/")[2] for m, path, _, _ in fake.requests if "/blobs/" in path}
+    assert set(layer_digests(new)) & fetched == {layer_digests(new)[2]}
+
+
+def test_a_download_cut_ahead_of_the_sink_resumes_with_a_range_request(
+    fake: FakeRegistry, tmp_path: Path, spool: Path
+) -> None:
+    entry = image("cut/ahead:1", 300_000, 200_000)
+    push(fake, [entry], "cut/ahead:1")
+    fake.cut_downloads = 2
+    fake.requests.clear()
+    layout = tmp_path / "layout"
+    copy(RegistrySource(f"docker://{fake.address}/cut/ahead:1"), LayoutSink(layout), KEEP)
+    assert isinstance(entry.target, Image)
+    assert stored_layers(layout, entry) == {
+        str(layer.digest): layer.open().read() for layer in entry.target.layers
+    }
+    ranged = [h for m, path, h, _ in fake.requests if m == "GET" and "Range" in h]
+    assert len(ranged) == 2
+
+
+def test_a_corrupt_blob_stops_the_pull_and_leaves_nothing(
+    fake: FakeRegistry, tmp_path: Path, spool: Path
+) -> None:
+    entry = image("rot/many:1", 200_000, 150_000, 100_000)
+    push(fake, [entry], "rot/many:1")
+    digest = layer_digests(entry)[2]
+    rotten = bytearray(fake.blobs[digest])
+    rotten[len(rotten) // 2] ^= 1
+    fake.blobs[digest] = bytes(rotten)
+    layout = tmp_path / "layout"
+    source = RegistrySource(f"docker://{fake.address}/rot/many:1", RegistryOptions(parallel=3))
+    with pytest.raises(DigestMismatchError, match=f"expected {digest}"):
+        copy(source, LayoutSink(layout), KEEP)
+    source.close()
+    assert not layout.exists()
+    assert list(tmp_path.iterdir()) == [spool]
+    assert list(spool.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- prefetcher
+class SmallReads(io.RawIOBase):
+    """``data`` at most ``step`` bytes per read, as a network gives it."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data = memoryview(data)
+        self.step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.step, len(self.data))
+        buffer[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+class Blobs:
+    """In-memory blobs for a Prefetcher, recording which downloads have started."""
+
+    def __init__(self, sizes: list[int], step: int = 700) -> None:
+        self.data = [bytes([i % 251]) * size + bytes([i]) for i, size in enumerate(sizes)]
+        self.step = step
+        self.started: list[int] = []
+        self.lock = threading.Lock()
+
+    def blobs(self) -> list[PrefetchBlob]:
+        return [
+            PrefetchBlob(sha256_of(data), len(data), functools.partial(self._open, i), f"blob {i}")
+            for i, data in enumerate(self.data)
+        ]
+
+    def _open(self, i: int) -> IO[bytes]:
+        with self.lock:
+            self.started.append(i)
+        return cast(IO[bytes], SmallReads(self.data[i], self.step))
+
+
+def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in 10 s"
+        time.sleep(0.01)
+
+
+def read_blob(prefetcher: Prefetcher, blob: PrefetchBlob) -> bytes:
+    stream = prefetcher.open(blob.digest)
+    assert stream is not None
+    with stream:
+        return stream.read()
+
+
+def test_prefetch_stays_within_its_budget_until_blobs_are_read(spool: Path) -> None:
+    data = Blobs([100, 100, 100, 100])
+    blobs = data.blobs()
+    prefetcher = Prefetcher(blobs, parallel=4, budget=250)
+    try:
+        eventually(lambda: data.started == [0, 1])
+        time.sleep(0.1)
+        assert data.started == [0, 1]  # a third would pass the budget
+        assert read_blob(prefetcher, blobs[0]) == data.data[0]
+        eventually(lambda: data.started == [0, 1, 2])
+        assert read_blob(prefetcher, blobs[3]) == data.data[3]  # asked for: goes first
+        assert data.started == [0, 1, 2, 3]
+    finally:
+        prefetcher.close()
+    assert list(spool.iterdir()) == []
+
+
+def test_a_blob_larger_than_the_budget_still_moves(spool: Path) -> None:
+    data = Blobs([1000, 10])
+    blobs = data.blobs()
+    prefetcher = Prefetcher(blobs, parallel=2, budget=100)
+    assert [read_blob(prefetcher, blob) for blob in blobs] == data.data
+    assert list(spool.iterdir()) == []  # all read: the spool is gone without a close
+
+
+def test_a_blob_is_spooled_for_one_reader_and_streamed_for_the_next(spool: Path) -> None:
+    data = Blobs([10])
+    (blob,) = data.blobs()
+    prefetcher = Prefetcher([blob], parallel=1)
+    assert read_blob(prefetcher, blob) == data.data[0]
+    assert prefetcher.open(blob.digest) is None
+    assert prefetcher.open(sha256_of(b"unknown")) is None
+    prefetcher.close()
+
+
+class Stalling(io.RawIOBase):
+    """Gives ``head`` bytes, then blocks until ``release`` is set, then gives nothing."""
+
+    def __init__(self, head: bytes, release: threading.Event) -> None:
+        self.head = head
+        self.release = release
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        self.release.wait(10)
+        return 0
+
+
+def stalling(head: bytes, release: threading.Event) -> Callable[[], IO[bytes]]:
+    return lambda: cast(IO[bytes], Stalling(head, release))
+
+
+def test_a_failed_download_is_raised_to_the_reader_of_another_blob(spool: Path) -> None:
+    release = threading.Event()
+    stalled = PrefetchBlob(sha256_of(b"x" * 100), 100, stalling(b"x" * 10, release), "stalled")
+    broken = PrefetchBlob(sha256_of(b"y"), 1, lambda: io.BytesIO(b""), "broken blob")
+    prefetcher = Prefetcher([stalled, broken], parallel=2)
+    stream = prefetcher.open(stalled.digest)
+    assert stream is not None
+    with pytest.raises(DigestMismatchError, match="broken blob: ended after 0 bytes"):
+        stream.read()
+    release.set()
+    prefetcher.close()
+    assert list(spool.iterdir()) == []
+
+
+def test_closing_mid_download_stops_the_workers_and_removes_the_spool(spool: Path) -> None:
+    release = threading.Event()
+    blob = PrefetchBlob(sha256_of(b"z" * 100), 100, stalling(b"z" * 10, release), "z")
+    prefetcher = Prefetcher([blob], parallel=1, memory=0)  # every byte to the spool file
+    eventually(lambda: any(f.stat().st_size == 10 for f in spool.glob("*/*")))
+    stream = prefetcher.open(blob.digest)
+    assert stream is not None
+    assert stream.read(100) == b"z" * 10
+    prefetcher.close()
+    assert list(spool.iterdir()) == []
+    with pytest.raises(SealiftError, match="z: the download was stopped"):
+        stream.read(100)
+    release.set()
+
+
+def test_bytes_past_the_memory_budget_go_to_the_spool_and_read_back_in_order(
+    spool: Path,
+) -> None:
+    data = Blobs([5000, 3000], step=1000)
+    blobs = data.blobs()
+    prefetcher = Prefetcher(blobs, parallel=2, memory=2500)
+    eventually(lambda: sum(f.stat().st_size for f in spool.glob("*/*")) == 8002 - 2000)
+    assert [read_blob(prefetcher, blob) for blob in blobs] == data.data
+    assert list(spool.iterdir()) == []
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=6),
+    parallel=st.integers(1, 4),
+    budget=st.integers(1, 5000),
+    memory=st.integers(0, 5000),
+    order=st.randoms(use_true_random=False),
+)
+def test_every_blob_reads_back_whatever_the_order_budgets_and_parallelism(
+    spool: Path,
+    sizes: list[int],
+    parallel: int,
+    budget: int,
+    memory: int,
+    order: random.Random,
+) -> None:
+    data = Blobs(sizes)
+    blobs = data.blobs()
+    reads = list(range(len(blobs)))
+    order.shuffle(reads)
+    prefetcher = Prefetcher(blobs, parallel=parallel, budget=budget, memory=memory)
+    try:
+        for i in reads:
+            assert read_blob(prefetcher, blobs[i]) == data.data[i]
+    finally:
+        prefetcher.close()
+    assert list(spool.iterdir()) == []

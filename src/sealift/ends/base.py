@@ -28,7 +28,12 @@ from sealift.model import Entry
 
 
 class Source(Protocol):
-    """Where images come from: an archive, a layout, an engine, a remote host."""
+    """Where images come from: an archive, a layout, an engine, a remote host.
+
+    A source may also have ``will_read(digests)``, which the copy calls once it knows which
+    layers it will read (the ones the sink lacks, in the order sinks write them), before it
+    reads any: a registry starts downloading them, several at once, ahead of the sink.
+    """
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         """Every named image the source holds.

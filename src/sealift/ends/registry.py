@@ -1,7 +1,10 @@
 """A registry as a source and as a sink (``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``).
 
 Blobs move as they are: a pull hands the copy each layer as a lazy stream of the registry's
-bytes, checked against its digest and size as it streams (:class:`CheckedBlob`); a push uploads
+bytes, checked against its digest and size as it streams (:class:`CheckedBlob`). Told which
+layers the copy will read (:meth:`RegistrySource.will_read`), the source downloads them
+``parallel`` at a time ahead of it (:mod:`sealift.registry.prefetch`), so the sink, which reads
+one blob after another, finds the next one already arriving. A push uploads
 every blob with the compression it has, checked the same way before it is committed. So
 manifests and indexes arrive byte-identical and keep their digests. Neither decompresses a
 layer to check its diff_id, as skopeo and crane do not: that costs more CPU than the transfer
@@ -20,7 +23,7 @@ import concurrent.futures
 import functools
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, cast
@@ -45,6 +48,7 @@ from sealift.reference import Reference
 from sealift.registry.client import RegistryClient
 from sealift.registry.names import RegistryTarget, parse_docker_reference
 from sealift.registry.options import BlobProgress, RegistryOptions
+from sealift.registry.prefetch import PrefetchBlob, Prefetcher
 from sealift.registry.upload import BlobUpload, UploadStats
 from sealift.verify import CHUNK
 
@@ -66,8 +70,11 @@ class RegistrySource:
         self, target: RegistryTarget | str, options: RegistryOptions | None = None
     ) -> None:
         self.target = _target(target)
-        self.client = RegistryClient(self.target.host, (options or RegistryOptions()).transport())
+        self.options = options or RegistryOptions()
+        self.client = RegistryClient(self.target.host, self.options.transport())
         self.input_counter = _Counter(self.client)
+        self._blobs: dict[Digest, PrefetchBlob] = {}
+        self._prefetcher: Prefetcher | None = None
 
     def entries(self, want_codec: str | None = None, want_level: int | None = None) -> list[Entry]:
         reference = self.target.reference
@@ -148,9 +155,15 @@ class RegistrySource:
         codec = media.layer_codec(descriptor.media_type)
         label = what if codec is None else f"{what} ({digest})"
 
-        def open_blob() -> IO[bytes]:
+        def stream_blob() -> IO[bytes]:
             stream = client.open_blob(repository, digest, size)
             return cast(IO[bytes], CheckedBlob(stream, digest, size, label))
+
+        def open_blob() -> IO[bytes]:
+            prefetched = self._prefetcher.open(digest) if self._prefetcher else None
+            return prefetched if prefetched is not None else stream_blob()
+
+        self._blobs.setdefault(digest, PrefetchBlob(digest, size, stream_blob, label))
 
         if codec is None:  # an artifact's blob or an attestation: moved as it is, never unpacked
             return Layer(
@@ -164,7 +177,21 @@ class RegistrySource:
             )
         return Layer(descriptor, diff_id, codec, open_blob, verified=True, label=label)
 
+    def will_read(self, digests: Sequence[Digest]) -> None:
+        """The copy is about to read these layers (those its destination lacks), in about this
+        order: the first streams to the reader as it reads, and ``parallel - 1`` workers start
+        downloading the others ahead of it (handing bytes over between threads costs CPU, so
+        the blob read first is not)."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+        blobs = [self._blobs[digest] for digest in digests if digest in self._blobs]
+        workers = self.options.parallel - 1
+        ahead = blobs[1:]
+        self._prefetcher = Prefetcher(ahead, parallel=workers) if ahead and workers else None
+
     def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
         self.client.close()
 
 

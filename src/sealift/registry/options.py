@@ -40,7 +40,7 @@ class BlobProgress(Protocol):
 @dataclass(frozen=True)
 class RegistryOptions:
     parallel: int = 4
-    """Blobs checked and uploaded at once."""
+    """Blobs checked, uploaded or downloaded at once."""
     chunk_size: int | None = None
     """The largest request body (for proxies that cap them); None sends a blob in one PATCH."""
     monolithic_limit: int = MONOLITHIC_LIMIT
