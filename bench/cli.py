@@ -49,6 +49,7 @@ from bench.engines import (
     build_images,
     engine_processes,
     make_engine,
+    missing_docker26_reason,
     reset_engine,
 )
 from bench.measure import Measurement, run_measured
@@ -404,6 +405,12 @@ def _main(argv: list[str] | None) -> int:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         print(f"bench: missing tools {missing} (apt-get install skopeo zstd pv)", file=sys.stderr)
+        return 2
+    cannot = missing_docker26_reason() if "docker26" in args.kinds else None
+    if cannot:
+        print(
+            f"bench: no Docker 26 engines here: {cannot}; or pass --kinds docker20", file=sys.stderr
+        )
         return 2
     started = dt.datetime.now(dt.UTC)
     chosen = select(all_contenders(), args.only)

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.measure import children  # noqa: E402
-from tests.support.docker26 import Docker26Daemon  # noqa: E402
+from tests.support.docker26 import Docker26Daemon, missing_docker26_reason  # noqa: E402
 from tests.support.dockerd import DOCKER_CLI, DockerDaemon, EngineKind  # noqa: E402
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ __all__ = [
     "engine_processes",
     "image_cache",
     "make_engine",
+    "missing_docker26_reason",
     "reset_engine",
 ]
 
