@@ -211,10 +211,9 @@ def _probe_floor(ctx: Ctx, stage: str, setup: dict[str, Any]) -> None:
     """After a stage, the untimed facts its floors need (see bench/floors.py)."""
     try:
         if stage == "save":
-            probe = floors.probe_export(ctx, list(IMAGES))
+            probe = ctx.facts["export_probe"] = floors.probe_export(ctx, list(IMAGES))
             if ctx.kind == "docker26":  # its save holds gzip blobs
                 probe["layer_bytes"] = floors.layer_bytes(ctx.artifacts["docker-tar"])
-            ctx.facts["export_probe"] = probe
         elif stage == "update":
             ctx.facts["export_probe_update"] = floors.probe_export(ctx, [UPDATE_TO])
             ctx.facts["apply_probe_update"] = floors.probe_apply(ctx)
