@@ -185,16 +185,17 @@ def floors(
         if cpu is None:
             continue
         engine_cpu = export.get("engine_streaming_cpu_s", 0.0)
-        floor = export["first_byte_s"] + (cpu + engine_cpu) / CORES
+        # Reading the whole export takes its own time, however little CPU the rest needs.
+        floor = max(export["total_s"], export["first_byte_s"] + (cpu + engine_cpu) / CORES)
         found.append(
             _entry(
                 row.contender.key,
                 floor,
                 base.wall(),
-                f"the engine's first byte at {export['first_byte_s']:.2f} s (of "
-                f"{export['total_s']:.2f} s for the whole export), then {cpu:.2f} CPU-s to "
-                f"{work}, beside the engine's own {engine_cpu:.2f} CPU-s of streaming, on "
-                f"{CORES} cores",
+                f"the engine's first byte at {export['first_byte_s']:.2f} s, then {cpu:.2f} "
+                f"CPU-s to {work}, beside the engine's own {engine_cpu:.2f} CPU-s of streaming, "
+                f"on {CORES} cores; not under the {export['total_s']:.2f} s the export takes "
+                "when read and dropped",
             )
         )
     row = rows.get("convert:sealift convert --compression zstd")
