@@ -2,33 +2,53 @@
 
 A contender's script is one bash pipeline (run under ``set -e -o pipefail``). The engines are
 addressed by ``DOCKER_HOST=...`` in front of each command (the bench's environment already points
-at the source engine). ``sealift`` always runs as ``sys.executable -m sealift`` with
-``PYTHONPATH=<repo>/src``, so the working tree is what gets measured.
+at the source engine), with the engines' own docker client. ``sealift`` always runs as
+``sys.executable -m sealift`` with ``PYTHONPATH=<repo>/src``, so the working tree is what gets
+measured; its layer cache is the run's own (``SEALIFT_CACHE_DIR``), emptied before every trial
+so that each trial compresses as a first save does, except where a row says it fills it first.
+
+Every stage runs once per engine kind (a source and a destination of that kind); a contender
+names the kinds it makes sense on (``kinds``).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.engines import (
-    DOCKER_CLI,
     IMAGES,
     UPDATE_FROM,
     UPDATE_TO,
     DockerDaemon,
+    EngineKind,
     reset_engine,
 )
 from bench.measure import Measurement
 
-D = shlex.quote(str(DOCKER_CLI))
 STAGES = ("save", "load", "update", "convert")
+KINDS: tuple[EngineKind, ...] = ("docker20", "docker26")
+ENGINE_LABEL: dict[EngineKind, str] = {
+    "docker20": "Docker 20.10 (classic image store)",
+    "docker26": "Docker 26 (containerd image store)",
+}
 # 100 Mbit/s, as pv counts it: 12500 KiB/s (≈102 Mbit/s).
 DEFAULT_LINK = "12500k"
+
+
+def link_rate(link: str) -> int:
+    """pv's ``-L`` notation (``12500k``) in bytes per second."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = link.strip().lower()
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
 
 
 @dataclass
@@ -45,9 +65,23 @@ class Ctx:
     artifacts: dict[str, Path] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> EngineKind:
+        return self.src.kind
+
+    @property
+    def docker(self) -> str:
+        """The engines' own client, quoted for a script (source and destination are one kind)."""
+        return shlex.join(self.src.client_command)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work / "sealift-cache"
+
     def env(self) -> dict[str, str]:
         env = self.src.env()
         env["PYTHONPATH"] = self.pythonpath
+        env["SEALIFT_CACHE_DIR"] = str(self.cache_dir)
         return env
 
     def sealift(self, *args: str) -> str:
@@ -78,6 +112,7 @@ class Contender:
     # Artifact key under which the (first) output is published for later stages.
     produces: str | None = None
     note: str = ""
+    kinds: tuple[EngineKind, ...] = KINDS
 
     @property
     def key(self) -> str:
@@ -110,6 +145,10 @@ def _out(name: str) -> Callable[[Ctx], list[Path]]:
 
 # ---------------------------------------------------------------------------------------- save
 SAVE_BASE = "docker save -o"
+ZSTD_PIPE = "docker save | zstd -T0"
+REPEAT_SAVE = "sealift save --compression zstd (repeat, layers cached)"
+# skopeo 1.9 speaks Docker API 1.22; Docker 26 answers "1.24 is the minimum supported".
+SKOPEO_KINDS: tuple[EngineKind, ...] = ("docker20",)
 
 
 def _oci_unique_blob_bytes(paths: list[Path]) -> int:
@@ -150,6 +189,7 @@ def _skopeo_save(fmt: str) -> Contender:
         outputs=lambda ctx: [ctx.work / n for n in names],
         after=after,
         note="one copy per image; bytes = sum of the 4 files, unique = distinct blobs",
+        kinds=SKOPEO_KINDS,
     )
 
 
@@ -167,37 +207,73 @@ def _sealift_save(fmt: str) -> Contender:
     )
 
 
+def _sealift_repeat_save() -> Contender:
+    """A save whose layers sealift's cache already holds: an untimed save fills it first."""
+    name = "sealift-zstd-repeat.tar"
+    warmup = "sealift-zstd-warmup.tar"
+
+    def fill_cache(ctx: Ctx) -> dict[str, object]:
+        command = [ctx.python, "-m", "sealift", "save", *IMAGES, "-o", str(ctx.work / warmup)]
+        command += ["--compression", "zstd", "-q"]
+        start = time.perf_counter()
+        subprocess.run(command, env=ctx.env(), check=True, capture_output=True, timeout=1800)
+        (ctx.work / warmup).unlink()
+        return {"cache_fill_seconds": round(time.perf_counter() - start, 3)}
+
+    return Contender(
+        "save",
+        REPEAT_SAVE,
+        "sealift",
+        SAVE_BASE,
+        lambda ctx: ctx.sealift(
+            "save", *IMAGES, "-o", str(ctx.work / name), "--compression", "zstd"
+        ),
+        outputs=_out(name),
+        prepare=fill_cache,
+        after=lambda ctx, m: _files_bytes(ctx, m, [ctx.work / name]),
+        note="a second save: an untimed first save filled sealift's layer cache before each trial",
+    )
+
+
 def save_contenders() -> list[Contender]:
-    def plain(name: str, file: str, script: Callable[[Path], str], key: str | None) -> Contender:
+    def plain(
+        name: str, file: str, script: Callable[[Ctx, Path], str], key: str | None
+    ) -> Contender:
         return Contender(
             "save",
             name,
             "docker",
             SAVE_BASE,
-            lambda ctx: script(ctx.work / file),
+            lambda ctx: script(ctx, ctx.work / file),
             outputs=_out(file),
             after=lambda ctx, m: _files_bytes(ctx, m, [ctx.work / file]),
             produces=key,
         )
 
     return [
-        plain(SAVE_BASE, "docker.tar", lambda o: f"{D} save -o {_q(o)} {_imgs()}", "docker-tar"),
+        plain(
+            SAVE_BASE,
+            "docker.tar",
+            lambda ctx, o: f"{ctx.docker} save -o {_q(o)} {_imgs()}",
+            "docker-tar",
+        ),
         plain(
             "docker save | gzip",
             "docker.tar.gz",
-            lambda o: f"{D} save {_imgs()} | gzip -c >{_q(o)}",
+            lambda ctx, o: f"{ctx.docker} save {_imgs()} | gzip -c >{_q(o)}",
             None,
         ),
         plain(
-            "docker save | zstd -T0",
+            ZSTD_PIPE,
             "docker.tar.zst",
-            lambda o: f"{D} save {_imgs()} | zstd -q -T0 -c >{_q(o)}",
+            lambda ctx, o: f"{ctx.docker} save {_imgs()} | zstd -q -T0 -c >{_q(o)}",
             None,
         ),
         _skopeo_save("gzip"),
         _skopeo_save("zstd"),
         _sealift_save("gzip"),
         _sealift_save("zstd"),
+        _sealift_repeat_save(),
     ]
 
 
@@ -239,7 +315,12 @@ def _load(name: str, tool: str, artifact: str, command: Callable[[Ctx, Path], st
 
 def load_contenders() -> list[Contender]:
     return [
-        _load(LOAD_BASE, "docker", "docker-tar", lambda c, a: c.at_dst(f"{D} load -q -i {_q(a)}")),
+        _load(
+            LOAD_BASE,
+            "docker",
+            "docker-tar",
+            lambda c, a: c.at_dst(f"{c.docker} load -q -i {_q(a)}"),
+        ),
         _load(
             "sealift load (zstd archive)",
             "sealift",
@@ -257,6 +338,7 @@ def load_contenders() -> list[Contender]:
 
 # -------------------------------------------------------------------------------------- update
 UPDATE_BASE = "docker save | pv | docker load"
+SSH_PIPE = "docker save | ssh | docker load"
 
 
 def _dst_has_only_from(ctx: Ctx) -> dict[str, object]:
@@ -281,7 +363,7 @@ def _update_after(count: str) -> Callable[[Ctx, Measurement], None]:
 def update_contenders() -> list[Contender]:
     def docker(ctx: Ctx) -> str:
         pv = ctx.pv(ctx.work / "update-docker.count")
-        return f"{D} save {UPDATE_TO} | {pv} | " + ctx.at_dst(f"{D} load -q")
+        return f"{ctx.docker} save {UPDATE_TO} | {pv} | " + ctx.at_dst(f"{ctx.docker} load -q")
 
     def sealift(ctx: Ctx) -> str:
         pv = ctx.pv(ctx.work / "update-sealift.count")
@@ -324,6 +406,8 @@ def sealift_push_contenders() -> list[Contender]:
 
 # ------------------------------------------------------------------------------------- convert
 CONVERT_BASE = "skopeo copy docker-archive → oci-archive zstd"
+# File to file: no engine takes part, so one kind is enough (its input is Docker 20.10's save).
+CONVERT_KINDS: tuple[EngineKind, ...] = ("docker20",)
 
 
 def convert_contenders() -> list[Contender]:
@@ -349,6 +433,7 @@ def convert_contenders() -> list[Contender]:
             outputs=_out("convert-skopeo.tar"),
             after=lambda ctx, m: _files_bytes(ctx, m, [ctx.work / "convert-skopeo.tar"]),
             note=f"input: docker save of {UPDATE_TO} (one image, 3 layers)",
+            kinds=CONVERT_KINDS,
         ),
         Contender(
             "convert",
@@ -358,6 +443,7 @@ def convert_contenders() -> list[Contender]:
             sealift,
             outputs=_out("convert-sealift.tar"),
             after=lambda ctx, m: _files_bytes(ctx, m, [ctx.work / "convert-sealift.tar"]),
+            kinds=CONVERT_KINDS,
         ),
     ]
 

@@ -7,10 +7,10 @@ scripts/install-test-deps caches). Both run on overlay2 (the containerd store: i
 snapshotter) wherever overlayfs mounts on their data root's filesystem, vfs (``native``) only as the
 fallback, as users' engines do; ``engine.storage_driver`` says which. No iptables/bridge; private
 data root, exec root, pidfile and socket. Their data roots live under
-``/tmp/sealift-bench/engines`` and are removed when the daemon stops, so every run rebuilds the
-images in a fresh source engine from the cached build dir ``/tmp/sealift-bench-build`` (the
-debootstrap rootfs, the downloaded .debs and the app trees are reused; only ``docker build``
-runs again).
+``/tmp/sealift-bench/engines`` and are removed when the daemon stops, so every run gives a fresh
+source engine of each kind the images again: from that kind's cached ``docker save`` in the build
+dir ``/tmp/sealift-bench-build``, else by building them (the debootstrap rootfs, the downloaded
+.debs and the app trees are reused; only ``docker build`` runs again).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ UPDATE_TO = "bench/app:1.1"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.support.docker26 import Docker26Daemon  # noqa: E402
+from bench.measure import children  # noqa: E402
+from tests.support.docker26 import Docker26Daemon, missing_docker26_reason  # noqa: E402
 from tests.support.dockerd import DOCKER_CLI, DockerDaemon, EngineKind  # noqa: E402
 
 if TYPE_CHECKING:
@@ -51,9 +52,10 @@ __all__ = [
     "DockerDaemon",
     "EngineKind",
     "build_images",
-    "engine_pids",
+    "engine_processes",
     "image_cache",
     "make_engine",
+    "missing_docker26_reason",
     "reset_engine",
 ]
 
@@ -65,21 +67,28 @@ def make_engine(kind: EngineKind, name: str, workdir: Path) -> DockerDaemon:
     return DockerDaemon(name, workdir)
 
 
-def image_cache(build_dir: Path = BUILD_DIR) -> Path:
-    """``docker save`` of the four images, keyed by the script's hash: a new script rebuilds."""
+def image_cache(build_dir: Path = BUILD_DIR, kind: EngineKind = "docker20") -> Path:
+    """``docker save`` of the four images, keyed by the script's hash (a new script rebuilds) and
+    by engine kind: each kind keeps the images as its own build stored them."""
     digest = hashlib.sha256(MAKE_IMAGES.read_bytes()).hexdigest()[:12]
-    return build_dir / f"images-{digest}.tar"
+    prefix = "images" if kind == "docker20" else f"images-{kind}"
+    return build_dir / f"{prefix}-{digest}.tar"
 
 
 def build_images(daemon: DockerDaemon, log: Path, build_dir: Path = BUILD_DIR) -> str:
     """Give ``daemon`` the four bench images; say how (and how long) for the report.
 
-    A fresh engine first loads the cached ``docker save`` of a previous build (same image IDs),
-    then make-images.sh runs anyway: it is the authority and builds whatever is still missing.
+    Each engine kind builds them itself with make-images.sh (``docker build``, classic builder),
+    so the images are stored as that engine stores what users build: Docker 20.10 as layer
+    directories, Docker 26's containerd store as gzip blobs (loading Docker 20.10's uncompressed
+    save there would leave uncompressed blobs, which no build or pull makes). A fresh engine first
+    loads the cached ``docker save`` of a previous build of its kind (same image IDs, same stored
+    blobs: Docker 26 keeps an archive's blobs as they are), then make-images.sh runs anyway: it
+    is the authority and builds whatever is still missing.
     """
     if not MAKE_IMAGES.exists():
         raise RuntimeError(f"{MAKE_IMAGES} is missing (shared/ must sit beside the repo)")
-    cache = image_cache(build_dir)
+    cache = image_cache(build_dir, daemon.kind)
     start = time.perf_counter()
     how = "built"
     if cache.exists():
@@ -139,6 +148,23 @@ def reset_engine(daemon: DockerDaemon, keep: Iterable[str] = ()) -> float:
     return time.perf_counter() - start
 
 
-def engine_pids(*daemons: DockerDaemon) -> list[int]:
-    """The dockerd pids (their containerd is a child, so tree sampling includes it)."""
-    return [d.pid for d in daemons if d.pid is not None and Path(f"/proc/{d.pid}").exists()]
+def engine_processes(*daemons: DockerDaemon) -> list[list[int]]:
+    """Per engine, in order: its dockerd pid, then the containerd it started (a child).
+
+    An engine that is not running gives an empty list, so the order still matches ``daemons``.
+    """
+    found: list[list[int]] = []
+    for daemon in daemons:
+        pid = daemon.pid
+        if pid is None or not Path(f"/proc/{pid}").exists():
+            found.append([])
+            continue
+        found.append([pid, *(kid for kid in children(pid) if _command(kid) == "containerd")])
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

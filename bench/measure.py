@@ -17,9 +17,10 @@ Method (also in bench/README.md):
   ``engine_peak_rss`` for context.
 * CPU seconds, less sensitive than wall time to other work on the machine: ``cpu_tree`` is
   user+system time of the tree from ``wait4``'s rusage; ``cpu_engine`` is the growth of
-  utime+stime+cutime+cstime of both dockerd processes (``/proc/PID/stat``) over the trial,
-  which covers the engine's own work and its reaped helpers (e.g. ``docker-untar``), but not
-  containerd's.
+  utime+stime+cutime+cstime of each engine's long-lived processes (``/proc/PID/stat``: dockerd
+  and the containerd it started) over the trial, which covers the engine's own work and its
+  reaped helpers (e.g. ``docker-untar``). On the containerd image store, containerd is where
+  layers are unpacked, so leaving it out would hide most of the engine's work there.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +51,14 @@ class Measurement:
     engine_peak_rss: int = 0
     cpu_tree: float = 0.0
     cpu_engine: float = 0.0
-    cpu_engines: list[float] = field(default_factory=list)  # per engine pid, same order
+    cpu_engines: list[float] = field(default_factory=list)  # per engine, same order
     stderr_tail: str = ""
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live children of ``pid`` (of all its threads)."""
     kids: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -75,7 +77,7 @@ def tree(root: int) -> list[int]:
     found = [root]
     todo = [root]
     while todo:
-        for kid in _children(todo.pop()):
+        for kid in children(todo.pop()):
             if kid not in found:
                 found.append(kid)
                 todo.append(kid)
@@ -179,11 +181,14 @@ def run_measured(
     cwd: Path,
     log: Path,
     timeout: float,
-    engine_pids: Iterable[int] = (),
+    engines: Sequence[Sequence[int]] = (),
 ) -> Measurement:
-    """Run ``script`` under ``bash -o pipefail``; stdout and stderr go to ``log``."""
-    engine_pids = list(engine_pids)
-    engine_cpu_before = [cpu_seconds([pid]) for pid in engine_pids]
+    """Run ``script`` under ``bash -o pipefail``; stdout and stderr go to ``log``.
+
+    ``engines``: per engine, its pids (dockerd first: its tree is sampled for memory); CPU seconds
+    are measured per engine, in the same order.
+    """
+    engine_cpu_before = [cpu_seconds(pids) for pids in engines]
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -195,7 +200,7 @@ def run_measured(
             cwd=cwd,
             start_new_session=True,
         )
-        sampler = _Sampler(proc.pid, engine_pids)
+        sampler = _Sampler(proc.pid, [pids[0] for pids in engines if pids])
         sampler.start()
         timer = threading.Timer(timeout, _kill_group, args=(proc.pid,))
         timer.start()
@@ -229,8 +234,8 @@ def run_measured(
         stderr_tail=tail,
     )
     m.cpu_engines = [
-        max(0.0, cpu_seconds([pid]) - before)
-        for pid, before in zip(engine_pids, engine_cpu_before, strict=True)
+        max(0.0, cpu_seconds(pids) - before)
+        for pids, before in zip(engines, engine_cpu_before, strict=True)
     ]
     m.cpu_engine = sum(m.cpu_engines)
     if proc.returncode != 0:

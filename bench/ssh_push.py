@@ -19,40 +19,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.contenders import (
+    SSH_PIPE,
     UPDATE_BASE,
     Contender,
     Ctx,
-    D,
     _dst_has_only_from,
     _verify_loaded,
+    link_rate,
 )
-from bench.engines import DOCKER_CLI, UPDATE_TO
+from bench.engines import UPDATE_TO
 from bench.measure import Measurement
 from tests.support.peers import Sshd
 from tests.support.ssh_relay import relay_command, total_bytes
 
-_HOSTS: dict[str, Sshd] = {}
-
-
-def _rate(link: str) -> int:
-    """pv's ``-L`` notation (``12500k``) in bytes per second."""
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = link.strip().lower()
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+_HOSTS: dict[tuple[str, str], Sshd] = {}
 
 
 def _host(ctx: Ctx, kind: str) -> Sshd:
-    """The sshd for ``kind`` (agent or docker), started on first use."""
-    if kind in _HOSTS:
-        return _HOSTS[kind]
-    root = Path(tempfile.mkdtemp(prefix=f"sealift-bench-ssh-{kind}-"))
+    """The sshd for ``kind`` (agent or docker) in front of ``ctx``'s destination engine, started
+    on first use."""
+    if (ctx.dst.host, kind) in _HOSTS:
+        return _HOSTS[ctx.dst.host, kind]
+    root = Path(tempfile.mkdtemp(prefix=f"sealift-bench-ssh-{ctx.kind}-{kind}-"))
     bin_dir = root / "bin"
-    bin_dir.mkdir(parents=True)
-    docker = bin_dir / "docker"
-    docker.write_text(f'#!/bin/sh\nexec {DOCKER_CLI} "$@"\n')
-    docker.chmod(0o755)
+    ctx.dst.write_client_wrapper(bin_dir)
     path = str(bin_dir)
     if kind == "agent":
         sealift = bin_dir / "sealift"
@@ -70,17 +60,17 @@ def _host(ctx: Ctx, kind: str) -> Sshd:
         "DOCKER_CONFIG": str(ctx.dst.client_config_dir),
         "XDG_CACHE_HOME": str(root / "cache"),
     }
-    server = Sshd(root / "sshd", env, alias=f"bench-{kind}")
+    server = Sshd(root / "sshd", env, alias=f"bench-{ctx.kind}-{kind}")
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     atexit.register(server.stop)
     server.start()
-    _HOSTS[kind] = server
+    _HOSTS[ctx.dst.host, kind] = server
     return server
 
 
 def _ssh_config(ctx: Ctx, server: Sshd, count: Path) -> Path:
     lines = server.ssh_config.read_text().splitlines()
-    proxy = relay_command(count, rate=_rate(ctx.link))
+    proxy = relay_command(count, rate=link_rate(ctx.link))
     config = count.with_suffix(".ssh_config")
     config.write_text("\n".join([lines[0], f"  ProxyCommand {proxy}", *lines[1:]]) + "\n")
     return config
@@ -117,7 +107,7 @@ def _row(name: str, tool: str, kind: str, command: str, *args: str) -> Contender
         config = _ssh_config(ctx, server, _count_file(ctx, key))
         ssh = f"ssh -F {shlex.quote(str(config))}"
         if command == "pipe":
-            return f"{D} save {UPDATE_TO} | {ssh} {server.alias} docker load -q"
+            return f"{ctx.docker} save {UPDATE_TO} | {ssh} {server.alias} docker load -q"
         push = ctx.sealift("push", UPDATE_TO, f"ssh://{server.alias}", "--parallel", "1", *args)
         return f"SEALIFT_SSH_COMMAND={shlex.quote(ssh)} {push}"
 
@@ -135,7 +125,7 @@ def _row(name: str, tool: str, kind: str, command: str, *args: str) -> Contender
 
 def push_contenders() -> list[Contender]:
     return [
-        _row("docker save | ssh | docker load", "docker", "docker", "pipe"),
+        _row(SSH_PIPE, "docker", "docker", "pipe"),
         _row("sealift push (sealift on the remote)", "sealift", "agent", "push"),
         _row("sealift push --no-delta (agent)", "sealift", "agent", "push", "--no-delta"),
         _row("sealift push (only docker on the remote)", "sealift", "docker", "push"),
