@@ -711,7 +711,7 @@ def update_sink(
 
 def _report_update_plan(images: tuple[str, ...], result: WriteResult, *, as_json: bool) -> None:
     """What ``save --since --dry-run`` found: per layer the site lacks, how it would cross."""
-    from sealift.update_patches import LayerReport
+    from sealift.delta import LayerChoice
 
     layers = cast(list[dict[str, Any]], result.details.get("layers", []))
     if as_json:
@@ -730,7 +730,7 @@ def _report_update_plan(images: tuple[str, ...], result: WriteResult, *, as_json
         f"(the site holds them), {len(layers) - patched} whole, {patched} as patches"
     )
     for layer in layers:
-        click.echo(f"  {LayerReport(**layer).describe()}")
+        click.echo(f"  {LayerChoice(**layer).describe()}")
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sealift.delta import LayerChoice
 from sealift.digest import Digest
 from sealift.ends.base import Sink, WriteResult, all_layers
 from sealift.errors import InvalidArchiveError, NotFoundError, SealiftError
@@ -38,7 +39,6 @@ from sealift.model import Entry, load_json
 from sealift.update_patches import (
     BaseFinder,
     BundlePatcher,
-    LayerReport,
     MadePatch,
     PatchedLayer,
 )
@@ -125,7 +125,7 @@ class UpdateSink:
         """``find_base``: where the build box reads a base the images saved do not hold
         (its engine); without it, only those images' layers serve as bases. ``dry_run``:
         make the patches to measure them, write nothing; the result's details say, per layer
-        the site lacks, what the bundle would carry (:class:`LayerReport`)."""
+        the site lacks, what the bundle would carry (:class:`LayerChoice`)."""
         from sealift.ends.archive import ArchiveSink
 
         self.inventory = inventory
@@ -185,7 +185,7 @@ class UpdateSink:
         return result
 
     def _would_write(
-        self, entries: list[Entry], omit: set[Digest], reports: Mapping[Digest, LayerReport]
+        self, entries: list[Entry], omit: set[Digest], reports: Mapping[Digest, LayerChoice]
     ) -> WriteResult:
         """The result of a dry run: ``reports`` by diff_id, for the layers that had a base."""
         from sealift.formats.write import archive_size
@@ -200,7 +200,7 @@ class UpdateSink:
         }
         why_whole = self._why_whole()
         layers = [
-            reports.get(diff_id) or LayerReport(str(diff_id), layer.size, reason=why_whole)
+            reports.get(diff_id) or LayerChoice(str(diff_id), layer.size, reason=why_whole)
             for diff_id, layer in lacking.items()
         ]
         result = WriteResult(names=[str(tag) for entry in entries for tag in entry.tags])

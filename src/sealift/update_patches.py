@@ -22,7 +22,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -30,6 +30,7 @@ from sealift import compression, media
 from sealift.delta import (
     Holdings,
     ImageLayers,
+    LayerChoice,
     LayerPlan,
     PatchError,
     make_patch_file,
@@ -116,35 +117,6 @@ class PatchedLayer:
 
 
 # ------------------------------------------------------------------------------ build box
-@dataclass
-class LayerReport:
-    """What an update bundle carries for one layer the site lacks, for ``--dry-run`` and
-    ``--json`` (the fields of a push's report: ``sealift.remote.deltas.LayerDelta``)."""
-
-    diff_id: str
-    layer_bytes: int
-    """The layer's size as the bundle would carry it whole (compressed)."""
-    sent: str = "whole"
-    """``patch`` or ``whole``."""
-    base: str | None = None
-    patch_bytes: int | None = None
-    reason: str = ""
-    """Why this base, or why no patch."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line for ``--dry-run``."""
-        layer = f"layer {Digest.parse(self.diff_id).short} ({human_size(self.layer_bytes)})"
-        if self.patch_bytes is not None and self.base is not None:
-            return (
-                f"{layer}: patch of {human_size(self.patch_bytes)} against "
-                f"{Digest.parse(self.base).short} ({self.reason})"
-            )
-        return f"{layer}: whole ({self.reason})"
-
-
 def holdings_of(inventory: Inventory) -> Holdings:
     """The site's tagged images, for :func:`~sealift.delta.plan_bases`."""
     images = [
@@ -200,7 +172,7 @@ class BundlePatcher:
         self._level = level
         self._stack = contextlib.ExitStack()
         self._dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="sealift-")))
-        self.reports: dict[Digest, LayerReport] = {}
+        self.reports: dict[Digest, LayerChoice] = {}
         """What :meth:`make` did with each layer that has a base (diff_id -> report)."""
 
     def close(self) -> None:
@@ -221,7 +193,7 @@ class BundlePatcher:
         saved = {layer.diff_id: layer for entry in entries for layer in _layers(entry)}
         for layer, plan in plan_patches(entries, self._inventory):
             assert plan.base is not None
-            report = LayerReport(str(layer.diff_id), layer.size, base=str(plan.base))
+            report = LayerChoice(str(layer.diff_id), layer.size, base=str(plan.base))
             patch = self._make_one(layer, plan.base, saved.get(plan.base), report)
             if patch is not None:
                 made[layer.digest] = patch
@@ -231,7 +203,7 @@ class BundlePatcher:
         return made
 
     def _make_one(
-        self, layer: Layer, base: Digest, saved_base: Layer | None, report: LayerReport
+        self, layer: Layer, base: Digest, saved_base: Layer | None, report: LayerChoice
     ) -> MadePatch | None:
         """The patch, or None with ``report.reason`` saying why not."""
         budget = patch_budget(layer.size)

@@ -24,7 +24,14 @@ from sealift.delta.patch import (
     patch_budget,
     read_patch_header,
 )
-from sealift.delta.planning import BaseReason, Holdings, ImageLayers, LayerPlan, plan_bases
+from sealift.delta.planning import (
+    BaseReason,
+    Holdings,
+    ImageLayers,
+    LayerChoice,
+    LayerPlan,
+    plan_bases,
+)
 from sealift.delta.tarpaths import TarPaths, list_tar_paths
 
 __all__ = [
@@ -34,6 +41,7 @@ __all__ = [
     "BaseReason",
     "Holdings",
     "ImageLayers",
+    "LayerChoice",
     "LayerInput",
     "LayerPlan",
     "PatchError",

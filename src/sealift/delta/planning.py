@@ -18,11 +18,13 @@ Whether the patch then pays is measured when it is made (``patch_budget``), not 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from sealift.delta.patch import DEFAULT_SEGMENT_SIZE, can_patch
 from sealift.digest import Digest
+from sealift.progress import human_size
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,32 @@ def _shared_bottom(layers: Sequence[Digest], others: Sequence[Digest]) -> int:
 def _descending(text: str) -> tuple[int, ...]:
     """A key that sorts ``text`` in reverse order (for use inside ascending sorts)."""
     return (*(-ord(character) for character in text), 1)
+
+
+@dataclass
+class LayerChoice:
+    """What a transfer did (or, in a dry run, would do) with one layer the destination lacks:
+    send it whole or as a patch against a base, for ``--dry-run`` and ``--json``."""
+
+    diff_id: str
+    layer_bytes: int
+    """The layer's size as it would go whole (compressed)."""
+    sent: str = "whole"
+    """``patch`` or ``whole``."""
+    base: str | None = None
+    patch_bytes: int | None = None
+    reason: str = ""
+    """Why this base, or why no patch."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for ``--dry-run``."""
+        layer = f"layer {Digest.parse(self.diff_id).short} ({human_size(self.layer_bytes)})"
+        if self.patch_bytes is not None and self.base is not None:
+            return (
+                f"{layer}: patch of {human_size(self.patch_bytes)} against "
+                f"{Digest.parse(self.base).short} ({self.reason})"
+            )
+        return f"{layer}: whole ({self.reason})"

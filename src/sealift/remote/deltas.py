@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -36,6 +36,7 @@ from sealift.delta import (
     BaseReason,
     Holdings,
     ImageLayers,
+    LayerChoice,
     LayerPlan,
     PatchError,
     make_patch_file,
@@ -82,35 +83,15 @@ the very blob (one another tool compressed, such as Docker's own gzip)."""
 
 # ------------------------------------------------------------------------------ the report
 @dataclass
-class LayerDelta:
-    """What became of one layer the receiver lacked, for ``--dry-run`` and ``--json``."""
+class LayerDelta(LayerChoice):
+    """What became of one layer the receiver lacked, for ``--dry-run`` and ``--json``.
+    ``layer_bytes`` is its size as it would cross whole (compressed with the wire codec) when a
+    base was chosen, else its size as the sender holds it (not compressed again just to say);
+    ``sent`` is what was sent (in a dry run, what would be)."""
 
-    diff_id: str
-    layer_bytes: int
-    """The layer's size as it would cross whole (compressed with the wire codec) when a base
-    was chosen, else its size as the sender holds it (not compressed again just to say)."""
-    sent: str = "whole"
-    """``patch`` or ``whole`` (after the push; in a dry run, what would be sent)."""
-    base: str | None = None
     base_image: str | None = None
-    patch_bytes: int | None = None
-    reason: str = ""
-    """Why this base, or why no patch."""
     fallback: str | None = None
     """Why the receiver refused the patch and took the whole layer instead."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line for ``--dry-run``."""
-        layer = f"layer {Digest.parse(self.diff_id).short} ({human_size(self.layer_bytes)})"
-        if self.patch_bytes is not None and self.base is not None:
-            return (
-                f"{layer}: patch of {human_size(self.patch_bytes)} against "
-                f"{Digest.parse(self.base).short} ({self.reason})"
-            )
-        return f"{layer}: whole ({self.reason})"
 
 
 @dataclass(frozen=True)
