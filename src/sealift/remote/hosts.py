@@ -52,6 +52,8 @@ from sealift.remote.sender import (
 from sealift.remote.source import Offering
 from sealift.remote.staging import Staging
 
+LISTING_END = "sealift-listing-end"
+"""Printed after a remote engine's image listing, before the IDs its tags show."""
 TOOLS_PROBE = "for t in docker podman; do command -v $t >/dev/null 2>&1 && echo tool $t; done; true"
 BOOTSTRAP = (
     "if command -v sealift >/dev/null 2>&1; then exec sealift agent; fi; "
@@ -472,8 +474,7 @@ def _push_cli_spooled(
                 raise
     result.mode = tool
     known, accepted = _remote_ids(source, have, containerd)
-    # the containerd store takes no thin archive: it hides an image whose blobs it lacks
-    chains = set() if containerd else {c for ids in have.values() for c in chain_ids(ids)}
+    chains = {c for ids in have.values() for c in chain_ids(ids)}
     missing = {str(image.id) for image in source.offer if str(image.id) not in known}
     result.images = _statuses(source, lambda image_id: image_id not in missing)
     send: list[Entry] = []
@@ -503,6 +504,10 @@ def _push_cli_spooled(
         if image_id not in missing
     ]
     expected = tagged
+    thin_into_containerd = bool(omit) and containerd
+    if thin_into_containerd:
+        words.append(remote_command([tool, "images", "-aq", "--no-trunc"]))
+        words.append(f"echo {LISTING_END}")
     if expected:
         names = [_tag_name(tool, tag) for _, tag in expected]
         words.append(remote_command([tool, "image", "inspect", "--format", "{{.Id}}", *names]))
@@ -510,6 +515,9 @@ def _push_cli_spooled(
     if send:
         try:
             shown = _load(ssh, tool, send, omit, options, result, progress, after)
+            if thin_into_containerd:
+                listing, _, shown = shown.rpartition(LISTING_END)
+                _check_listed(ssh, tool, listing, missing, accepted)
         except EngineError as exc:
             # a containerd store can fail to unpack a blob an earlier, cut load left half
             # ingested ("content digest ... not found"); a second load writes it whole
@@ -596,6 +604,18 @@ def _archive_codec(entries: list[Entry], omit: set[Digest], options: RemoteOptio
     if all(layer.codec != compression.NONE for layer in written):
         return compression.NONE
     return compression.GZIP
+
+
+def _check_listed(
+    ssh: Ssh, tool: str, listing: str, loaded: set[str], accepted: dict[str, set[str]]
+) -> None:
+    """A thin archive's images are listed by a containerd store (``listing``: its ``images
+    -aq``) only if it held every blob the archive left out: it hides an image it cannot
+    complete, though its tag may answer."""
+    listed = {_prefixed(line) for line in listing.split()}
+    for image_id in loaded:
+        if not accepted.get(image_id, {image_id}) & listed:
+            raise EngineError(f"{ssh.target}: {tool} did not take {image_id} whole")
 
 
 def _check_tags(
