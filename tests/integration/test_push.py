@@ -257,6 +257,33 @@ def test_first_push_update_and_noop(
         assert not summary["source_read"], "nothing needed: the source engine is not even saved"
 
 
+@pytest.mark.parametrize("engine_kind", ["docker26"], indirect=True)
+def test_agent_on_a_store_holding_other_blobs_stages_them_from_its_engine(
+    test_images: ImageSet,
+    source_engine: DockerDaemon,
+    empty_dest_engine: DockerDaemon,
+    connect: Callable[..., tuple[Host, Wire]],
+    tmp_path: Path,
+) -> None:
+    """The host's containerd store holds app:1's layers as zstd blobs (from a zstd archive), the
+    push offers other blobs of them: the thin load is hidden, so the agent stages those layers
+    from its own engine and loads app:2 whole; they never cross the wire."""
+    dest = empty_dest_engine
+    archive = tmp_path / "app1-zstd.tar"
+    env = source_engine.env()
+    run_sealift("save", test_images.app1.ref, "-o", archive, "--compression", "zstd", env=env)
+    run_sealift("load", archive, env=dest.env()).assert_ok()
+    host, wire = connect(dest, ("sealift", "docker"))
+    top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
+    result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
+    summary = result.json()["hosts"][0]
+    assert summary["layers_sent"] == 1 and summary["layers_skipped"] == 2, summary
+    assert wire.bytes <= 1.1 * top + SLACK, (wire.bytes, top)
+    assert image_id(dest, test_images.app2.ref) == test_images.app2.id
+    assert dest.run(test_images.app2.ref) == test_images.app2.expected_output
+    assert not any(host.cache.glob("sealift/staging/*")), "staging is cleaned after success"
+
+
 @both_engine_kinds
 def test_cut_mid_layer_then_resume(
     test_images: ImageSet,

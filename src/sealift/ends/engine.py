@@ -509,11 +509,19 @@ class EngineSink:
     """Loads images into an engine: only what it lacks, verified before anything is tagged."""
 
     def __init__(
-        self, engine: Engine, *, thin: bool = True, rename: Reference | None = None
+        self,
+        engine: Engine,
+        *,
+        thin: bool = True,
+        rename: Reference | None = None,
+        whole_entries: Callable[[list[Entry]], list[Entry]] | None = None,
     ) -> None:
+        """``whole_entries`` gives the entries an engine refused thin as they are to be read
+        for a whole load: for a writer that holds the left-out layers nowhere until then."""
         self.engine = engine
         self.thin = thin
         self.rename = rename
+        self.whole_entries = whole_entries
         self.bytes_sent = 0
         self._state: tuple[set[str], set[Digest]] | None = None
         self._upload: _ArchiveUpload | _SocketUpload | None = None
@@ -601,8 +609,9 @@ class EngineSink:
                 if not plan.skip_layers and not self._worth_another_try(exc):
                     raise
                 # an engine that refuses (or half takes) a thin archive gets everything
-                result.names = self._load(plan.send, set(), [])
-                self._check_loaded(plan.send)
+                whole = plan.send if self.whole_entries is None else self.whole_entries(plan.send)
+                result.names = self._load(whole, set(), [])
+                self._check_loaded(whole)
                 result.layers_sent, result.layers_skipped = len(layers), 0
         if plan.tag_only:
             tagged_layers = _layers_of([entry for _, entry, _ in plan.tag_only])

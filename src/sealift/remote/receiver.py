@@ -105,9 +105,8 @@ class Receiver:
         receive_layer(self.staging, self.received, channel, header, self._blob_keys)
 
     def _stage_from_engine(self, images: list[OfferedImage]) -> None:
-        """The containerd store takes no thin archive whose blobs it may lack: the layers the
-        engine holds (and so were not sent) are staged from its own export of an image that
-        holds them, on this host, before the images are loaded whole."""
+        """For a whole load after a refused thin one: the layers the engine holds (and so were
+        not sent) staged from its own export of an image that holds them, on this host."""
         wanted = {d for image in images for d in image.diff_ids if d in self._local}
         by_image: dict[str, dict[Digest, Digest]] = {}
         for diff_id in wanted:
@@ -149,17 +148,31 @@ class Receiver:
         """
         manifests = manifests or {}
         start = time.monotonic()
-        if self.containerd_store:
-            self._stage_from_engine([image for image in images if image.id in configs])
-        load = [
-            staged_entry(self.staging, image, configs[image.id], manifests.get(image.id))
-            for image in images
-            if image.id in configs
-        ]
+        loaded = [image for image in images if image.id in configs]
+
+        def entries(wanted: list[OfferedImage]) -> list[Entry]:
+            return [
+                staged_entry(self.staging, image, configs[image.id], manifests.get(image.id))
+                for image in wanted
+            ]
+
+        def whole(refused: list[Entry]) -> list[Entry]:
+            # the containerd store hid an image: it lacks a left-out layer's very blob, so
+            # those layers come from its own export
+            ids = {image.config.digest for entry in refused for image in entry.images()}
+            wanted = [image for image in loaded if image.id in ids]
+            self._stage_from_engine(wanted)
+            load.extend(entries(wanted))
+            return load[-len(wanted) :]
+
+        load = entries(loaded)
         if load:
-            EngineSink(self.engine).write(load)
+            EngineSink(self.engine, whole_entries=whole).write(load[:])
         # the IDs the engine may show: config digest, or (containerd store) manifest digest
-        known = {image.id: engine_ids(image) for entry in load for image in entry.images()}
+        known: dict[Digest, set[str]] = {}
+        for entry in load:
+            for loaded_image in entry.images():
+                known.setdefault(loaded_image.id, set()).update(engine_ids(loaded_image))
         results: list[dict[str, Any]] = []
         for image in images:
             image_id = str(image.id)
@@ -321,9 +334,15 @@ def staged_entry(
                 )
             )
         else:
+            # received as its blob (protocol 3) while another layer is staged as content, or
+            # held by the engine and not to be read
             codec = media.layer_codec(offered.media_type) or compression.GZIP
             descriptor = Descriptor(offered.media_type, offered.digest, offered.size)
-            layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
+            if staging.hold(offered.digest):
+                opener = _opener(staging, offered.digest)
+                layers.append(Layer(descriptor, diff_id, codec, opener, verified=False))
+            else:
+                layers.append(Layer(descriptor, diff_id, codec, _absent(diff_id), verified=True))
     config_descriptor = Descriptor(media.OCI_CONFIG, config.digest, len(config.raw))
     rebuilt = Manifest.build(config_descriptor, [layer.descriptor for layer in layers])
     return Entry(Image(config, tuple(layers), rebuilt), tags)
