@@ -442,7 +442,20 @@ class EngineSource:
             raise EngineError(f"the engine's save stream broke: {exc}") from exc
         if not self._keep_layers:
             self._check_all_cached(entries, want_codec, want_level)
-        return entries
+        return self._in_request_order(entries)
+
+    def _in_request_order(self, entries: list[Entry]) -> list[Entry]:
+        """The entries in the order their images were named: an engine's export lists them in
+        an order of its own (Docker 20.10's varies between runs), and a save's bytes must not."""
+        rank = {
+            str(info["Id"]): index for index, info in reversed(list(enumerate(self.found.values())))
+        }
+
+        def position(entry: Entry) -> int:
+            ids = {engine_id for image in entry.images() for engine_id in engine_ids(image)}
+            return min((rank[i] for i in ids if i in rank), default=len(rank))
+
+        return sorted(entries, key=position)
 
     def _plan_arrival(self, codec: str | None, level: int | None) -> tuple[str | None, bool]:
         """The codec to compress layers with as they arrive, and whether to keep them at all.
