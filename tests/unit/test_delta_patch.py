@@ -350,8 +350,8 @@ def test_a_patch_is_worth_it_only_when_it_saves_half_and_64_kib(
 def test_the_public_names_are_pinned() -> None:
     assert sorted(sealift.delta.__all__) == [
         "BadPatchError", "BaseReason", "DEFAULT_LEVEL", "DEFAULT_SEGMENT_SIZE", "Holdings",
-        "ImageLayers", "LayerChoice", "LayerInput", "LayerPlan", "PatchError", "PatchHeader", "PatchInfo",
-        "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError", "apply_patch",
+        "ImageLayers", "LayerChoice", "LayerInput", "LayerPlan", "PatchError", "PatchHeader",
+        "PatchInfo", "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError", "apply_patch",
         "can_patch", "is_worth_it", "list_tar_paths", "make_patch", "make_patch_file",
         "open_patched", "patch_budget", "plan_bases", "read_patch_header",
     ]  # fmt: skip
