@@ -351,9 +351,9 @@ def test_the_public_names_are_pinned() -> None:
     assert sorted(sealift.delta.__all__) == [
         "BadPatchError", "BaseReason", "DEFAULT_LEVEL", "DEFAULT_SEGMENT_SIZE", "Holdings",
         "ImageLayers", "LayerChoice", "LayerInput", "LayerPlan", "PatchError", "PatchHeader",
-        "PatchInfo", "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError", "apply_patch",
-        "can_patch", "is_worth_it", "list_tar_paths", "make_patch", "make_patch_file",
-        "open_patched", "patch_budget", "plan_bases", "read_patch_header",
+        "PatchInfo", "PatchedReader", "RebuildMismatchError", "TarPaths", "WrongBaseError",
+        "apply_patch", "can_patch", "is_worth_it", "list_tar_paths", "make_patch",
+        "make_patch_file", "open_patched", "patch_budget", "plan_bases", "read_patch_header",
     ]  # fmt: skip
     assert all(hasattr(sealift.delta, name) for name in sealift.delta.__all__)
 
