@@ -189,6 +189,18 @@ def assert_arrived(dest: DockerDaemon, ref: str, image: BuiltImage, *, exact: bo
         assert shown == image.engine_id, "the engine's ID (manifest digest) survived"
 
 
+def load_as_zstd_blobs(
+    source: DockerDaemon, dest: DockerDaemon, image: BuiltImage, tmp: Path
+) -> None:
+    """``dest`` gets ``image`` from a sealift zstd archive: on the containerd store it then holds
+    other blobs of the image's layers than ``source`` offers."""
+    archive = tmp / "zstd-blobs.tar"
+    env = source.env()
+    run_sealift("save", image.ref, "-o", archive, "--compression", "zstd", env=env).assert_ok()
+    run_sealift("load", archive, env=dest.env()).assert_ok()
+    archive.unlink()
+
+
 def layer_sizes(engine: DockerDaemon, ref: str, tmp: Path, codec: str = "zstd") -> list[int]:
     """Compressed sizes of ``ref``'s layers (as sealift compresses them with ``codec``)."""
     archive = tmp / f"sizes-{codec}.tar"
@@ -269,10 +281,7 @@ def test_agent_on_a_store_holding_other_blobs_stages_them_from_its_engine(
     push offers other blobs of them: the thin load is hidden, so the agent stages those layers
     from its own engine and loads app:2 whole; they never cross the wire."""
     dest = empty_dest_engine
-    archive = tmp_path / "app1-zstd.tar"
-    env = source_engine.env()
-    run_sealift("save", test_images.app1.ref, "-o", archive, "--compression", "zstd", env=env)
-    run_sealift("load", archive, env=dest.env()).assert_ok()
+    load_as_zstd_blobs(source_engine, dest, test_images.app1, tmp_path)
     host, wire = connect(dest, ("sealift", "docker"))
     top = layer_sizes(source_engine, test_images.app2.ref, tmp_path)[-1]
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
@@ -462,10 +471,7 @@ def test_docker_only_containerd_remote_holding_other_blobs_gets_the_image_whole(
     other blobs of the same layers: the thin archive leaves out blobs the store lacks, so it
     hides app:2, and the push sends it again whole."""
     dest = empty_dest_engine
-    archive = tmp_path / "app1-zstd.tar"
-    env = source_engine.env()
-    run_sealift("save", test_images.app1.ref, "-o", archive, "--compression", "zstd", env=env)
-    run_sealift("load", archive, env=dest.env()).assert_ok()
+    load_as_zstd_blobs(source_engine, dest, test_images.app1, tmp_path)
     host, wire = connect(dest, ("docker",))
     result = push(wire, source_engine, test_images.app2.ref, host.url, "--json").assert_ok()
     assert result.json()["hosts"][0]["layers_skipped"] == 0

@@ -5,7 +5,6 @@ only when its digest checks; a blob no recipe rewrites crosses whole."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import random
@@ -17,7 +16,7 @@ import pytest
 
 from sealift import compression, media
 from sealift.delta import make_patch
-from sealift.digest import Digest
+from sealift.digest import Digest, sha256_of
 from sealift.ends.engine import Engine
 from sealift.errors import SealiftError
 from sealift.model import Descriptor, Entry, Image, ImageConfig, Layer
@@ -48,10 +47,6 @@ TARGET = BASE[:1000] + b"one small change" + BASE[1000:]
 BOTTOM = b"bottom layer " * 100
 
 
-def _digest(data: bytes) -> Digest:
-    return Digest.from_hex(hashlib.sha256(data).hexdigest())
-
-
 def _sealift_blob(content: bytes, codec: str, level: int) -> bytes:
     out = io.BytesIO()
     write_blob(io.BytesIO(content), codec, level, out)
@@ -61,16 +56,16 @@ def _sealift_blob(content: bytes, codec: str, level: int) -> bytes:
 def _layer(content: bytes, blob: bytes | None = None, codec: str = compression.ZSTD) -> Layer:
     if blob is None:
         return Layer(
-            Descriptor(media.OCI_LAYER, _digest(content), len(content)),
-            _digest(content),
+            Descriptor(media.OCI_LAYER, sha256_of(content), len(content)),
+            sha256_of(content),
             compression.NONE,
             lambda: io.BytesIO(content),
             verified=True,
         )
     media_type = media.OCI_LAYER_ZSTD if codec == compression.ZSTD else media.OCI_LAYER_GZIP
     return Layer(
-        Descriptor(media_type, _digest(blob), len(blob)),
-        _digest(content),
+        Descriptor(media_type, sha256_of(blob), len(blob)),
+        sha256_of(content),
         codec,
         lambda: io.BytesIO(blob),
         verified=True,
@@ -88,7 +83,7 @@ def test_a_blob_sealift_wrote_has_a_recipe_and_another_tools_has_none() -> None:
     zstd_blob = _sealift_blob(TARGET, compression.ZSTD, 3)
     recipe = recipe_for(_layer(TARGET, zstd_blob), [3])
     assert recipe == BlobRecipe(
-        _digest(zstd_blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3)
+        sha256_of(zstd_blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3)
     )
     gzip_blob = _sealift_blob(TARGET, compression.GZIP, 6)
     assert recipe_for(_layer(TARGET, gzip_blob, compression.GZIP), [3]) is None, "other level"
@@ -99,7 +94,7 @@ def test_a_blob_sealift_wrote_has_a_recipe_and_another_tools_has_none() -> None:
 
 
 def test_recipes_are_parsed_strictly() -> None:
-    recipe = BlobRecipe(_digest(b"x"), compression.ZSTD, 3, "zstandard 0.25.0 libzstd 1.5.7")
+    recipe = BlobRecipe(sha256_of(b"x"), compression.ZSTD, 3, "zstandard 0.25.0 libzstd 1.5.7")
     assert BlobRecipe.parse(recipe.to_json()) == recipe
     bad_values: list[object] = [
         {**recipe.to_json(), "codec": "xz"},
@@ -172,7 +167,7 @@ def _wire(tmp_path: Path, recipe: BlobRecipe) -> bytes:
     with path.open("wb") as out:
         info = make_patch(io.BytesIO(BASE), io.BytesIO(TARGET), out)
     assert info is not None
-    planned = PlannedPatch(_digest(TARGET), _digest(BASE), path, info.size)
+    planned = PlannedPatch(sha256_of(TARGET), sha256_of(BASE), path, info.size)
     out_stream = io.BytesIO()
     channel = Channel(io.BytesIO(b'{"t":"patched","ok":true}\n'), out_stream)
     send_patch(channel, planned, LayerDelta(str(planned.diff_id), len(TARGET)), None, recipe)
@@ -180,29 +175,30 @@ def _wire(tmp_path: Path, recipe: BlobRecipe) -> bytes:
 
 
 def _received(staging: Staging, wire: bytes, blob: Digest) -> str | None:
-    staging.complete_path(_digest(BASE)).write_bytes(BASE)
+    staging.complete_path(sha256_of(BASE)).write_bytes(BASE)
     bases = ReceiverBases(cast(Engine, object()), staging, [])
     channel = Channel(io.BytesIO(wire), io.BytesIO(), "the client")
-    return receive_patch(staging, bases, channel, channel.expect("patch"), {_digest(TARGET): blob})
+    blob_keys = {sha256_of(TARGET): blob}
+    return receive_patch(staging, bases, channel, channel.expect("patch"), blob_keys)
 
 
 def test_the_receiver_recompresses_the_rebuilt_layer_into_its_blob(
     staging: Staging, tmp_path: Path
 ) -> None:
     blob = _sealift_blob(TARGET, compression.ZSTD, 3)
-    recipe = BlobRecipe(_digest(blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3))
+    recipe = BlobRecipe(sha256_of(blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3))
     wire = _wire(tmp_path, recipe)
     assert len(wire) < len(blob) // 20
     assert _received(staging, wire, recipe.digest) is None
     assert staging.complete_path(recipe.digest).read_bytes() == blob
-    assert not staging.hold(_digest(TARGET)), "staged as the blob only"
+    assert not staging.hold(sha256_of(TARGET)), "staged as the blob only"
 
 
 def test_a_blob_the_recipe_does_not_give_is_asked_for_whole(
     staging: Staging, tmp_path: Path
 ) -> None:
     blob = _sealift_blob(TARGET, compression.ZSTD, 3)
-    wrong = BlobRecipe(_digest(blob), compression.ZSTD, 1, library_of(compression.ZSTD, 1))
+    wrong = BlobRecipe(sha256_of(blob), compression.ZSTD, 1, library_of(compression.ZSTD, 1))
     reason = _received(staging, _wire(tmp_path, wrong), wrong.digest)
     assert reason is not None and "did not give its blob" in reason
     assert not staging.hold(wrong.digest) and staging.offset(wrong.digest) == 0
@@ -212,13 +208,13 @@ def test_another_library_on_the_receiver_asks_for_the_whole_blob(
     staging: Staging, tmp_path: Path
 ) -> None:
     blob = _sealift_blob(TARGET, compression.ZSTD, 3)
-    other = BlobRecipe(_digest(blob), compression.ZSTD, 3, "zstandard 0.1 libzstd 1.0.0")
+    other = BlobRecipe(sha256_of(blob), compression.ZSTD, 3, "zstandard 0.1 libzstd 1.0.0")
     reason = _received(staging, _wire(tmp_path, other), other.digest)
     assert reason is not None and "written with zstandard 0.1" in reason
 
 
 def test_a_patch_for_a_blob_must_name_that_blob(staging: Staging, tmp_path: Path) -> None:
     blob = _sealift_blob(TARGET, compression.ZSTD, 3)
-    recipe = BlobRecipe(_digest(blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3))
+    recipe = BlobRecipe(sha256_of(blob), compression.ZSTD, 3, library_of(compression.ZSTD, 3))
     with pytest.raises(ProtocolError, match="names blob"):
-        _received(staging, _wire(tmp_path, recipe), _digest(b"another blob"))
+        _received(staging, _wire(tmp_path, recipe), sha256_of(b"another blob"))

@@ -287,9 +287,9 @@ def _push_host(
                 session.close()
                 tools = [options.mode]
         if not agent_done:
-            _push_cli(
-                ssh, _candidates(tools, options.mode, target), source, options, result, progress
-            )
+            with make_spool_dir() as spool:
+                candidates = _candidates(tools, options.mode, target)
+                _push_cli(ssh, candidates, source, options, result, progress, Path(spool))
         result.ok = True
     except SealiftError as exc:
         result.error = str(exc)
@@ -450,21 +450,10 @@ def _push_cli(
     options: RemoteOptions,
     result: HostResult,
     progress: HostProgress,
-) -> None:
-    """Push with the first of ``tools`` (docker, podman) that answers on the remote."""
-    with make_spool_dir() as spool:
-        _push_cli_spooled(ssh, tools, source, options, result, progress, Path(spool))
-
-
-def _push_cli_spooled(
-    ssh: Ssh,
-    tools: list[str],
-    source: Offering,
-    options: RemoteOptions,
-    result: HostResult,
-    progress: HostProgress,
     spool: Path,
 ) -> None:
+    """Push with the first of ``tools`` (docker, podman) that answers on the remote; layers it
+    must have in another form are spooled in ``spool``."""
     for index, tool in enumerate(tools):
         try:
             have, containerd = _inventory(ssh, tool)
