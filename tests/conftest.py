@@ -253,3 +253,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Debian's docker-registry on 127.0.0.1 (filesystem storage, no auth, plain HTTP)."""
     require_tools("docker-registry")
     yield from running(Registry(tmp_path_factory.mktemp("registry")))
+
+
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SEALIFT_TMPDIR of this test, for the library and the CLI it runs: a test can check that
+    nothing is left in it."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    monkeypatch.setenv("SEALIFT_TMPDIR", str(directory))
+    return directory

@@ -516,15 +516,6 @@ def layer_blobs(source: MemorySource) -> dict[str, bytes]:
     return found
 
 
-@pytest.fixture
-def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """SEALIFT_TMPDIR of this test (for the library and the CLI it runs), checked empty after."""
-    directory = tmp_path / "spool"
-    directory.mkdir()
-    monkeypatch.setenv("SEALIFT_TMPDIR", str(directory))
-    return directory
-
-
 def test_a_parallel_pull_fills_a_layout_and_an_archive_byte_exact(
     registry: Registry, tmp_path: Path, spool: Path
 ) -> None:

@@ -493,15 +493,6 @@ def test_docker_ends_open_as_registry_source_and_sink(fake: FakeRegistry) -> Non
 
 
 # ---------------------------------------------------------------------------- parallel pulls
-@pytest.fixture
-def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where pulls spool their downloads in this test (checked empty afterwards)."""
-    directory = tmp_path / "spool"
-    directory.mkdir()
-    monkeypatch.setenv("SEALIFT_TMPDIR", str(directory))
-    return directory
-
-
 def layer_digests(entry: Entry) -> list[str]:
     return [str(layer.digest) for image in entry.images() for layer in image.layers]
 
