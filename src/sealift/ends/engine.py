@@ -447,9 +447,9 @@ class EngineSource:
     def _in_request_order(self, entries: list[Entry]) -> list[Entry]:
         """The entries in the order their images were named: an engine's export lists them in
         an order of its own (Docker 20.10's varies between runs), and a save's bytes must not."""
-        rank = {
-            str(info["Id"]): index for index, info in reversed(list(enumerate(self.found.values())))
-        }
+        rank: dict[str, int] = {}
+        for index, info in enumerate(self.found.values()):
+            rank.setdefault(str(info["Id"]), index)
 
         def position(entry: Entry) -> int:
             ids = {engine_id for image in entry.images() for engine_id in engine_ids(image)}
